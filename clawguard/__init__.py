@@ -1,0 +1,42 @@
+"""clawguard keeps an OpenClaw agent's OpenShell sandbox restored across pod restarts.
+
+The public API is small: load a config, build and inspect a plan, restore.
+"""
+
+from __future__ import annotations
+
+from .config import Config, SandboxConfig, load_config, parse_config
+from .errors import (
+    ArchiveError,
+    ClawguardError,
+    ConfigError,
+    InputError,
+    RestoreFailed,
+    SandboxGone,
+    TargetError,
+)
+from .plan import Plan, build_plan
+from .restore import RestoreReport, StepReport, restore, run_plan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchiveError",
+    "ClawguardError",
+    "Config",
+    "ConfigError",
+    "InputError",
+    "Plan",
+    "RestoreFailed",
+    "RestoreReport",
+    "SandboxConfig",
+    "SandboxGone",
+    "StepReport",
+    "TargetError",
+    "__version__",
+    "build_plan",
+    "load_config",
+    "parse_config",
+    "restore",
+    "run_plan",
+]

@@ -1,0 +1,37 @@
+"""Human-facing lines for the CLI (logs go to stderr through structlog)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from ..redact import redact_text
+from ..restore import FAILED, RestoreReport, StepReport
+
+
+def step_line(index: int, total: int, step: StepReport, *, verbose: bool = False, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    width = len(str(total))
+    print(f"[{index:>{width}}/{total}] {step.name:<32} {step.outcome:<12} {step.duration:6.2f}s", file=out, flush=True)
+    if step.outcome == FAILED and step.error:
+        print(f"      error: {redact_text(step.error)}", file=out)
+    if verbose or step.outcome in ("would-change", FAILED):
+        for change in step.changes:
+            print(f"      - {redact_text(change)}", file=out)
+
+
+def summary_line(report: RestoreReport, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    counts = {o: sum(s.outcome == o for s in report.steps) for o in ("ok", "changed", "would-change", "failed")}
+    shown = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+    verdict = "verified" if report.ok and not report.dry_run else ("dry run" if report.dry_run else "FAILED")
+    print(
+        f"{report.sandbox} ({report.container_id[:12]}): {verdict}: {len(report.steps)} steps ({shown}) "
+        f"in {report.duration:.2f}s",
+        file=out,
+        flush=True,
+    )
+
+
+def error(message: str) -> None:
+    print(f"clawguard: error: {redact_text(message)}", file=sys.stderr, flush=True)

@@ -1,0 +1,141 @@
+"""The config file: loading, the schema (in one place), and the typed result."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import _yaml
+from .entries import OwnerRef
+from .errors import ConfigError
+from .layout import LAYOUT_SCHEMA, Layout
+from .schema import Context, Field, HostPath, Int, ListOf, MapOf, Owner, Record, Str, Tagged
+from .steps import REGISTRY as STEP_KINDS
+from .targets import REGISTRY as TARGET_KINDS
+
+# Kubernetes pod names (DNS-1123 labels): also keeps shell and path metacharacters out.
+SANDBOX_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+
+LIMITS_SCHEMA = Record(
+    {
+        "max_archive_bytes": Field(Int(minimum=1), "Refuse archives larger than this.", 256 * 1024 * 1024),
+        "max_files": Field(Int(minimum=1), "Refuse plans with more paths than this.", 20_000),
+    }
+)
+
+
+def _step_schema() -> Tagged:
+    return Tagged("kind", {kind: Record(cls.params) for kind, cls in sorted(STEP_KINDS.items())})
+
+
+def _target_schema() -> Tagged:
+    return Tagged("kind", {kind: Record(cls.params) for kind, cls in sorted(TARGET_KINDS.items())})
+
+
+def sandbox_schema() -> Record:
+    return Record(
+        {
+            "target": Field(_target_schema(), "Where the sandbox lives.", required=True),
+            "archive": Field(HostPath(), "The host-side restore archive.", required=True),
+            "user": Field(Owner(), "The sandbox user, resolved from the sandbox's /etc/passwd.", "sandbox"),
+            "plan": Field(ListOf(_step_schema()), "Explicit steps; when absent, derived from the archive layout."),
+            "layout": Field(LAYOUT_SCHEMA, "Where things live inside the sandbox.", {}),
+            "limits": Field(LIMITS_SCHEMA, "Sanity limits on the archive.", {}),
+        }
+    )
+
+
+def config_schema() -> Record:
+    return Record(
+        {
+            "version": Field(Int(minimum=1, maximum=1), "Config format version; must be 1.", required=True),
+            "sandboxes": Field(
+                MapOf(Str(pattern=SANDBOX_NAME, hint="use a sandbox name: a-z, 0-9 and '-'"), sandbox_schema()),
+                "One entry per sandbox, keyed by its name.",
+                required=True,
+            ),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_archive_bytes: int
+    max_files: int
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    name: str
+    target: Mapping[str, Any]
+    archive: Path
+    user: OwnerRef
+    plan: list[Mapping[str, Any]] | None
+    layout: Layout
+    limits: Limits
+    config: Config
+
+    @property
+    def key(self) -> str:
+        return f"sandboxes.{self.name}"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    sandboxes: dict[str, SandboxConfig]
+    lines: dict[str, int]
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, file=self.path, key=key, line=self.lines.get(key))
+
+    def select(self, name: str | None) -> list[SandboxConfig]:
+        if name is None:
+            return list(self.sandboxes.values())
+        if name not in self.sandboxes:
+            known = ", ".join(self.sandboxes) or "none"
+            raise ConfigError(f"no sandbox named {name!r} (configured: {known})", file=self.path)
+        return [self.sandboxes[name]]
+
+
+def default_path() -> Path:
+    if env := os.environ.get("CLAWGUARD_CONFIG"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "clawguard" / "config.yaml"
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError naming file, key and line."""
+    file = Path(path).expanduser() if path is not None else default_path()
+    document = _yaml.load(file)
+    return _build(document, file)
+
+
+def parse_config(text: str, path: Path | str = "<string>") -> Config:
+    file = Path(path)
+    return _build(_yaml.loads(text, file), file)
+
+
+def _build(document: _yaml.Located, file: Path) -> Config:
+    ctx = Context(file)
+    data = config_schema().validate(document, "", ctx)
+    sandboxes: dict[str, SandboxConfig] = {}
+    config = Config(file, sandboxes, ctx.lines)
+    for name, raw in data["sandboxes"].items():
+        sandboxes[name] = SandboxConfig(
+            name=name,
+            target=raw["target"],
+            archive=raw["archive"],
+            user=raw["user"],
+            plan=raw["plan"],
+            layout=Layout(**raw["layout"]),
+            limits=Limits(**raw["limits"]),
+            config=config,
+        )
+    if not sandboxes:
+        raise ConfigError("no sandboxes configured", file=file, key="sandboxes", line=ctx.lines.get("sandboxes"))
+    return config

@@ -1,0 +1,66 @@
+"""The small exception hierarchy that the CLI maps onto exit codes.
+
+``InputError`` (and its children) mean "you gave me something wrong": exit 2, and
+nothing was written. ``RestoreFailed`` and ``TargetError`` mean the world did not
+cooperate: exit 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ClawguardError(Exception):
+    """Base class of every error clawguard raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(ClawguardError):
+    """Bad config, plan or archive. Raised before anything touches a sandbox."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: Path | str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.key = key
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file
+            if self.line:
+                where += f":{self.line}"
+            where += ": "
+        key = f"{self.key}: " if self.key else ""
+        return f"{where}{key}{self.message}"
+
+
+class ConfigError(InputError):
+    """The YAML config is unreadable or does not match the schema."""
+
+
+class ArchiveError(InputError):
+    """The host-side restore archive does not match the plan or is unsafe."""
+
+
+class TargetError(ClawguardError):
+    """The sandbox could not be reached: Docker down, cluster stopped, pod missing."""
+
+
+class SandboxGone(TargetError):
+    """The pod we were working on was replaced or stopped under us."""
+
+
+class RestoreFailed(ClawguardError):
+    """At least one step did not reach its verified state."""

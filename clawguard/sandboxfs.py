@@ -1,0 +1,263 @@
+"""Reading and writing a sandbox's files with nothing but an exec into it.
+
+Any target that can run a command inside the sandbox (with stdin) gets inspection,
+batched writes and user lookup from this module. Both scripts are constants: paths
+travel as separate arguments, never inside the script text, so nothing the user
+writes is ever parsed by a shell. They use only POSIX sh plus ``stat -c``,
+``sha256sum``, ``find``, ``readlink`` and ``tar``, which busybox and coreutils
+both provide.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from .entries import Entry, Ids, Inspection, Observed
+
+# Runs argv inside the sandbox as root and returns (exit code, stdout, stderr).
+Exec = Callable[[Sequence[str], bytes | None], tuple[int, bytes, bytes]]
+
+# Arguments: one per path, "P:/path" (the path itself) or "R:/path" (and all below).
+# Output, one record per line, tab-separated, the path last:
+#   U <resolved> <path>   the nearest existing ancestor is reached through a symlink
+#   S <hexmode> <uid> <gid> <size> <path>
+#   H <sha256> <path>     for regular files
+#   L <target> <path>     for symlinks
+INSPECT_SCRIPT = r"""
+set -f
+IFS='
+'
+tab=$(printf '\t')
+list=''
+for spec in "$@"; do
+  p=${spec#?:}
+  d=$p
+  while :; do d=$(dirname -- "$d"); [ -d "$d" ] && break; done
+  r=$(cd -P -- "$d" 2>/dev/null && pwd -P)
+  if [ "$r" != "$d" ]; then printf 'U\t%s\t%s\n' "$r" "$p"; continue; fi
+  if [ -L "$p" ] || [ -e "$p" ]; then
+    case $spec in
+      R:*) if [ -d "$p" ] && [ ! -L "$p" ]; then list="$list$(find "$p")
+"; else list="$list$p
+"; fi ;;
+      *) list="$list$p
+" ;;
+    esac
+  fi
+done
+[ -n "$list" ] || exit 0
+stat -c "S$tab%f$tab%u$tab%g$tab%s$tab%n" $list || exit 3
+files=''
+for p in $list; do
+  if [ -L "$p" ]; then printf 'L\t%s\t%s\n' "$(readlink "$p")" "$p"
+  elif [ -f "$p" ]; then files="$files$p
+"
+  fi
+done
+[ -z "$files" ] || sha256sum $files | sed 's/^\([0-9a-f]*\)  /H\t\1\t/' || exit 3
+"""
+
+# Arguments: a list of operations, run in order; "tar" reads a tar stream from stdin
+# and extracts it at /, the others are: rm PATH, own UID:GID PATH, ownr UID:GID PATH,
+# mode OCTAL PATH. Stops at the first failure.
+APPLY_SCRIPT = r"""
+set -e
+while [ $# -gt 0 ]; do
+  op=$1; shift
+  case $op in
+    rm) rm -rf "$1"; shift ;;
+    tar) tar -x -f - -C / ;;
+    own) chown -h "$1" "$2"; shift 2 ;;
+    ownr) chown -R -h "$1" "$2"; shift 2 ;;
+    mode) chmod "$1" "$2"; shift 2 ;;
+    *) echo "clawguard: unknown operation $op" >&2; exit 2 ;;
+  esac
+done
+"""
+
+PASSWD_SCRIPT = "cat /etc/passwd; echo '--clawguard--'; cat /etc/group 2>/dev/null || true"
+
+_KINDS = {0o100000: "file", 0o040000: "dir", 0o120000: "symlink"}
+
+
+class ProtocolError(Exception):
+    """The sandbox answered with something the scripts never print."""
+
+
+def inspect_args(entries: Iterable[Entry]) -> list[str]:
+    seen: dict[str, bool] = {}
+    for entry in entries:
+        seen[entry.path] = seen.get(entry.path, False) or entry.recursive
+    return [("R:" if recursive else "P:") + path for path, recursive in seen.items()]
+
+
+def parse_inspection(output: str) -> Inspection:
+    result = Inspection()
+    hashes: dict[str, str] = {}
+    links: dict[str, str] = {}
+    for line in output.splitlines():
+        if not line:
+            continue
+        tag, _, rest = line.partition("\t")
+        if tag == "U":
+            resolved, _, path = rest.partition("\t")
+            result.unsafe[path] = resolved
+        elif tag == "S":
+            fields = rest.split("\t", 4)
+            if len(fields) != 5:
+                raise ProtocolError(f"bad stat record: {line!r}")
+            hexmode, uid, gid, size, path = fields
+            raw = int(hexmode, 16)
+            result.found[path] = Observed(
+                path=path,
+                kind=_KINDS.get(raw & 0o170000, "other"),  # type: ignore[arg-type]
+                mode=raw & 0o7777,
+                uid=int(uid),
+                gid=int(gid),
+                size=int(size),
+            )
+        elif tag == "H":
+            digest, _, path = rest.partition("\t")
+            hashes[path] = digest
+        elif tag == "L":
+            target, _, path = rest.partition("\t")
+            links[path] = target
+        else:
+            raise ProtocolError(f"unexpected line from the inspector: {line!r}")
+    for path, obs in list(result.found.items()):
+        if path in hashes or path in links:
+            result.found[path] = Observed(
+                obs.path, obs.kind, obs.mode, obs.uid, obs.gid, obs.size, hashes.get(path), links.get(path)
+            )
+    return result
+
+
+@dataclass
+class Write:
+    """One batch of changes for the apply script: deletions, a tar stream, fix-ups."""
+
+    remove: list[str]
+    members: list[tuple[Entry, Ids | None]]
+    fixups: list[tuple[Entry, Ids | None]]
+
+    def args(self) -> list[str]:
+        ops: list[str] = []
+        for path in self.remove:
+            ops += ["rm", path]
+        if self.members:
+            ops.append("tar")
+        # tar may not restore owners or modes the same way everywhere (busybox,
+        # GNU, umask): set them explicitly afterwards.
+        for entry, ids in self.fixups:
+            if ids is not None:
+                ops += ["ownr" if entry.recursive_owner else "own", f"{ids.uid}:{ids.gid}", entry.path]
+            if entry.mode is not None and entry.kind != "symlink":
+                ops += ["mode", f"{entry.mode:04o}", entry.path]
+        return ops
+
+    def stream(self) -> bytes | None:
+        if not self.members:
+            return None
+        return build_tar(self.members)
+
+
+def build_tar(members: Sequence[tuple[Entry, Ids | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry, ids in members:
+            info = tarfile.TarInfo(entry.path.lstrip("/"))
+            # Numeric ids only: a name would be looked up in the wrong /etc/passwd.
+            info.uname = info.gname = ""
+            info.uid, info.gid = (ids.uid, ids.gid) if ids else (0, 0)
+            info.mode = entry.mode if entry.mode is not None else (0o755 if entry.kind == "dir" else 0o644)
+            info.mtime = 0
+            if entry.kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif entry.kind == "symlink":
+                info.type = tarfile.SYMTYPE
+                info.linkname = entry.link or ""
+                tar.addfile(info)
+            else:
+                data = entry.data()
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class UserTable:
+    """The sandbox's own users and groups, read from its /etc/passwd and /etc/group."""
+
+    users: dict[str, tuple[int, int]]
+    groups: dict[str, int]
+
+    @classmethod
+    def parse(cls, text: str) -> UserTable:
+        passwd, _, group = text.partition("--clawguard--")
+        users: dict[str, tuple[int, int]] = {}
+        for line in passwd.splitlines():
+            fields = line.split(":")
+            if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
+                users.setdefault(fields[0], (int(fields[2]), int(fields[3])))
+        groups: dict[str, int] = {}
+        for line in group.splitlines():
+            fields = line.split(":")
+            if len(fields) >= 3 and fields[2].isdigit():
+                groups.setdefault(fields[0], int(fields[2]))
+        return cls(users, groups)
+
+    def resolve(self, owner: str | int) -> Ids:
+        """Turn an owner reference into ids, or raise LookupError with the reason."""
+        if isinstance(owner, int):
+            for uid, gid in self.users.values():
+                if uid == owner:
+                    return Ids(uid, gid)
+            raise LookupError(f"uid {owner} does not exist in the sandbox's /etc/passwd")
+        user, _, group = owner.partition(":")
+        if user.isdigit():
+            ids = self.resolve(int(user))
+        elif user in self.users:
+            ids = Ids(*self.users[user])
+        else:
+            raise LookupError(f"user {user!r} does not exist in the sandbox's /etc/passwd")
+        if group:
+            if group.isdigit():
+                return Ids(ids.uid, int(group))
+            if group not in self.groups:
+                raise LookupError(f"group {group!r} does not exist in the sandbox's /etc/group")
+            return Ids(ids.uid, self.groups[group])
+        return ids
+
+
+class SandboxFS:
+    """Inspect and write one live sandbox through an exec function."""
+
+    def __init__(self, run: Exec) -> None:
+        self._run = run
+
+    def _check(self, what: str, argv: Sequence[str], stdin: bytes | None = None) -> str:
+        code, out, err = self._run(argv, stdin)
+        if code != 0:
+            text = err.decode(errors="replace").strip()[-400:] or f"exit status {code}"
+            raise SandboxCommandFailed(f"{what} failed inside the sandbox: {text}")
+        return out.decode("utf-8", errors="surrogateescape")
+
+    def users(self) -> UserTable:
+        return UserTable.parse(self._check("reading /etc/passwd", ["sh", "-c", PASSWD_SCRIPT]))
+
+    def inspect(self, entries: Iterable[Entry]) -> Inspection:
+        args = inspect_args(entries)
+        if not args:
+            return Inspection()
+        return parse_inspection(self._check("inspecting files", ["sh", "-c", INSPECT_SCRIPT, "sh", *args]))
+
+    def apply(self, write: Write) -> None:
+        self._check("writing files", ["sh", "-c", APPLY_SCRIPT, "sh", *write.args()], write.stream())
+
+
+class SandboxCommandFailed(Exception):
+    """A command inside the sandbox exited non-zero; the message holds its stderr tail."""

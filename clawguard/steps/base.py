@@ -1,0 +1,78 @@
+"""What every step kind has in common.
+
+A step turns its parameters and the archive into a list of desired ``Entry``
+objects. Checking and applying are done by the engine from those entries, so a
+step kind is only a parameter schema plus an ``entries`` method, in one module.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+from ..entries import Entry, OwnerRef
+from ..layout import Layout
+from ..schema import Field
+
+REGISTRY: dict[str, type[Step]] = {}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a step was declared, for error messages."""
+
+    key: str  # "sandboxes.x.plan[2]" or "archive convention: skills/foo"
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class StepContext:
+    archive: Path
+    layout: Layout
+    user: OwnerRef  # the sandbox user from the config
+
+
+class Step(ABC):
+    kind: ClassVar[str]
+    params: ClassVar[Mapping[str, Field]]
+    summary: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            REGISTRY[cls.kind] = cls
+
+    def __init__(self, values: Mapping[str, Any], origin: Origin) -> None:
+        self.values = dict(values)
+        self.origin = origin
+
+    @property
+    def name(self) -> str:
+        return self.values.get("name") or self.default_name()
+
+    @abstractmethod
+    def default_name(self) -> str:
+        """A short label for progress lines, e.g. ``skills/proxmox``."""
+
+    @abstractmethod
+    def entries(self, ctx: StepContext) -> list[Entry]:
+        """The desired state. Validates the archive files it reads (ArchiveError)."""
+
+    def sources(self) -> list[str]:
+        """Archive paths this step reads, relative to the archive."""
+        return [v for k, v in self.values.items() if k == "source" and isinstance(v, str)]
+
+    def owner(self, ctx: StepContext) -> OwnerRef:
+        value = self.values.get("owner")
+        return ctx.user if value is None else value
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def join(base: str, *parts: str) -> str:
+    return str(PurePosixPath(base, *parts))

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from ..entries import Entry
+from ..schema import Field, Mode, Owner, SandboxPath, Str
+from .base import Step, StepContext
+
+
+class DirectoryStep(Step):
+    kind = "directory"
+    summary = "Make sure a directory exists with a mode and owner."
+    params = {
+        "name": Field(Str(), "Label shown in progress and reports."),
+        "path": Field(SandboxPath(), "The directory.", required=True),
+        "mode": Field(Mode(), "Directory mode.", 0o755),
+        "owner": Field(Owner(), "Owner; defaults to the sandbox user."),
+    }
+
+    def default_name(self) -> str:
+        return str(self.values["path"])
+
+    def entries(self, ctx: StepContext) -> list[Entry]:
+        return [Entry(self.values["path"], "dir", self.values["mode"], self.owner(ctx))]

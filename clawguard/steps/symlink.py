@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from ..entries import Entry
+from ..schema import Field, Owner, SandboxPath, Str
+from .base import Step, StepContext
+
+
+class SymlinkStep(Step):
+    kind = "symlink"
+    summary = "Make sure a symlink exists and points where it should."
+    params = {
+        "name": Field(Str(), "Label shown in progress and reports."),
+        "path": Field(SandboxPath(), "The symlink itself.", required=True),
+        "target": Field(SandboxPath(), "What it points to (an absolute sandbox path).", required=True),
+        "owner": Field(Owner(), "Owner of the link itself; unchecked when not set."),
+    }
+
+    def default_name(self) -> str:
+        return str(self.values["path"])
+
+    def entries(self, ctx: StepContext) -> list[Entry]:
+        return [Entry(self.values["path"], "symlink", owner=self.values["owner"], link=self.values["target"])]

@@ -1,0 +1,167 @@
+"""Generation 1 OpenShell: a k3s cluster in one Docker container, the sandbox a pod.
+
+We talk to the cluster's containerd with ``ctr`` through ``docker exec``. Every
+command inside the pod runs through ``ctr task exec``, so paths resolve in the
+pod's own mount namespace: a symlink in the sandbox can never point a write at
+the cluster container (which is privileged, i.e. host root).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import docker.errors
+
+from ..errors import SandboxGone, TargetError
+from ..schema import Field, Int, SandboxPath, Str
+from . import _docker
+from .base import ExecResult, Instance, Target
+
+_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
+_ID = re.compile(r"[0-9a-f]{64}")
+_counter = itertools.count()
+
+# Arguments: ctr, address, namespace, label filter. Prints container IDs, a marker, then the task table.
+_LIST_BY_LABELS = r"""
+"$1" --address "$2" -n "$3" containers ls -q "$4" || exit 3
+echo --tasks--
+"$1" --address "$2" -n "$3" tasks ls || exit 3
+"""
+
+# Arguments: state dir, namespace, marker path. Reads /proc/mounts (one line per
+# container) instead of walking every rootfs like the seed's `find /run/k3s`.
+_LIST_BY_MARKER = r"""
+grep -o "$1/io.containerd.runtime.v2.task/$2/[0-9a-f]\{64\}/rootfs" /proc/mounts | sort -u |
+while read -r rootfs; do
+  if [ -e "$rootfs$3" ]; then echo "$rootfs"; fi
+done
+"""
+
+
+class K3sTarget(Target):
+    kind = "k3s"
+    params = {
+        "cluster": Field(
+            Str(pattern=_NAME, hint="a Docker container name"),
+            "The Docker container that runs k3s.",
+            "openshell-cluster-nemoclaw",
+        ),
+        "pod": Field(Str(pattern=r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"), "Pod name; defaults to the sandbox name."),
+        "namespace": Field(Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"), "Kubernetes namespace.", "openshell"),
+        "container": Field(Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"), "Container in the pod.", "agent"),
+        "locate": Field(
+            Str(choices=("auto", "labels", "marker")),
+            "labels: kubelet labels; marker: the one rootfs holding the marker file; "
+            "auto: labels, then marker when no labelled container exists.",
+            "auto",
+        ),
+        "marker": Field(SandboxPath(), "File that identifies a sandbox rootfs.", "/sandbox/.openclaw/openclaw.json"),
+        "ctr": Field(Str(pattern=r"[A-Za-z0-9_./-]+"), "The ctr binary inside the cluster.", "ctr"),
+        "containerd_address": Field(SandboxPath(), "containerd's socket.", "/run/k3s/containerd/containerd.sock"),
+        "containerd_state": Field(SandboxPath(), "containerd's state directory.", "/run/k3s/containerd"),
+        "containerd_namespace": Field(Str(pattern=_NAME), "containerd namespace.", "k8s.io"),
+        "docker_host": Field(Str(), "Docker daemon URL; defaults to DOCKER_HOST or the local socket."),
+        "timeout": Field(Int(minimum=1, maximum=3600), "Seconds allowed for one command.", 120),
+    }
+
+    def __init__(self, sandbox: str, values: Mapping[str, Any]) -> None:
+        super().__init__(sandbox, values)
+        self.cluster: str = self.values["cluster"]
+        self.pod: str = self.values["pod"] or sandbox
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = _docker.client(self.values["docker_host"], self.values["timeout"])
+        return self._client
+
+    def _ctr(self) -> list[str]:
+        v = self.values
+        return [v["ctr"], "--address", v["containerd_address"], "-n", v["containerd_namespace"]]
+
+    def _cluster_exec(self, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        try:
+            container = self.client.containers.get(self.cluster)
+            if container.status != "running":
+                raise TargetError(f"cluster container {self.cluster} is {container.status}, not running")
+            return _docker.exec_in(self.client.api, self.cluster, argv, stdin, self.values["timeout"])
+        except docker.errors.NotFound:
+            raise TargetError(f"cluster container {self.cluster} not found (is OpenShell running?)") from None
+        except docker.errors.APIError as exc:
+            raise TargetError(f"Docker refused a command on {self.cluster}: {exc.explanation}") from None
+        except (docker.errors.DockerException, OSError) as exc:
+            raise TargetError(f"Docker is not reachable: {exc}") from None
+
+    def locate(self) -> Instance:
+        strategy = self.values["locate"]
+        ids: list[str] = []
+        if strategy in ("auto", "labels"):
+            ids = self._by_labels()
+        if not ids and strategy in ("auto", "marker"):
+            ids = self._by_marker()
+        where = f"pod {self.values['namespace']}/{self.pod} in {self.cluster}"
+        if not ids:
+            raise TargetError(f"no running sandbox found for {where}")
+        if len(ids) > 1:
+            shown = ", ".join(i[:12] for i in ids)
+            raise TargetError(f"{len(ids)} running containers match {where} ({shown}); set target.pod")
+        return Instance(ids[0], where)
+
+    def _by_labels(self) -> list[str]:
+        v = self.values
+        selector = ",".join(
+            f'labels."{key}"=={value}'
+            for key, value in (
+                ("io.kubernetes.pod.name", self.pod),
+                ("io.kubernetes.pod.namespace", v["namespace"]),
+                ("io.kubernetes.container.name", v["container"]),
+            )
+        )
+        result = self._cluster_exec(
+            ["sh", "-c", _LIST_BY_LABELS, "sh", v["ctr"], v["containerd_address"], v["containerd_namespace"], selector]
+        )
+        if result.code != 0:
+            raise TargetError(f"listing containers in {self.cluster} failed: {_tail(result.stderr)}")
+        listed, _, tasks = result.stdout.decode(errors="replace").partition("--tasks--")
+        candidates = {line.strip() for line in listed.split() if _ID.fullmatch(line.strip())}
+        running = []
+        for line in tasks.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] in candidates and fields[2] == "RUNNING":
+                running.append(fields[0])
+        return sorted(running)
+
+    def _by_marker(self) -> list[str]:
+        v = self.values
+        result = self._cluster_exec(
+            ["sh", "-c", _LIST_BY_MARKER, "sh", v["containerd_state"], v["containerd_namespace"], v["marker"]]
+        )
+        ids = []
+        for line in result.stdout.decode(errors="replace").splitlines():
+            match = re.search(r"/([0-9a-f]{64})/rootfs$", line.strip())
+            if match:
+                ids.append(match.group(1))
+        return sorted(set(ids))
+
+    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        exec_id = f"clawguard-{os.getpid()}-{next(_counter)}"
+        command = [*self._ctr(), "tasks", "exec", "--exec-id", exec_id, instance.id, *argv]
+        result = self._cluster_exec(command, stdin)
+        if result.code != 0 and _gone(result.stderr):
+            raise SandboxGone(f"sandbox container {instance.short_id} is gone ({_tail(result.stderr)})")
+        return result
+
+
+def _gone(stderr: bytes) -> bool:
+    text = stderr.decode(errors="replace").lower()
+    return ("not found" in text and ("container" in text or "task" in text)) or "no running task" in text
+
+
+def _tail(data: bytes, limit: int = 300) -> str:
+    text = data.decode(errors="replace").strip()
+    return text[-limit:] if text else "(no output)"

@@ -1,0 +1,2 @@
+#!/bin/sh
+exec bash /sandbox/.openclaw/proxmox.sh status
