@@ -1,0 +1,109 @@
+"""A sandbox for unit tests: a busybox chroot that mirrors NemoClaw's layout.
+
+It is a fake *target* (no Docker, no containerd) but the scripts clawguard runs
+inside it are the real ones, run by a real busybox, so the engine's shell
+protocol is exercised for real. Needs root (chroot and chown).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clawguard.targets.base import ExecResult, Instance, Target
+
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+APPLETS = [
+    "sh",
+    "cat",
+    "chmod",
+    "chown",
+    "dirname",
+    "echo",
+    "find",
+    "ls",
+    "mkdir",
+    "pwd",
+    "readlink",
+    "rm",
+    "sed",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "stat",
+    "tar",
+    "test",
+]
+
+
+def make_sandbox_root(root: Path, uid: int = 998) -> Path:
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    for applet in APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc").mkdir()
+    (root / "etc" / "passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}::/sandbox:/bin/sh\n")
+    (root / "etc" / "group").write_text(f"root:x:0:\nsandbox:x:{uid}:\n")
+    (root / "tmp").mkdir(mode=0o1777)
+    (root / "dev").mkdir()
+    os.mknod(root / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    sandbox = root / "sandbox"
+    config, data = sandbox / ".openclaw", sandbox / ".openclaw-data"
+    for sub in ("agents", "extensions", "workspace", "skills", "hooks", "identity", "devices", "canvas", "cron"):
+        (data / sub).mkdir(parents=True)
+    (data / "telegram").mkdir()
+    config.mkdir()
+    for sub in ("agents", "extensions", "workspace", "skills", "hooks", "identity", "devices", "canvas", "cron"):
+        (config / sub).symlink_to(f"/sandbox/.openclaw-data/{sub}")
+    (config / "openclaw.json").write_text('{"gateway": {"port": 18789}}\n')
+    (config / "openclaw.json").chmod(0o444)
+    for path in [sandbox, data, *data.iterdir()]:
+        if path.name != "telegram":
+            os.chown(path, uid, uid)
+    return root
+
+
+class ChrootTarget(Target):
+    """Runs every command with chroot(8) into a directory."""
+
+    params: Mapping[str, Any] = {}
+
+    def __init__(self, root: Path) -> None:
+        super().__init__("chroot", {})
+        self.root = root
+        self.instance = Instance("0" * 64, f"chroot {root}")
+        self.calls: list[list[str]] = []
+
+    def locate(self) -> Instance:
+        return self.instance
+
+    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        self.calls.append(list(argv))
+        done = subprocess.run(
+            [CHROOT, str(self.root), *argv],
+            input=stdin or b"",
+            capture_output=True,
+            env={"PATH": "/bin"},
+            check=False,
+        )
+        return ExecResult(done.returncode, done.stdout, done.stderr)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int, bytes | str | None]]:
+    """Every path under root with mode, owner and content or link target."""
+    result: dict[str, tuple[int, int, int, bytes | str | None]] = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        content: bytes | str | None = None
+        if path.is_symlink():
+            content = os.readlink(path)
+        elif path.is_file():
+            content = path.read_bytes()
+        result[str(path.relative_to(root))] = (info.st_mode, info.st_uid, info.st_gid, content)
+    return result

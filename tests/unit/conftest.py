@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_ARCHIVE = REPO / "restore-archive"
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    """A private copy of the example archive, safe to modify."""
+    target = tmp_path / "archive"
+    shutil.copytree(EXAMPLE_ARCHIVE, target, symlinks=True)
+    return target
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def write(body: str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(body).lstrip("\n"))
+        return path
+
+    return write
+
+
+def basic_config(archive: Path, extra: str = "") -> str:
+    return f"""\
+version: 1
+sandboxes:
+  my-assistant:
+    target:
+      kind: k3s
+      cluster: openshell-cluster-nemoclaw
+    archive: {archive}
+    user: sandbox
+{extra}"""

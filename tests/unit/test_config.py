@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clawguard import ConfigError, load_config, parse_config
+from clawguard.layout import Layout
+
+from .conftest import basic_config
+
+
+def test_minimal_config_gets_defaults(archive: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+    config = load_config(write_config(basic_config(archive)))
+    sandbox = config.sandboxes["my-assistant"]
+    assert sandbox.target["kind"] == "k3s"
+    assert sandbox.target["namespace"] == "openshell"
+    assert sandbox.target["locate"] == "auto"
+    assert sandbox.layout == Layout()
+    assert sandbox.plan is None
+    assert sandbox.limits.max_archive_bytes == 256 * 1024 * 1024
+
+
+def test_unknown_key_names_key_and_line(archive: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+    path = write_config(basic_config(archive, "    tool_policy: strict\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    err = info.value
+    assert err.key == "sandboxes.my-assistant.tool_policy"
+    assert err.line == 9
+    assert err.file == str(path)
+    assert "unknown key 'tool_policy'" in str(err)
+    assert str(err).startswith(f"{path}:9: sandboxes.my-assistant.tool_policy:")
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "line", "message"),
+    [
+        ("version: 2\nsandboxes: {}\n", "version", 1, "at most 1"),
+        ("sandboxes: {}\n", "version", 1, "is required"),
+        (
+            "version: 1\nsandboxes:\n  Bad_Name:\n    target: {kind: k3s}\n    archive: /x\n",
+            "sandboxes.Bad_Name",
+            3,
+            "not valid",
+        ),
+        (
+            "version: 1\nsandboxes:\n  a:\n    target: {kind: lxc}\n    archive: /x\n",
+            "sandboxes.a.target.kind",
+            4,
+            "not one of",
+        ),
+        (
+            "version: 1\nsandboxes:\n  a:\n    target: {kind: k3s, cluster: 'x;rm -rf /'}\n    archive: /x\n",
+            "sandboxes.a.target.cluster",
+            4,
+            "not valid",
+        ),
+        (
+            "version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n    archive: [1]\n",
+            "sandboxes.a.archive",
+            5,
+            "expected a path",
+        ),
+        ("version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n", "sandboxes.a.archive", 4, "is required"),
+        (
+            "version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n    archive: /x\n    user: 'a b'\n",
+            "sandboxes.a.user",
+            6,
+            "not a user name",
+        ),
+        (
+            "version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n    archive: /x\n    layout: {root: sandbox}\n",
+            "sandboxes.a.layout.root",
+            6,
+            "absolute",
+        ),
+        (
+            "version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n    archive: /x\n    layout: {data_dir: /sandbox/../etc}\n",
+            "sandboxes.a.layout.data_dir",
+            6,
+            "'..'",
+        ),
+    ],
+)
+def test_bad_values(body: str, key: str, line: int, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(body, "c.yaml")
+    assert info.value.key == key
+    assert info.value.line == line
+    assert message in str(info.value)
+
+
+def test_yaml_syntax_error_has_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("version: 1\nsandboxes:\n  a: [unclosed\n", "c.yaml")
+    assert info.value.line is not None
+    assert "YAML syntax error" in str(info.value)
+
+
+def test_duplicate_keys_are_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("version: 1\nversion: 1\n", "c.yaml")
+    assert "duplicate key 'version' (first on line 1)" in str(info.value)
+    assert info.value.line == 2
+
+
+def test_plan_steps_are_validated_against_their_kind(archive: Path) -> None:
+    body = basic_config(
+        archive,
+        "    plan:\n      - kind: file\n        source: SOUL.md\n        dest: /sandbox/x\n        mode: '0640'\n      - kind: tree\n        source: skills\n        destination: /sandbox/y\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(body, "c.yaml")
+    assert info.value.key == "sandboxes.my-assistant.plan[1].destination"
+    assert info.value.line == 16
+
+
+@pytest.mark.parametrize(("raw", "mode"), [("0444", 0o444), ("644", 0o644), ("'0600'", 0o600), ("0o755", 0o755)])
+def test_modes_are_always_octal(archive: Path, raw: str, mode: int) -> None:
+    body = basic_config(archive, f"    plan:\n      - kind: directory\n        path: /sandbox/d\n        mode: {raw}\n")
+    config = parse_config(body, "c.yaml")
+    plan = config.sandboxes["my-assistant"].plan
+    assert plan is not None
+    assert plan[0]["mode"] == mode
+
+
+@pytest.mark.parametrize("raw", ["999", "'rwx'", "04755", "true"])
+def test_bad_modes(archive: Path, raw: str) -> None:
+    body = basic_config(archive, f"    plan:\n      - kind: directory\n        path: /sandbox/d\n        mode: {raw}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(body, "c.yaml")
+    assert info.value.key == "sandboxes.my-assistant.plan[0].mode"
+
+
+def test_default_path_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from clawguard.config import default_path
+
+    monkeypatch.delenv("CLAWGUARD_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert default_path() == tmp_path / "clawguard" / "config.yaml"
+    monkeypatch.setenv("CLAWGUARD_CONFIG", "/etc/cg.yaml")
+    assert default_path() == Path("/etc/cg.yaml")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("/nonexistent/clawguard.yaml")
+    assert "file not found" in str(info.value)
+    assert info.value.exit_code == 2

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from clawguard import ConfigError, build_plan, parse_config, run_plan
+from clawguard.restore import CHANGED, FAILED, OK, WOULD_CHANGE
+
+from .chroot_sandbox import ChrootTarget, make_sandbox_root, snapshot
+from .conftest import basic_config
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
+
+
+@pytest.fixture
+def sandbox_root(tmp_path: Path) -> Path:
+    return make_sandbox_root(tmp_path / "root")
+
+
+def _plan(archive: Path, extra: str = ""):  # type: ignore[no-untyped-def]
+    config = parse_config(basic_config(archive, extra), "c.yaml")
+    return build_plan(config.sandboxes["my-assistant"])
+
+
+def _restore(archive: Path, root: Path, extra: str = "", **kwargs):  # type: ignore[no-untyped-def]
+    target = ChrootTarget(root)
+    return run_plan(_plan(archive, extra), target, target.locate(), **kwargs)
+
+
+def test_restore_then_nothing_to_do(archive: Path, sandbox_root: Path) -> None:
+    first = _restore(archive, sandbox_root)
+    assert first.ok, first.to_dict()
+    # A fresh sandbox: every step had something to do.
+    assert [s.outcome for s in first.steps] == [CHANGED] * len(first.steps)
+    second = _restore(archive, sandbox_root)
+    assert second.ok
+    assert [s.outcome for s in second.steps] == [OK] * len(second.steps)
+    assert second.changed == 0
+
+
+def test_restored_files_have_the_declared_shape(archive: Path, sandbox_root: Path) -> None:
+    report = _restore(archive, sandbox_root)
+    assert report.ok
+    sandbox = sandbox_root / "sandbox"
+    data, conf = sandbox / ".openclaw-data", sandbox / ".openclaw"
+
+    def shape(path: Path) -> tuple[int, int, int]:
+        info = path.lstat()
+        return info.st_mode & 0o7777, info.st_uid, info.st_gid
+
+    assert (data / "exec-approvals.json").read_bytes() == (archive / "exec-approvals.json").read_bytes()
+    assert os.readlink(conf / "exec-approvals.json") == "/sandbox/.openclaw-data/exec-approvals.json"
+    assert shape(data / "exec-approvals.json") == (0o644, 998, 998)
+    assert shape(data / "telegram")[1:] == (998, 998)
+    assert shape(conf / "openclaw.json") == (0o444, 0, 0)
+    assert (conf / "openclaw.json").read_bytes() == (archive / "openclaw.json").read_bytes()
+    assert shape(data / "credentials") == (0o700, 998, 998)
+    assert shape(data / "credentials" / "proxmox.env") == (0o600, 998, 998)
+    assert shape(data / "proxmox.sh") == (0o755, 998, 998)
+    assert os.readlink(conf / "proxmox.sh") == "/sandbox/.openclaw-data/proxmox.sh"
+    assert shape(data / "skills" / "proxmox" / "scripts" / "list-vms.sh") == (0o755, 998, 998)
+    assert shape(data / "skills" / "proxmox" / "SKILL.md") == (0o644, 998, 998)
+    assert (data / "workspace" / "SOUL.md").read_bytes() == (archive / "SOUL.md").read_bytes()
+
+
+def test_dry_run_writes_nothing(archive: Path, sandbox_root: Path) -> None:
+    before = snapshot(sandbox_root)
+    report = _restore(archive, sandbox_root, dry_run=True)
+    assert snapshot(sandbox_root) == before
+    assert report.ok
+    assert {s.outcome for s in report.steps} <= {OK, WOULD_CHANGE}
+    telegram = next(s for s in report.steps if s.name == "telegram")
+    assert telegram.outcome == WOULD_CHANGE
+    assert any("owner 0:0, want 998:998" in c for c in telegram.changes)
+
+
+def test_unknown_user_is_a_config_error_and_writes_nothing(archive: Path, sandbox_root: Path) -> None:
+    before = snapshot(sandbox_root)
+    config = parse_config(basic_config(archive).replace("user: sandbox", "user: nobody-here"), "c.yaml")
+    target = ChrootTarget(sandbox_root)
+    with pytest.raises(ConfigError) as info:
+        run_plan(build_plan(config.sandboxes["my-assistant"]), target, target.locate())
+    assert info.value.key == "sandboxes.my-assistant.user"
+    assert info.value.line == 8
+    assert "'nobody-here' does not exist" in str(info.value)
+    assert snapshot(sandbox_root) == before
+
+
+def test_other_uid(archive: Path, tmp_path: Path) -> None:
+    root = make_sandbox_root(tmp_path / "root", uid=1234)
+    assert _restore(archive, root).ok
+    assert (root / "sandbox/.openclaw-data/telegram").stat().st_uid == 1234
+    assert (root / "sandbox/.openclaw-data/workspace/SOUL.md").stat().st_gid == 1234
+
+
+def test_drift_is_repaired_and_only_that(archive: Path, sandbox_root: Path) -> None:
+    assert _restore(archive, sandbox_root).ok
+    data = sandbox_root / "sandbox/.openclaw-data"
+    (data / "skills/proxmox/SKILL.md").unlink()
+    (data / "skills/proxmox/stray.txt").write_text("left behind")
+    os.chown(data / "telegram", 0, 0)
+    (data / "telegram" / "update-offset-default.json").write_text("{}")
+    os.chown(data / "telegram" / "update-offset-default.json", 0, 0)
+    report = _restore(archive, sandbox_root)
+    assert report.ok
+    changed = {s.name for s in report.steps if s.outcome == CHANGED}
+    assert changed == {"skills/proxmox", "telegram"}
+    assert not (data / "skills/proxmox/stray.txt").exists()
+    assert (data / "skills/proxmox/SKILL.md").exists()
+    assert (data / "telegram" / "update-offset-default.json").stat().st_uid == 998
+
+
+def test_wrong_type_is_replaced(archive: Path, sandbox_root: Path) -> None:
+    # The `openshell sandbox upload` bug: a directory where a file should be.
+    data = sandbox_root / "sandbox/.openclaw-data"
+    (data / "proxmox.sh").mkdir()
+    (data / "proxmox.sh" / "proxmox.sh").write_text("#!/bin/sh\n")
+    assert _restore(archive, sandbox_root).ok
+    assert (data / "proxmox.sh").is_file()
+
+
+def test_symlinked_parent_is_refused(archive: Path, sandbox_root: Path, tmp_path: Path) -> None:
+    # The agent owns .openclaw-data: it could swap a directory for a link elsewhere.
+    data = sandbox_root / "sandbox/.openclaw-data"
+    (data / "skills").rmdir()
+    (sandbox_root / "etc" / "victim").mkdir()
+    (data / "skills").symlink_to("/etc/victim")
+    report = _restore(archive, sandbox_root)
+    assert not report.ok
+    failed = [s for s in report.steps if s.outcome == FAILED]
+    assert {s.name for s in failed} == {"skills/proxmox", "skills/vmware-esxi", "skills/nemoclaw-status"}
+    assert all("undeclared symlink" in (s.error or "") for s in failed)
+    assert list((sandbox_root / "etc" / "victim").iterdir()) == []
+
+
+def test_real_file_exec_approvals_layout(archive: Path, sandbox_root: Path) -> None:
+    report = _restore(archive, sandbox_root, "    layout:\n      exec_approvals: file\n")
+    assert report.ok
+    path = sandbox_root / "sandbox/.openclaw/exec-approvals.json"
+    assert path.is_file() and not path.is_symlink()
+    assert not (sandbox_root / "sandbox/.openclaw-data/exec-approvals.json").exists()
+
+
+def test_config_hash_kept_consistent_when_present(archive: Path, sandbox_root: Path) -> None:
+    hash_file = sandbox_root / "sandbox/.openclaw/.config-hash"
+    hash_file.write_text("0" * 64 + "  /sandbox/.openclaw/openclaw.json\n")
+    assert _restore(archive, sandbox_root).ok
+    digest = hashlib.sha256((archive / "openclaw.json").read_bytes()).hexdigest()
+    assert hash_file.read_text() == f"{digest}  /sandbox/.openclaw/openclaw.json\n"
+    assert hash_file.stat().st_mode & 0o777 == 0o444
+
+
+def test_config_hash_not_created_when_absent(archive: Path, sandbox_root: Path) -> None:
+    assert _restore(archive, sandbox_root).ok
+    assert not (sandbox_root / "sandbox/.openclaw/.config-hash").exists()
+
+
+def test_checks_are_batched(archive: Path, sandbox_root: Path) -> None:
+    target = ChrootTarget(sandbox_root)
+    assert _restore(archive, sandbox_root).ok
+    run_plan(_plan(archive), target, target.locate())
+    # users + one inspection of the whole plan, whatever the number of files
+    assert len(target.calls) == 2
