@@ -22,6 +22,10 @@ class Located:
     value: Any
     line: int
     raw: str | None = None  # the scalar's text as written, e.g. "0444"
+    key_lines: dict[str, int] | None = None  # for mappings: the line of each key
+
+    def key_line(self, key: str) -> int:
+        return (self.key_lines or {}).get(key, self.line)
 
 
 # A loader with no stream, used only to turn scalar nodes into Python values
@@ -73,7 +77,7 @@ def _convert(node: yaml.Node, path: Path) -> Located:
                 )
             keys[key.value] = key
             result[key.value] = _convert(value_node, path)
-        return Located(result, line)
+        return Located(result, line, key_lines={k: v.line for k, v in keys.items()})
     if isinstance(node, yaml.SequenceNode):
         return Located([_convert(item, path) for item in node.value], line)
     assert isinstance(node, yaml.ScalarNode)

@@ -219,8 +219,8 @@ class Record(Schema):
             child_key = f"{key}.{name}" if key else name
             if name not in self.fields:
                 known = ", ".join(sorted(self.fields))
-                raise ctx.error(child_key, f"unknown key {name!r} (known keys: {known})", child.line)
-            ctx.lines[child_key] = child.line
+                raise ctx.error(child_key, f"unknown key {name!r} (known keys: {known})", node.key_line(name))
+            ctx.lines[child_key] = node.key_line(name)
             result[name] = self.fields[name].schema.validate(child, child_key, ctx)
         for name, spec in self.fields.items():
             if name not in result:
@@ -250,8 +250,8 @@ class MapOf(Schema):
         result: dict[str, Any] = {}
         for name, child in node.value.items():
             child_key = f"{key}.{name}"
-            self.key.validate(Located(name, child.line), child_key, ctx)
-            ctx.lines[child_key] = child.line
+            self.key.validate(Located(name, node.key_line(name)), child_key, ctx)
+            ctx.lines[child_key] = node.key_line(name)
             result[name] = self.value.validate(child, child_key, ctx)
         return result
 
@@ -295,7 +295,7 @@ class Tagged(Schema):
                 tag_node.line,
             )
         record = self.variants[tag_node.value]
-        rest = Located({k: v for k, v in node.value.items() if k != self.tag}, node.line)
+        rest = Located({k: v for k, v in node.value.items() if k != self.tag}, node.line, key_lines=node.key_lines)
         result = record.validate(rest, key, ctx)
         result[self.tag] = tag_node.value
         return result
