@@ -299,3 +299,25 @@ class Tagged(Schema):
         result = record.validate(rest, key, ctx)
         result[self.tag] = tag_node.value
         return result
+
+
+def walk(schema: Schema, prefix: str = "") -> list[tuple[str, Field]]:
+    """Every documented key below ``schema`` as (dotted path, field), for the docs test.
+
+    Names chosen by the user appear as ``<name>``, list items as ``[]``, and the
+    variants of a tagged mapping as ``<tag>=<variant>``.
+    """
+    found: list[tuple[str, Field]] = []
+    if isinstance(schema, Record):
+        for name, spec in schema.fields.items():
+            key = f"{prefix}.{name}" if prefix else name
+            found.append((key, spec))
+            found += walk(spec.schema, key)
+    elif isinstance(schema, MapOf):
+        found += walk(schema.value, f"{prefix}.<name>")
+    elif isinstance(schema, ListOf):
+        found += walk(schema.item, f"{prefix}[]")
+    elif isinstance(schema, Tagged):
+        for variant, record in schema.variants.items():
+            found += walk(record, f"{prefix}({schema.tag}={variant})")
+    return found

@@ -24,6 +24,7 @@ from .base import ExecResult, Instance, Target
 _NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _ID = re.compile(r"[0-9a-f]{64}")
 _counter = itertools.count()
+_IN_CLUSTER = "an absolute path in the cluster container"
 
 # Arguments: ctr, address, namespace, label filter. Prints container IDs, a marker, then the task table.
 _LIST_BY_LABELS = r"""
@@ -61,8 +62,12 @@ class K3sTarget(Target):
         ),
         "marker": Field(SandboxPath(), "File that identifies a sandbox rootfs.", "/sandbox/.openclaw/openclaw.json"),
         "ctr": Field(Str(pattern=r"[A-Za-z0-9_./-]+"), "The ctr binary inside the cluster.", "ctr"),
-        "containerd_address": Field(SandboxPath(), "containerd's socket.", "/run/k3s/containerd/containerd.sock"),
-        "containerd_state": Field(SandboxPath(), "containerd's state directory.", "/run/k3s/containerd"),
+        "containerd_address": Field(
+            SandboxPath(type_name=_IN_CLUSTER), "containerd's socket.", "/run/k3s/containerd/containerd.sock"
+        ),
+        "containerd_state": Field(
+            SandboxPath(type_name=_IN_CLUSTER), "containerd's state directory.", "/run/k3s/containerd"
+        ),
         "containerd_namespace": Field(Str(pattern=_NAME), "containerd namespace.", "k8s.io"),
         "docker_host": Field(Str(), "Docker daemon URL; defaults to DOCKER_HOST or the local socket."),
         "timeout": Field(Int(minimum=1, maximum=3600), "Seconds allowed for one command.", 120),
