@@ -1,0 +1,96 @@
+"""CLI: ``python -m clawguard.testbed {up,down,status,restart,add,rm,exec}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from ._images import DEFAULT_SANDBOX_UID
+from ._testbed import Testbed, TestbedError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m clawguard.testbed",
+        description="Fake OpenShell gen-1 cluster (Docker + real containerd).",
+    )
+    p.add_argument("--gateway", default="nemoclaw", help="gateway name (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build", help="build/cache images only")
+    sub.add_parser("up", help="start the cluster container (idempotent)")
+    sub.add_parser("down", help="remove cluster container and volume (keeps images)")
+    sub.add_parser("status", help="print cluster and sandbox state as JSON")
+    sub.add_parser("stop", help="stop the cluster container (pods die)")
+    sub.add_parser("start", help="start a stopped cluster and recover its pods")
+    add = sub.add_parser("add", help="start a sandbox pod; prints its container ID")
+    add.add_argument("name")
+    add.add_argument(
+        "--uid", type=int, default=DEFAULT_SANDBOX_UID, help="uid/gid of the sandbox user (default %(default)s)"
+    )
+    rm = sub.add_parser("rm", help="delete a sandbox pod")
+    rm.add_argument("name")
+    rs = sub.add_parser("restart", help="replace a pod; prints the new container ID")
+    rs.add_argument("name")
+    ex = sub.add_parser("exec", help="run a command in a sandbox: exec NAME -- CMD...")
+    ex.add_argument("name")
+    ex.add_argument("--user", "-u", default=None, help="user name, uid or uid:gid")
+    ex.add_argument("--stdin", "-i", action="store_true", help="forward stdin")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    tb = Testbed(args.gateway)
+    t0 = time.monotonic()
+    try:
+        if args.cmd == "build":
+            print(tb.build_images([DEFAULT_SANDBOX_UID]))
+        elif args.cmd == "up":
+            tb.up()
+            logging.info("%s is up (%.1fs)", tb.cluster_name, time.monotonic() - t0)
+        elif args.cmd == "down":
+            tb.down()
+        elif args.cmd == "status":
+            print(json.dumps(tb.status(), indent=2))
+        elif args.cmd == "stop":
+            tb.stop_cluster()
+        elif args.cmd == "start":
+            tb.start_cluster()
+        elif args.cmd == "add":
+            print(tb.add_sandbox(args.name, args.uid))
+        elif args.cmd == "rm":
+            tb.remove_sandbox(args.name)
+        elif args.cmd == "restart":
+            print(tb.restart(args.name))
+        elif args.cmd == "exec":
+            cmd = list(args.argv)
+            if cmd and cmd[0] == "--":
+                cmd = cmd[1:]
+            if not cmd:
+                raise TestbedError("exec needs a command after --")
+            data = sys.stdin.buffer.read() if args.stdin else None
+            code, out, err = tb.exec_in_sandbox(args.name, cmd, args.user, data)
+            sys.stdout.buffer.write(out)
+            sys.stdout.flush()
+            sys.stderr.buffer.write(err)
+            sys.stderr.flush()
+            return code
+    except TestbedError as exc:
+        print(f"testbed error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
