@@ -1,0 +1,98 @@
+"""Integration tests run against the real testbed: Docker, containerd, overlay rootfs.
+
+Without a reachable Docker engine they skip, except under CI (CI=true), where a
+missing engine is a failure: CI must prove the real thing works.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SANDBOX = "my-assistant"
+OTHER = "other-uid"
+OTHER_UID = 1234
+
+
+def _docker_ok() -> str | None:
+    try:
+        import docker
+
+        docker.from_env(timeout=10).ping()
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[object]:
+    problem = _docker_ok()
+    if problem:
+        message = f"no Docker engine reachable ({problem}); run scripts/setup-host.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from clawguard.testbed import Testbed
+
+    bed = Testbed()
+    bed.up()
+    for name, uid in ((SANDBOX, 998), (OTHER, OTHER_UID)):
+        if bed.container_id(name) is None:
+            bed.add_sandbox(name, uid=uid)
+    yield bed
+    if os.environ.get("CLAWGUARD_KEEP_TESTBED") != "1":
+        bed.down()
+
+
+def sandbox_exec(bed: object, name: str, argv: list[str], user: str | None = None) -> str:
+    code, out, err = bed.exec_in_sandbox(name, argv, user=user)  # type: ignore[attr-defined]
+    assert code == 0, f"{argv} failed in {name}: {err.decode(errors='replace')}"
+    return out.decode()
+
+
+def sandbox_snapshot(bed: object, name: str) -> str:
+    """Every path under /sandbox with its mode, owner, size and content hash, seen from inside."""
+    return sandbox_exec(
+        bed,
+        name,
+        [
+            "sh",
+            "-c",
+            "find /sandbox -exec stat -c '%n %f %u %g %s' {} + | sort; "
+            "find /sandbox -type f -exec sha256sum {} + | sort",
+        ],
+    )
+
+
+def write_config(tmp_path: Path, archive: Path = REPO / "restore-archive", extra: str = "") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"""version: 1
+sandboxes:
+  {SANDBOX}:
+    target:
+      kind: k3s
+      cluster: openshell-cluster-nemoclaw
+    archive: {archive}
+    user: sandbox
+{extra}  {OTHER}:
+    target:
+      kind: k3s
+      cluster: openshell-cluster-nemoclaw
+    archive: {archive}
+"""
+    )
+    return path
+
+
+def clawguard(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would: a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "clawguard", *args], capture_output=True, text=True, timeout=300, check=False
+    )
