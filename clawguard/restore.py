@@ -184,8 +184,7 @@ def _run_step(
                 fixups=[(d.entry, ids[d.entry]) for d in pending],
             )
             try:
-                fs.apply(write)
-                left = drifts(fs.inspect(planned.entries))
+                left = drifts(fs.apply(write, planned.entries))
             except SandboxCommandFailed as exc:
                 report.outcome, report.error = FAILED, str(exc)
             else:

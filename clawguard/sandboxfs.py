@@ -60,23 +60,27 @@ done
 [ -z "$files" ] || sha256sum $files | sed 's/^\([0-9a-f]*\)  /H\t\1\t/' || exit 3
 """
 
-# Arguments: a list of operations, run in order; "tar" reads a tar stream from stdin
-# and extracts it at /, the others are: rm PATH, own UID:GID PATH, ownr UID:GID PATH,
-# mode OCTAL PATH. Stops at the first failure.
-APPLY_SCRIPT = r"""
-set -e
+# Arguments: a list of operations, run in order, then "--inspect" and the inspector's
+# arguments, so that one exec both writes and reads back. "tar" reads a tar stream
+# from stdin and extracts it at /; the others are: rm PATH, own UID:GID PATH,
+# ownr UID:GID PATH, mode OCTAL PATH. The first failure exits with status 4.
+APPLY_SCRIPT = (
+    r"""
 while [ $# -gt 0 ]; do
   op=$1; shift
   case $op in
-    rm) rm -rf "$1"; shift ;;
-    tar) tar -x -f - -C / ;;
-    own) chown -h "$1" "$2"; shift 2 ;;
-    ownr) chown -R -h "$1" "$2"; shift 2 ;;
-    mode) chmod "$1" "$2"; shift 2 ;;
-    *) echo "clawguard: unknown operation $op" >&2; exit 2 ;;
+    --inspect) break ;;
+    rm) rm -rf "$1" || exit 4; shift ;;
+    tar) tar -x -f - -C / || exit 4 ;;
+    own) chown -h "$1" "$2" || exit 4; shift 2 ;;
+    ownr) chown -R -h "$1" "$2" || exit 4; shift 2 ;;
+    mode) chmod "$1" "$2" || exit 4; shift 2 ;;
+    *) echo "clawguard: unknown operation $op" >&2; exit 4 ;;
   esac
 done
 """
+    + INSPECT_SCRIPT
+)
 
 PASSWD_SCRIPT = "cat /etc/passwd; echo '--clawguard--'; cat /etc/group 2>/dev/null || true"
 
@@ -255,8 +259,10 @@ class SandboxFS:
             return Inspection()
         return parse_inspection(self._check("inspecting files", ["sh", "-c", INSPECT_SCRIPT, "sh", *args]))
 
-    def apply(self, write: Write) -> None:
-        self._check("writing files", ["sh", "-c", APPLY_SCRIPT, "sh", *write.args()], write.stream())
+    def apply(self, write: Write, verify: Iterable[Entry]) -> Inspection:
+        """Apply ``write``, then inspect ``verify`` again, in one exec."""
+        argv = ["sh", "-c", APPLY_SCRIPT, "sh", *write.args(), "--inspect", *inspect_args(verify)]
+        return parse_inspection(self._check("writing files", argv, write.stream()))
 
 
 class SandboxCommandFailed(Exception):

@@ -40,7 +40,7 @@ clawguard --config "$config" restore
 
 step "From inside the sandbox, as the agent"
 inside sh -c 'ls -la /sandbox/.openclaw/exec-approvals.json /sandbox/.openclaw-data/ /sandbox/.openclaw-data/skills/'
-python -m clawguard.testbed exec my-assistant --user sandbox -- \
+python -m clawguard.testbed exec --user sandbox my-assistant -- \
   sh -c 'echo 1 > /sandbox/.openclaw-data/telegram/update-offset-default.json && echo "telegram offset writable by the sandbox user"'
 
 step "clawguard restore again: nothing to change"

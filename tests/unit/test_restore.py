@@ -164,3 +164,22 @@ def test_checks_are_batched(archive: Path, sandbox_root: Path) -> None:
     run_plan(_plan(archive), target, target.locate())
     # users + one inspection of the whole plan, whatever the number of files
     assert len(target.calls) == 2
+
+
+class _FailingWrites(ChrootTarget):
+    def exec(self, instance, argv, stdin=None):  # type: ignore[no-untyped-def]
+        if "--inspect" in argv and any(a.endswith("/SOUL.md") for a in argv):
+            from clawguard.targets.base import ExecResult
+
+            return ExecResult(4, b"", b"tar: write error: No space left on device")
+        return super().exec(instance, argv, stdin)
+
+
+def test_a_failed_write_fails_only_its_step(archive: Path, sandbox_root: Path) -> None:
+    target = _FailingWrites(sandbox_root)
+    report = run_plan(_plan(archive), target, target.locate())
+    assert not report.ok
+    assert report.failed_step == "SOUL.md"
+    failed = report.steps[-1]
+    assert failed.outcome == FAILED and "No space left on device" in (failed.error or "")
+    assert all(s.outcome == CHANGED for s in report.steps[:-1])
