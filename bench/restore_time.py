@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clawguard import parse_config, restore
+from clawguard import log, parse_config, restore
 from clawguard.testbed import Testbed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    log.configure("warning")
 
     bed = Testbed()
     bed.up()
