@@ -11,6 +11,7 @@ from typing import Any
 from . import _yaml
 from .entries import OwnerRef
 from .errors import ConfigError
+from .gateway import GATEWAY_SCHEMA
 from .layout import LAYOUT_SCHEMA, Layout
 from .schema import Context, Field, HostPath, Int, ListOf, MapOf, Owner, Record, Str, Tagged
 from .steps import REGISTRY as STEP_KINDS
@@ -44,14 +45,29 @@ def sandbox_schema() -> Record:
             "plan": Field(ListOf(_step_schema()), "Explicit steps; when absent, derived from the archive layout."),
             "layout": Field(LAYOUT_SCHEMA, "Where things live inside the sandbox.", {}),
             "limits": Field(LIMITS_SCHEMA, "Sanity limits on the archive.", {}),
+            "gateway": Field(GATEWAY_SCHEMA, "Starting and health-checking the OpenClaw gateway.", {}),
         }
     )
+
+
+DAEMON_SCHEMA = Record(
+    {
+        "poll_interval": Field(
+            Int(minimum=1, maximum=3600), "Seconds between safety-net polls (events come first).", 30
+        ),
+        "health_interval": Field(Int(minimum=5, maximum=86400), "Seconds between gateway health checks.", 60),
+        "backoff_max": Field(
+            Int(minimum=1, maximum=3600), "Longest wait between retries when a sandbox is unreachable.", 60
+        ),
+    }
+)
 
 
 def config_schema() -> Record:
     return Record(
         {
             "version": Field(Int(minimum=1, maximum=1), "Config format version; must be 1.", required=True),
+            "daemon": Field(DAEMON_SCHEMA, "The always-on loop (clawguard run).", {}),
             "sandboxes": Field(
                 MapOf(Str(pattern=SANDBOX_NAME, hint="use a sandbox name: a-z, 0-9 and '-'"), sandbox_schema()),
                 "One entry per sandbox, keyed by its name.",
@@ -68,6 +84,13 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class DaemonSettings:
+    poll_interval: int = 30
+    health_interval: int = 60
+    backoff_max: int = 60
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     name: str
     target: Mapping[str, Any]
@@ -76,6 +99,7 @@ class SandboxConfig:
     plan: list[Mapping[str, Any]] | None
     layout: Layout
     limits: Limits
+    gateway: Mapping[str, Any]
     config: Config
 
     @property
@@ -88,6 +112,7 @@ class Config:
     path: Path
     sandboxes: dict[str, SandboxConfig]
     lines: dict[str, int]
+    daemon: DaemonSettings
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(message, file=self.path, key=key, line=self.lines.get(key))
@@ -124,7 +149,7 @@ def _build(document: _yaml.Located, file: Path) -> Config:
     ctx = Context(file)
     data = config_schema().validate(document, "", ctx)
     sandboxes: dict[str, SandboxConfig] = {}
-    config = Config(file, sandboxes, ctx.lines)
+    config = Config(file, sandboxes, ctx.lines, DaemonSettings(**data["daemon"]))
     for name, raw in data["sandboxes"].items():
         sandboxes[name] = SandboxConfig(
             name=name,
@@ -134,6 +159,7 @@ def _build(document: _yaml.Located, file: Path) -> Config:
             plan=raw["plan"],
             layout=Layout(**raw["layout"]),
             limits=Limits(**raw["limits"]),
+            gateway=raw["gateway"],
             config=config,
         )
     if not sandboxes:

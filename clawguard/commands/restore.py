@@ -1,4 +1,4 @@
-"""clawguard restore: replay the plan once, by hand."""
+"""clawguard restore: the daemon's recovery, once, by hand."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 from functools import partial
 
 from ..config import load_config
+from ..converge import converge
 from ..plan import build_plan
-from ..restore import StepReport, run_plan
-from ..targets import make_target
+from ..restore import StepReport
 from . import output
 
-HELP = "Restore a sandbox once: check, apply and verify every step."
+HELP = "Restore a sandbox once: check, apply and verify every step, then start the gateway and check its health."
 EXAMPLE = "example: clawguard restore my-assistant --dry-run"
 
 
@@ -20,6 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     parser = subparsers.add_parser("restore", help=HELP, description=HELP, epilog=EXAMPLE, parents=parents)
     parser.add_argument("sandbox", nargs="?", help="sandbox name (default: all configured)")
     parser.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+    parser.add_argument("--no-gateway", action="store_true", help="do not start or check the gateway")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     parser.set_defaults(run=run)
 
@@ -28,18 +29,32 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # Validate every selected plan before touching any sandbox.
     plans = [build_plan(sandbox) for sandbox in config.select(args.sandbox)]
-    reports = []
+    results = []
     for plan in plans:
-        target = make_target(plan.sandbox.name, plan.sandbox.target)
-        instance = target.locate()
         progress = None if args.json else partial(_progress, verbose=args.verbose)
-        report = run_plan(plan, target, instance, dry_run=args.dry_run, progress=progress)
-        reports.append(report)
+        result = converge(
+            plan.sandbox, plan=plan, dry_run=args.dry_run, with_gateway=not args.no_gateway, progress=progress
+        )
+        results.append(result)
         if not args.json:
-            output.summary_line(report)
+            output.summary_line(result.report)
+            if result.gateway is not None or result.gateway_error:
+                print(result.status_line())
     if args.json:
-        print(json.dumps([r.to_dict() for r in reports], indent=2))
-    return 0 if all(r.ok for r in reports) else 1
+        print(
+            json.dumps(
+                [
+                    {
+                        **r.report.to_dict(),
+                        "gateway": r.gateway.to_dict() if r.gateway else None,
+                        "gateway_error": r.gateway_error,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _progress(index: int, total: int, step: StepReport, *, verbose: bool) -> None:

@@ -7,8 +7,9 @@ parameter schema, ``locate`` and ``exec``.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -56,3 +57,11 @@ class Target(ABC):
     @abstractmethod
     def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
         """Run argv as root inside the sandbox. Raises SandboxGone if it was replaced."""
+
+    def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
+        """Call ``wake(reason)`` whenever the sandbox may have changed, until ``stop``.
+
+        Targets without an event source keep the default, and the daemon's poll
+        does all the work. Raise to have the daemon back off and call again.
+        """
+        stop.wait()

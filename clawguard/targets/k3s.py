@@ -9,9 +9,11 @@ the cluster container (which is privileged, i.e. host root).
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import docker.errors
@@ -24,6 +26,8 @@ from .base import ExecResult, Instance, Target
 _NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _ID = re.compile(r"[0-9a-f]{64}")
 _counter = itertools.count()
+# containerd event topics that mean a pod container came or went.
+_POD_TOPICS = ("/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete")
 _IN_CLUSTER = "an absolute path in the cluster container"
 
 # Arguments: ctr, address, namespace, label filter. Prints container IDs, a marker, then the task table.
@@ -84,6 +88,10 @@ class K3sTarget(Target):
         if self._client is None:
             self._client = _docker.client(self.values["docker_host"], self.values["timeout"])
         return self._client
+
+    def _stream_client(self) -> docker.DockerClient:
+        # Event streams block for hours: their own connection, with a long read timeout.
+        return _docker.client(self.values["docker_host"], 3600)
 
     def _ctr(self) -> list[str]:
         v = self.values
@@ -153,6 +161,52 @@ class K3sTarget(Target):
                 ids.append(match.group(1))
         return sorted(set(ids))
 
+    def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
+        """Two event sources: Docker events for the cluster container (stop, start,
+        restart) and containerd's task events inside it (a pod container started or
+        exited). Either one wakes the daemon, which then locates the pod: one exec,
+        whatever the number of files in the cluster."""
+        docker_thread = threading.Thread(
+            target=self._docker_events, args=(wake, stop), name=f"docker-events-{self.sandbox}", daemon=True
+        )
+        docker_thread.start()
+        while not stop.is_set():
+            self._containerd_events(wake, stop)  # returns when the stream ends (cluster stopped)
+            if stop.wait(1.0):
+                return
+
+    def _docker_events(self, wake: Callable[[str], None], stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                events = self._stream_client().events(
+                    decode=True, filters={"type": "container", "container": self.cluster}
+                )
+                for event in events:
+                    action = str(event.get("Action") or event.get("status") or "")
+                    if action in ("start", "die", "stop", "restart", "destroy", "create"):
+                        wake(f"cluster {action}")
+                    if stop.is_set():
+                        return
+            except (docker.errors.DockerException, OSError) as exc:
+                wake(f"docker unreachable: {exc}")
+            stop.wait(2.0)
+
+    def _containerd_events(self, wake: Callable[[str], None], stop: threading.Event) -> None:
+        try:
+            api = self._stream_client().api
+            created = api.exec_create(self.cluster, [*self._ctr()[:3], "events"], stdout=True, stderr=False)
+            pending = b""
+            for chunk in api.exec_start(created["Id"], stream=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if _is_pod_event(line.decode(errors="replace")):
+                        wake("containerd event")
+                if stop.is_set():
+                    return
+        except (docker.errors.DockerException, OSError):
+            return
+
     def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
         exec_id = f"clawguard-{os.getpid()}-{next(_counter)}"
         command = [*self._ctr(), "tasks", "exec", "--exec-id", exec_id, instance.id, *argv]
@@ -160,6 +214,23 @@ class K3sTarget(Target):
         if result.code != 0 and _gone(result.stderr):
             raise SandboxGone(f"sandbox container {instance.short_id} is gone ({_tail(result.stderr)})")
         return result
+
+
+def _is_pod_event(line: str) -> bool:
+    """True for a pod container starting or going away; false for the exits of
+    ``ctr task exec`` processes (ours included), which would otherwise wake us
+    after every command we run."""
+    topic = next((word for word in line.split() if word.startswith("/")), "")
+    if topic not in _POD_TOPICS:
+        return False
+    if topic != "/tasks/exit":
+        return True
+    payload = line[line.find("{") :]
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return True
+    return bool(event.get("id") in (None, event.get("container_id")))
 
 
 def _gone(stderr: bytes) -> bool:

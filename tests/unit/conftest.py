@@ -10,6 +10,16 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ARCHIVE = REPO / "restore-archive"
 
 
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """State, config and locks go to the test's own directories, never the user's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config-home"))
+    monkeypatch.delenv("CLAWGUARD_CONFIG", raising=False)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+
+
 @pytest.fixture
 def archive(tmp_path: Path) -> Path:
     """A private copy of the example archive, safe to modify."""

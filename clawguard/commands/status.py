@@ -1,0 +1,80 @@
+"""clawguard status: what the daemon last saw and did, per sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+from ..config import load_config
+from ..state import load_state, read_json, state_dir
+
+HELP = "Show each sandbox's container, last restore and gateway health, as a table or JSON."
+EXAMPLE = "example: clawguard status --json"
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("status", help=HELP, description=HELP, epilog=EXAMPLE, parents=parents)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run)
+
+
+def _age(at: Any) -> str:
+    if not isinstance(at, int | float):
+        return "-"
+    seconds = max(0, int(time.time() - at))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _daemon() -> dict[str, Any]:
+    info = read_json(state_dir() / "daemon.json")
+    pid = info.get("pid")
+    alive = False
+    if isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except (ProcessLookupError, PermissionError):
+            alive = False
+    info["running"] = alive and time.time() - float(info.get("heartbeat_at", 0)) < 120
+    return info
+
+
+def collect(names: list[str]) -> dict[str, Any]:
+    return {"daemon": _daemon(), "sandboxes": [{"sandbox": n, **load_state(n)} for n in names]}
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    data = collect([s.name for s in config.sandboxes.values()])
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    daemon = data["daemon"]
+    print(f"daemon: {'running, pid ' + str(daemon.get('pid')) if daemon['running'] else 'not running'}")
+    rows = [("SANDBOX", "CONTAINER", "LAST RESTORE", "CHANGED", "WHEN", "GATEWAY", "CHECKED")]
+    for item in data["sandboxes"]:
+        restore = item.get("last_restore") or {}
+        gateway = item.get("gateway") or {}
+        health = "-" if not gateway else ("healthy" if gateway.get("healthy") else f"down ({gateway.get('status')})")
+        rows.append(
+            (
+                item["sandbox"],
+                str(item.get("container_id", "-"))[:12],
+                str(restore.get("outcome", "never"))
+                + (f" at {restore['failed_step']}" if restore.get("failed_step") else ""),
+                str(restore.get("changed", "-")),
+                _age(restore.get("at")),
+                health,
+                _age(gateway.get("checked_at")),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0

@@ -1,0 +1,149 @@
+"""One full recovery of a sandbox: restore, start the gateway, confirm it is healthy.
+
+``clawguard restore`` and the daemon both call ``converge``, so the one-shot
+command and the always-on service do exactly the same thing, under the same lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .config import SandboxConfig
+from .errors import SandboxGone, TargetError
+from .gateway import Gateway, GatewayError, Health
+from .plan import Plan, build_plan
+from .restore import Progress, RestoreReport, StepReport, run_plan
+from .state import sandbox_dir, sandbox_lock, update_state
+from .targets import Target, make_target
+
+log = structlog.get_logger("clawguard.converge")
+
+# A pod replaced while we work is retried on the new pod; more than this many
+# replacements in one go means something else is wrong.
+MAX_POD_CHANGES = 5
+
+
+@dataclass
+class Convergence:
+    sandbox: str
+    container_id: str
+    report: RestoreReport
+    gateway: Health | None
+    gateway_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        gateway_ok = self.gateway is None or self.gateway.healthy
+        return self.report.ok and gateway_ok and self.gateway_error is None
+
+    def status_line(self) -> str:
+        verb = "checked" if self.report.dry_run else "restored"
+        line = f"{self.sandbox}: {verb} {len(self.report.steps)} steps in {self.report.duration:.1f}s"
+        if not self.report.ok:
+            line = f"{self.sandbox}: restore FAILED at {self.report.failed_step}"
+        if self.gateway_error:
+            line += f", gateway failed: {self.gateway_error}"
+        elif self.gateway is not None:
+            line += ", gateway healthy" if self.gateway.healthy else f", gateway unhealthy ({self.gateway.status})"
+        return line
+
+
+def make_gateway(sandbox: SandboxConfig, target: Target, state_root: Path | None = None) -> Gateway:
+    return Gateway(sandbox.name, dict(sandbox.gateway), target, sandbox_dir(sandbox.name, state_root))
+
+
+def converge(
+    sandbox: SandboxConfig,
+    *,
+    plan: Plan | None = None,
+    target: Target | None = None,
+    gateway: Gateway | None = None,
+    dry_run: bool = False,
+    with_gateway: bool = True,
+    progress: Progress | None = None,
+    heartbeat: Callable[[], None] = lambda: None,
+    replaced: Callable[[str], bool] = lambda _container_id: False,
+    lock_timeout: float | None = None,
+    state_root: Path | None = None,
+    reason: str = "manual",
+) -> Convergence:
+    """Restore ``sandbox`` and bring its gateway up; record the outcome in its state.
+
+    ``replaced(container_id)`` is asked between steps: when it says the pod was
+    replaced, the run is abandoned and started over on the new pod.
+    """
+    plan = plan or build_plan(sandbox)
+    target = target or make_target(sandbox.name, sandbox.target)
+    use_gateway = with_gateway and not dry_run and bool(sandbox.gateway["enabled"])
+    if use_gateway and gateway is None:
+        gateway = make_gateway(sandbox, target, state_root)
+
+    with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout):
+        for _attempt in range(MAX_POD_CHANGES):
+            instance = target.locate()
+            bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)
+
+            def step_done(index: int, total: int, step: StepReport, current: str = instance.id) -> None:
+                heartbeat()
+                if progress:
+                    progress(index, total, step)
+                if replaced(current):
+                    raise SandboxGone("the pod was replaced during the restore")
+
+            try:
+                report = run_plan(plan, target, instance, dry_run=dry_run, progress=step_done)
+                health: Health | None = None
+                gateway_error = None
+                if use_gateway and report.ok and gateway is not None:
+                    try:
+                        health = gateway.ensure(instance, heartbeat)
+                    except GatewayError as exc:
+                        gateway_error = str(exc)
+                    bound.log(
+                        20 if health and health.healthy else 40,
+                        "gateway.health",
+                        outcome="healthy" if health and health.healthy else "unhealthy",
+                        status=health.status if health else gateway_error,
+                    )
+                if target.locate().id != instance.id:
+                    raise SandboxGone("the pod was replaced during the restore")
+            except SandboxGone as exc:
+                bound.warning("restore.restart", reason=str(exc))
+                continue
+            result = Convergence(sandbox.name, instance.id, report, health, gateway_error)
+            if not dry_run:
+                record(sandbox.name, result, reason, state_root)
+            return result
+    raise TargetError(
+        f"{sandbox.name}: the pod was replaced {MAX_POD_CHANGES} times while restoring; giving up this round"
+    )
+
+
+def record(sandbox: str, result: Convergence, reason: str, state_root: Path | None = None) -> None:
+    report = result.report
+    changes: dict[str, Any] = {
+        "container_id": result.container_id,
+        "status": result.status_line(),
+        "last_restore": {
+            "at": time.time(),
+            "reason": reason,
+            "outcome": "ok" if report.ok else "failed",
+            "changed": report.changed,
+            "failed_step": report.failed_step,
+            "duration": round(report.duration, 3),
+            "steps": [{"name": s.name, "outcome": s.outcome, "duration": round(s.duration, 3)} for s in report.steps],
+        },
+    }
+    if result.gateway is not None or result.gateway_error:
+        changes["gateway"] = (
+            result.gateway.to_dict()
+            if result.gateway
+            else {"healthy": False, "status": result.gateway_error, "checked_at": time.time()}
+        )
+    update_state(sandbox, state_root, **changes)

@@ -1,0 +1,274 @@
+"""The always-on loop behind ``clawguard run``.
+
+One worker thread per sandbox, so a sandbox that is unreachable or slow never
+stalls another. Each worker wakes on an event from its target (or on the
+safety-net poll), locates the pod, and converges when the container ID is new,
+or on start-up, when it verifies the live sandbox instead of trusting its memory.
+The main thread only supervises: it pings systemd's watchdog while every worker
+shows signs of life, so a hung worker makes systemd restart the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+import structlog
+
+from .config import Config, SandboxConfig
+from .converge import Convergence, converge, make_gateway
+from .errors import ClawguardError, InputError
+from .plan import Plan, build_plan
+from .state import state_dir, update_state, write_json
+from .targets import Instance, Target, make_target
+
+log = structlog.get_logger("clawguard.daemon")
+
+
+class Notifier(Protocol):
+    def notify(self, state: str) -> None: ...
+
+
+class _NullNotifier:
+    def notify(self, state: str) -> None:
+        pass
+
+
+def systemd_notifier() -> Notifier:
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return _NullNotifier()
+    import sdnotify
+
+    return sdnotify.SystemdNotifier()  # type: ignore[no-any-return]
+
+
+@dataclass
+class WorkerStatus:
+    line: str = "starting"
+    settled: bool = False  # the first state is known (restored, or known to be unreachable)
+    beat: float = 0.0
+    busy_until: float = 0.0  # a long but bounded operation is in progress
+
+
+class SandboxWorker(threading.Thread):
+    def __init__(
+        self,
+        sandbox: SandboxConfig,
+        plan: Plan,
+        settings: Config,
+        stop: threading.Event,
+        on_change: Callable[[], None],
+        state_root: Path | None,
+        target: Target | None = None,
+    ) -> None:
+        super().__init__(name=f"worker-{sandbox.name}", daemon=True)
+        self.sandbox = sandbox
+        self.plan = plan
+        self.settings = settings.daemon
+        self.stop = stop
+        self.on_change = on_change
+        self.state_root = state_root
+        self.target = target or make_target(sandbox.name, sandbox.target)
+        self.gateway = make_gateway(sandbox, self.target, state_root)
+        self.status = WorkerStatus(beat=time.monotonic())
+        self.wake = threading.Event()
+        self.last_id: str | None = None  # in memory only: a restarted daemon verifies again
+        self.generation = 0  # bumped by every event, so a restore can tell it was overtaken
+        self.log = log.bind(sandbox=sandbox.name)
+
+    def heartbeat(self) -> None:
+        self.status.beat = time.monotonic()
+
+    def _set(self, line: str, settled: bool = True) -> None:
+        if line != self.status.line:
+            self.status.line = line
+            self.on_change()
+        self.status.settled = self.status.settled or settled
+
+    def notice(self, reason: str) -> None:
+        self.generation += 1
+        self.log.debug("watch.event", reason=reason)
+        self.wake.set()
+
+    def run(self) -> None:
+        threading.Thread(target=self._watch, name=f"watch-{self.sandbox.name}", daemon=True).start()
+        self._backoff = 1.0
+        self._next_health = 0.0
+        while not self.stop.is_set():
+            self.heartbeat()
+            try:
+                delay = self._tick()
+            except Exception as exc:  # a bug must cost one round, never the worker
+                self._set(f"{self.sandbox.name}: internal error: {exc!r}")
+                with contextlib.suppress(Exception):
+                    self.log.exception("worker.error")
+                delay = self._backoff
+                self._backoff = min(self._backoff * 2, self.settings.backoff_max)
+            self._sleep(delay)
+
+    def _tick(self) -> float:
+        """One round: locate, converge if the pod is new, probe the gateway when due.
+        Returns how long to sleep before the next round (an event cuts it short)."""
+        try:
+            instance = self.target.locate()
+        except ClawguardError as exc:
+            self._set(f"{self.sandbox.name}: waiting: {exc}")
+            self.log.warning("sandbox.unreachable", error=str(exc), retry_in=round(self._backoff, 1))
+            delay = self._backoff
+            self._backoff = min(self._backoff * 2, self.settings.backoff_max)
+            return delay
+        self._backoff = 1.0
+        if instance.id != self.last_id:
+            self.log.info(
+                "sandbox.detected" if self.last_id else "sandbox.verify",
+                container_id=instance.short_id,
+                previous=self.last_id[:12] if self.last_id else None,
+            )
+            self._converge("pod replaced" if self.last_id else "daemon start")
+            self._next_health = time.monotonic() + self.settings.health_interval
+        elif time.monotonic() >= self._next_health and self.sandbox.gateway["enabled"]:
+            self._check_health(instance)
+            self._next_health = time.monotonic() + self.settings.health_interval
+        return min(self.settings.poll_interval, max(1.0, self._next_health - time.monotonic()))
+
+    def _sleep(self, seconds: float) -> None:
+        # Wake early on an event; never sleep past what the watchdog tolerates.
+        self.wake.wait(seconds)
+        self.wake.clear()
+
+    def _watch(self) -> None:
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                self.target.watch(self.notice, self.stop)
+                delay = 1.0
+            except Exception as exc:  # an event source failing must never kill the worker
+                self.log.warning("watch.failed", error=str(exc), retry_in=delay)
+            self.stop.wait(delay)
+            delay = min(delay * 2, self.settings.backoff_max)
+
+    def _converge(self, reason: str) -> None:
+        started_generation = self.generation
+        self.status.busy_until = time.monotonic() + 300
+        try:
+            result: Convergence = converge(
+                self.sandbox,
+                plan=self.plan,
+                target=self.target,
+                gateway=self.gateway,
+                heartbeat=self.heartbeat,
+                replaced=lambda current: self.generation != started_generation and self._pod_changed(current),
+                state_root=self.state_root,
+                reason=reason,
+            )
+        except InputError as exc:  # e.g. the configured user is missing in this pod's image
+            self._set(f"{self.sandbox.name}: configuration error: {exc}")
+            self.log.error("restore.input_error", error=str(exc))
+            self.last_id = None
+            return
+        except ClawguardError as exc:
+            self._set(f"{self.sandbox.name}: waiting: {exc}")
+            self.log.warning("restore.interrupted", error=str(exc))
+            return
+        finally:
+            self.status.busy_until = 0.0
+        self._set(result.status_line())
+        # A failed restore is retried at the next poll or event; a good one is remembered.
+        self.last_id = result.container_id if result.ok else None
+
+    def _pod_changed(self, current: str) -> bool:
+        """Only asked after an event arrived mid-restore: one locate decides."""
+        try:
+            return self.target.locate().id != current
+        except ClawguardError:
+            return True
+
+    def _check_health(self, instance: Instance) -> None:
+        try:
+            health = self.gateway.probe(instance)
+        except ClawguardError as exc:
+            self.log.warning("gateway.probe_failed", error=str(exc))
+            return
+        update_state(self.sandbox.name, self.state_root, gateway=health.to_dict())
+        if not health.healthy:
+            self.log.warning("gateway.down", container_id=instance.short_id, status=health.status)
+            self._converge("gateway down")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        notifier: Notifier | None = None,
+        state_root: Path | None = None,
+        targets: dict[str, Target] | None = None,
+    ) -> None:
+        self.config = config
+        self.notifier = notifier or systemd_notifier()
+        self.state_root = state_root
+        self.stop = threading.Event()
+        self.changed = threading.Event()
+        # Validate every plan before starting anything (exit 2 on bad input).
+        plans = {name: build_plan(sandbox) for name, sandbox in config.sandboxes.items()}
+        self.workers = [
+            SandboxWorker(
+                sandbox, plans[name], config, self.stop, self.changed.set, state_root, (targets or {}).get(name)
+            )
+            for name, sandbox in config.sandboxes.items()
+        ]
+
+    def _watchdog_interval(self) -> float:
+        usec = os.environ.get("WATCHDOG_USEC")
+        return max(0.5, int(usec) / 1e6 / 3) if usec and usec.isdigit() else 5.0
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("daemon.stopping", signal=signal.Signals(signum).name)
+        self.notifier.notify("STOPPING=1")
+        self.stop.set()
+
+    def run(self) -> int:
+        if threading.current_thread() is threading.main_thread():  # tests run it in a thread
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        started = time.time()
+        log.info("daemon.start", sandboxes=[w.sandbox.name for w in self.workers], pid=os.getpid())
+        for worker in self.workers:
+            worker.start()
+        interval = self._watchdog_interval()
+        # A worker silent for longer than this (outside a bounded long operation) is hung.
+        stale_after = max(interval * 3, self.config.daemon.poll_interval + 30.0)
+        ready = False
+        last_status = ""
+        while not self.stop.is_set():
+            now = time.monotonic()
+            hung = [
+                w.sandbox.name for w in self.workers if now - w.status.beat > stale_after and now > w.status.busy_until
+            ]
+            if not hung:
+                self.notifier.notify("WATCHDOG=1")
+            else:
+                log.error("daemon.hung", sandboxes=hung)
+            if not ready and all(w.status.settled for w in self.workers):
+                ready = True
+                self.notifier.notify("READY=1")
+                log.info("daemon.ready")
+            status = "; ".join(w.status.line for w in self.workers)
+            if status != last_status:
+                self.notifier.notify(f"STATUS={status}")
+                last_status = status
+            write_json(
+                (self.state_root or state_dir()) / "daemon.json",
+                {"pid": os.getpid(), "started_at": started, "heartbeat_at": time.time(), "ready": ready},
+            )
+            self.changed.wait(interval)
+            self.changed.clear()
+        log.info("daemon.stopped")
+        return 0

@@ -1,0 +1,97 @@
+"""What the daemon remembers, per sandbox, and the lock that serialises restores.
+
+Each sandbox has its own directory under ``$XDG_STATE_HOME/clawguard/`` with a
+``state.json`` (written atomically, only while holding that sandbox's lock) and
+a ``lock`` file. ``clawguard status`` only reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import ClawguardError
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "clawguard"
+
+
+def sandbox_dir(sandbox: str, root: Path | None = None) -> Path:
+    path = (root or state_dir()) / sandbox
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write-then-rename, so a reader or a crash never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_state(sandbox: str, root: Path | None = None) -> dict[str, Any]:
+    return read_json(sandbox_dir(sandbox, root) / "state.json")
+
+
+def update_state(sandbox: str, root: Path | None = None, **changes: Any) -> dict[str, Any]:
+    """Merge ``changes`` into the sandbox's state. Call with the sandbox lock held."""
+    path = sandbox_dir(sandbox, root) / "state.json"
+    state = read_json(path)
+    state.update(changes, sandbox=sandbox, updated_at=time.time())
+    write_json(path, state)
+    return state
+
+
+class Busy(ClawguardError):
+    """Another clawguard is restoring this sandbox and did not finish in time."""
+
+
+@contextlib.contextmanager
+def sandbox_lock(sandbox: str, root: Path | None = None, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive flock: one restore per sandbox at a time, daemon or one-shot.
+
+    The kernel drops it when the holder dies, so a SIGKILLed daemon never leaves
+    a stale lock behind.
+    """
+    path = sandbox_dir(sandbox, root) / "lock"
+    with open(path, "a") as handle:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise Busy(f"{sandbox}: another clawguard is restoring it (lock {path})") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from clawguard import TargetError, log, parse_config
+from clawguard.daemon import Daemon
+from clawguard.state import load_state
+from clawguard.targets.base import ExecResult, Instance
+
+from .chroot_sandbox import ChrootTarget, make_sandbox_root
+from .conftest import basic_config
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def notify(self, state: str) -> None:
+        self.messages.append(state)
+
+
+class PodTarget(ChrootTarget):
+    """A chroot whose 'pod' can be replaced (new ID, wiped files) or made unreachable."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reachable = True
+        self.woken: Callable[[str], None] | None = None
+
+    def locate(self) -> Instance:
+        if not self.reachable:
+            raise TargetError("cluster container openshell-cluster-nemoclaw is exited, not running")
+        return self.instance
+
+    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        return super().exec(instance, argv, stdin)
+
+    def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
+        self.woken = wake
+        stop.wait()
+
+    def replace_pod(self, new_id: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.root)
+        make_sandbox_root(self.root)
+        self.instance = Instance(new_id, "chroot")
+        if self.woken:
+            self.woken("test: pod replaced")
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon_parts(archive: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    log.configure("info", io.StringIO())  # the worker threads outlive pytest's captured stderr
+    config = parse_config(
+        "daemon: {poll_interval: 30}\n" + basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml"
+    )
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    recorder = Recorder()
+    daemon = Daemon(config, recorder, targets={"my-assistant": target})
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    yield daemon, target, recorder
+    daemon.stop.set()
+    daemon.changed.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_restores_on_start_then_on_pod_replacement(daemon_parts) -> None:  # type: ignore[no-untyped-def]
+    _daemon, target, recorder = daemon_parts
+    _wait(lambda: "READY=1" in recorder.messages)
+    state = load_state("my-assistant")
+    assert state["container_id"] == "0" * 64
+    assert state["last_restore"]["outcome"] == "ok" and state["last_restore"]["reason"] == "daemon start"
+    assert any(m.startswith("STATUS=my-assistant: restored 10 steps") for m in recorder.messages)
+    assert "WATCHDOG=1" in recorder.messages
+
+    target.replace_pod("1" * 64)  # the event wakes the worker long before the 30 s poll
+    _wait(lambda: load_state("my-assistant").get("container_id") == "1" * 64, timeout=10)
+    state = load_state("my-assistant")
+    assert state["last_restore"]["reason"] == "pod replaced" and state["last_restore"]["changed"] == 10
+    assert (target.root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
+
+
+def test_waits_without_dying_while_the_cluster_is_away(daemon_parts) -> None:  # type: ignore[no-untyped-def]
+    _daemon, target, recorder = daemon_parts
+    _wait(lambda: "READY=1" in recorder.messages)
+    target.reachable = False
+    target.replace_pod("2" * 64)
+    _wait(lambda: any("waiting: cluster container" in m for m in recorder.messages))
+    count = recorder.messages.count("WATCHDOG=1")
+    _wait(lambda: recorder.messages.count("WATCHDOG=1") > count)  # still alive and pinging
+    target.reachable = True
+    target.woken and target.woken("test: cluster back")  # type: ignore[func-returns-value]
+    _wait(lambda: load_state("my-assistant").get("container_id") == "2" * 64)
+
+
+def test_a_hung_worker_stops_the_watchdog(daemon_parts) -> None:  # type: ignore[no-untyped-def]
+    daemon, _target, recorder = daemon_parts
+    _wait(lambda: "READY=1" in recorder.messages)
+    worker = daemon.workers[0]
+    worker.status.beat -= 10_000  # as if the worker had been stuck for hours
+    daemon.changed.set()
+    time.sleep(0.2)
+    marker = len(recorder.messages)
+    daemon.changed.set()
+    time.sleep(0.2)
+    assert "WATCHDOG=1" not in recorder.messages[marker:]

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from clawguard.config import parse_config
+from clawguard.gateway import Gateway, GatewayError
+from clawguard.targets.base import ExecResult, Instance, Target
+
+from .conftest import basic_config
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExample root@pod"
+
+
+class KeyTarget(Target):
+    def __init__(self, key: str = KEY) -> None:
+        super().__init__("my-assistant", {})
+        self.key = key
+        self.reads = 0
+
+    def locate(self) -> Instance:
+        return Instance("a" * 64, "test")
+
+    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        self.reads += 1
+        return ExecResult(0 if self.key else 1, self.key.encode(), b"")
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `ssh` on PATH that records its argv and answers like the gateway would."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "ssh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > {tmp_path}/ssh-argv\n'
+        'case "$*" in *curl*) echo "${FAKE_HTTP:-200}";; *) echo started;; esac\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "ssh-argv"
+
+
+def _gateway(archive: Path, tmp_path: Path, target: Target, extra: str = "") -> Gateway:
+    config = parse_config(basic_config(archive, extra), "c.yaml")
+    return Gateway("my-assistant", dict(config.sandboxes["my-assistant"].gateway), target, tmp_path)
+
+
+def test_defaults_follow_nemoclaw(archive: Path, tmp_path: Path) -> None:
+    values = _gateway(archive, tmp_path, KeyTarget()).values
+    assert values["ssh_proxy"] == "openshell ssh-proxy --gateway-name nemoclaw --name {sandbox}"
+    assert values["start"] == "nohup openclaw gateway run > /tmp/gateway.log 2>&1 &"
+    assert values["health_url"] == "http://127.0.0.1:18789/"
+
+
+def test_pinned_host_key_and_strict_checking(archive: Path, tmp_path: Path, fake_ssh: Path) -> None:
+    target = KeyTarget()
+    gateway = _gateway(archive, tmp_path, target)
+    instance = target.locate()
+    health = gateway.probe(instance)
+    assert health.healthy and health.status == "200"
+    argv = fake_ssh.read_text().splitlines()
+    assert "StrictHostKeyChecking=yes" in argv
+    assert "StrictHostKeyChecking=no" not in argv
+    assert f"UserKnownHostsFile={tmp_path}/known_hosts" in argv
+    assert "ProxyCommand=openshell ssh-proxy --gateway-name nemoclaw --name my-assistant" in argv
+    assert "sandbox@openshell-my-assistant" in argv
+    assert (tmp_path / "known_hosts").read_text() == "openshell-my-assistant ssh-ed25519 " + KEY.split()[1] + "\n"
+    gateway.probe(instance)
+    assert target.reads == 1  # pinned once per pod
+
+
+def test_health_url_travels_quoted(archive: Path, tmp_path: Path, fake_ssh: Path) -> None:
+    gateway = _gateway(
+        archive, tmp_path, KeyTarget(), '    gateway:\n      health_url: "http://127.0.0.1:18789/?a=1&b=$(id)"\n'
+    )
+    gateway.probe(KeyTarget().locate())
+    remote = fake_ssh.read_text().splitlines()[-1]
+    assert "'http://127.0.0.1:18789/?a=1&b=$(id)'" in remote
+
+
+def test_401_is_up_and_500_is_down(
+    archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = _gateway(archive, tmp_path, KeyTarget())
+    monkeypatch.setenv("FAKE_HTTP", "401")
+    assert gateway.probe(KeyTarget().locate()).healthy
+    monkeypatch.setenv("FAKE_HTTP", "500")
+    assert not gateway.probe(KeyTarget().locate()).healthy
+
+
+def test_unreadable_host_key_is_a_clear_error(archive: Path, tmp_path: Path, fake_ssh: Path) -> None:
+    gateway = _gateway(archive, tmp_path, KeyTarget(key=""))
+    with pytest.raises(GatewayError, match="cannot read the sandbox's host key"):
+        gateway.probe(KeyTarget().locate())
+
+
+def test_bad_gateway_config(archive: Path) -> None:
+    from clawguard import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(basic_config(archive, "    gateway:\n      host_key: none\n"), "c.yaml")
+    assert info.value.key == "sandboxes.my-assistant.gateway.host_key"
