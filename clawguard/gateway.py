@@ -180,7 +180,9 @@ class Gateway:
         return Health(False, code or "no answer", now)
 
     def start(self, instance: Instance) -> None:
-        result = self._ssh(instance, self.values["start"])
+        # A background job that keeps the session's stdin open makes sshd (and so
+        # ssh) wait forever; start it with stdin from /dev/null.
+        result = self._ssh(instance, "exec </dev/null; " + self.values["start"])
         if result.returncode != 0:
             raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
 

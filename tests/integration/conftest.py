@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,8 +92,21 @@ sandboxes:
     return path
 
 
-def clawguard(*args: str) -> subprocess.CompletedProcess[str]:
+# Integration runs keep their state (locks, state.json) out of the user's home.
+STATE_HOME = Path(tempfile.gettempdir()) / "clawguard-integration-state"
+
+
+def clawguard_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "XDG_STATE_HOME": str(STATE_HOME), **extra}
+
+
+def clawguard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would: a separate process."""
     return subprocess.run(
-        [sys.executable, "-m", "clawguard", *args], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "clawguard", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env or clawguard_env(),
     )

@@ -51,7 +51,7 @@ def test_marker_locate_refuses_to_guess_between_two_sandboxes(testbed: object, t
 def test_restore_after_restart_is_correct_from_inside(testbed: object, tmp_path: Path) -> None:
     testbed.restart(SANDBOX)  # type: ignore[attr-defined]
     config = write_config(tmp_path)
-    done = clawguard("--config", str(config), "restore", SANDBOX)
+    done = clawguard("--config", str(config), "restore", SANDBOX, "--no-gateway")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[ 1/10] exec-approvals" in done.stdout
     assert "my-assistant (" in done.stdout and ": verified: 10 steps (10 changed)" in done.stdout
@@ -86,7 +86,7 @@ def test_restore_after_restart_is_correct_from_inside(testbed: object, tmp_path:
     )
     assert _stat(testbed, f"{DATA}/workspace/SOUL.md") == "644 998:998 regular file"
 
-    again = clawguard("--config", str(config), "restore", SANDBOX, "--json")
+    again = clawguard("--config", str(config), "restore", SANDBOX, "--no-gateway", "--json")
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)[0]
     assert report["changed"] == 0
@@ -96,7 +96,7 @@ def test_restore_after_restart_is_correct_from_inside(testbed: object, tmp_path:
 def test_dry_run_on_a_fresh_pod_writes_nothing(testbed: object, tmp_path: Path) -> None:
     testbed.restart(SANDBOX)  # type: ignore[attr-defined]
     before = sandbox_snapshot(testbed, SANDBOX)
-    done = clawguard("--config", str(write_config(tmp_path)), "restore", SANDBOX, "--dry-run")
+    done = clawguard("--config", str(write_config(tmp_path)), "restore", SANDBOX, "--dry-run", "--no-gateway")
     assert done.returncode == 0, done.stderr
     assert "would-change" in done.stdout
     assert "owner 0:0, want 998:998" in done.stdout  # the telegram directory
@@ -119,7 +119,7 @@ def test_unknown_user_exits_2_and_writes_nothing(testbed: object, tmp_path: Path
     config = write_config(
         tmp_path, extra="    plan:\n      - {kind: chown, path: /sandbox/.openclaw-data/telegram, owner: 4321}\n"
     )
-    done = clawguard("--config", str(config), "restore", SANDBOX)
+    done = clawguard("--config", str(config), "restore", SANDBOX, "--no-gateway")
     assert done.returncode == 2
     assert "plan[0].owner: uid 4321 does not exist in the sandbox's /etc/passwd" in done.stderr
     assert sandbox_snapshot(testbed, SANDBOX) == before
@@ -127,7 +127,7 @@ def test_unknown_user_exits_2_and_writes_nothing(testbed: object, tmp_path: Path
 
 def test_another_uid_is_resolved_from_the_sandbox(testbed: object, tmp_path: Path) -> None:
     testbed.restart(OTHER)  # type: ignore[attr-defined]
-    done = clawguard("--config", str(write_config(tmp_path)), "restore", OTHER)
+    done = clawguard("--config", str(write_config(tmp_path)), "restore", OTHER, "--no-gateway")
     assert done.returncode == 0, done.stdout + done.stderr
     out = sandbox_exec(testbed, OTHER, ["stat", "-c", "%u:%g", f"{DATA}/telegram", f"{DATA}/workspace/SOUL.md"])
     assert out.split() == [f"{OTHER_UID}:{OTHER_UID}"] * 2
@@ -138,7 +138,7 @@ def test_agent_symlink_cannot_redirect_writes(testbed: object, tmp_path: Path) -
     # The agent owns .openclaw-data and swaps its skills directory for a link to /etc.
     sandbox_exec(testbed, SANDBOX, ["sh", "-c", f"rm -rf {DATA}/skills && ln -s /etc {DATA}/skills"], user="sandbox")
     etc_before = sandbox_exec(testbed, SANDBOX, ["ls", "-la", "/etc/"])
-    done = clawguard("--config", str(write_config(tmp_path)), "restore", SANDBOX)
+    done = clawguard("--config", str(write_config(tmp_path)), "restore", SANDBOX, "--no-gateway")
     assert done.returncode == 1
     assert "refusing to write through an undeclared symlink" in done.stdout
     assert sandbox_exec(testbed, SANDBOX, ["ls", "-la", "/etc/"]) == etc_before
@@ -149,10 +149,10 @@ def test_agent_symlink_cannot_redirect_writes(testbed: object, tmp_path: Path) -
 def test_drift_inside_a_live_pod_is_repaired(testbed: object, tmp_path: Path) -> None:
     config = str(write_config(tmp_path))
     testbed.restart(SANDBOX)  # type: ignore[attr-defined]
-    assert clawguard("--config", config, "restore", SANDBOX).returncode == 0
+    assert clawguard("--config", config, "restore", SANDBOX, "--no-gateway").returncode == 0
     sandbox_exec(testbed, SANDBOX, ["rm", "-rf", f"{DATA}/skills/vmware-esxi"])
     sandbox_exec(testbed, SANDBOX, ["chown", "0:0", f"{DATA}/telegram"])
-    done = clawguard("--config", config, "restore", SANDBOX, "--json")
+    done = clawguard("--config", config, "restore", SANDBOX, "--no-gateway", "--json")
     steps = {s["name"]: s["outcome"] for s in json.loads(done.stdout)[0]["steps"]}
     assert steps["skills/vmware-esxi"] == "changed" and steps["telegram"] == "changed"
     assert sum(o == "changed" for o in steps.values()) == 2
