@@ -12,6 +12,7 @@ PACKAGES=(
   openssh-client
   openssh-server
   tar
+  procps           # pgrep/pkill for the testbed's sandbox image
   ca-certificates
 )
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}

@@ -5,6 +5,17 @@ running a real containerd (state dir ``/run/k3s/containerd``); sandboxes are
 real containerd containers in namespace ``k8s.io`` with 64-hex IDs and
 Kubernetes pod labels. See :mod:`clawguard.testbed._testbed` for details and
 ``python -m clawguard.testbed --help`` for the CLI.
+
+Each pod also has what clawguard talks to in a real NemoClaw sandbox (see
+:mod:`clawguard.testbed.standins`): a stand-in OpenClaw gateway
+(``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &``, answering
+``http://127.0.0.1:18789/``), and Debian's real ``sshd``, reached with the real
+OpenSSH client through the ``openshell`` stand-in
+(:meth:`Testbed.install_openshell`)::
+
+    ssh -o ProxyCommand='openshell ssh-proxy --gateway-name nemoclaw --name NAME' sandbox@openshell-NAME
+
+Every new pod has a new SSH host key (:meth:`Testbed.known_hosts_line`).
 """
 
 from ._images import (
@@ -13,9 +24,12 @@ from ._images import (
     CONTAINERD_STATE,
     DEFAULT_SANDBOX_UID,
     SANDBOX_REPO,
+    SSH_HOST_PUBKEY,
     sandbox_ref,
 )
 from ._testbed import (
+    GATEWAY_PORT,
+    GATEWAY_START,
     K8S_NAMESPACE,
     LABEL_CONTAINER_NAME,
     LABEL_POD_NAME,
@@ -32,6 +46,8 @@ __all__ = [
     "CONTAINERD_SOCK",
     "CONTAINERD_STATE",
     "DEFAULT_SANDBOX_UID",
+    "GATEWAY_PORT",
+    "GATEWAY_START",
     "K8S_NAMESPACE",
     "LABEL_CONTAINER_NAME",
     "LABEL_POD_NAME",
@@ -39,6 +55,7 @@ __all__ = [
     "LABEL_POD_UID",
     "POD_NAMESPACE",
     "SANDBOX_REPO",
+    "SSH_HOST_PUBKEY",
     "Testbed",
     "TestbedError",
     "rootfs_path",

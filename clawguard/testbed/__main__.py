@@ -1,4 +1,9 @@
-"""CLI: ``python -m clawguard.testbed {up,down,status,restart,add,rm,exec}``."""
+"""CLI: ``python -m clawguard.testbed {up,down,status,restart,add,rm,exec,...}``.
+
+Also: ``install-openshell DIR`` (the ``openshell`` stand-in, for ssh's
+ProxyCommand), ``known-hosts NAME`` (the pod's current host key as a
+known_hosts line), ``start-gateway NAME`` and ``gateway-status NAME``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._images import DEFAULT_SANDBOX_UID
 from ._testbed import Testbed, TestbedError
@@ -41,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--user", "-u", default=None, help="user name, uid or uid:gid")
     ex.add_argument("--stdin", "-i", action="store_true", help="forward stdin")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
+    inst = sub.add_parser(
+        "install-openshell", help="install the `openshell` CLI stand-in (ssh-proxy) as DIR/openshell; prints its path"
+    )
+    inst.add_argument("dir", type=Path)
+    kh = sub.add_parser("known-hosts", help="print `openshell-NAME <host key>` for ssh's known_hosts")
+    kh.add_argument("name")
+    sg = sub.add_parser("start-gateway", help="start the OpenClaw gateway stand-in in a sandbox; prints its status")
+    sg.add_argument("name")
+    gs = sub.add_parser("gateway-status", help="print the gateway's JSON status (exit 1 if it is down)")
+    gs.add_argument("name")
     return p
 
 
@@ -86,6 +102,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.buffer.write(err)
             sys.stderr.flush()
             return code
+        elif args.cmd == "install-openshell":
+            print(Testbed.install_openshell(args.dir))
+        elif args.cmd == "known-hosts":
+            print(tb.known_hosts_line(args.name))
+        elif args.cmd == "start-gateway":
+            print(json.dumps(tb.start_gateway(args.name)))
+        elif args.cmd == "gateway-status":
+            status = tb.gateway_status(args.name)
+            if status is None:
+                print(f"gateway in {args.name} is not answering", file=sys.stderr)
+                return 1
+            print(json.dumps(status))
     except TestbedError as exc:
         print(f"testbed error: {exc}", file=sys.stderr)
         return 1

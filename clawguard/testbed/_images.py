@@ -10,6 +10,16 @@ host's Debian packages (nothing is downloaded):
   ``blobs/sha256/...``) built here with :mod:`tarfile` and :mod:`hashlib`. It
   mirrors NemoClaw's sandbox layout and is imported into the cluster's
   containerd with ``ctr -n k8s.io images import``. One image per sandbox uid.
+  Besides busybox it holds Debian's OpenSSH server (``sshd``, ``ssh-keygen``,
+  ``sftp-server`` and their libraries), ``dash`` as ``/bin/sh`` (as in Debian),
+  ``bash``, procps' ``pgrep``/``pkill``, coreutils' ``nohup`` and the
+  stand-ins of :mod:`clawguard.testbed.standins`: ``/usr/local/bin/openclaw``
+  (the gateway), ``/usr/local/bin/wget`` (busybox wget without its ``-T``
+  segfault) and ``/usr/local/bin/sandbox-init`` (which generates the pod's
+  SSH host key and then becomes ``sleep infinity``). The pod's PID 1 is
+  ``tini`` (Debian's static ``tini``, shipped with docker.io) running
+  sandbox-init: like OpenShell's in-pod supervisor it reaps orphans, so ssh
+  sessions and killed gateways leave no zombies.
 
 Builds are deterministic: same inputs give byte-identical tarballs, so image
 digests double as cache keys.
@@ -17,6 +27,7 @@ digests double as cache keys.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -29,8 +40,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import standins
+
 #: Bump to invalidate every cached image when the builders change behaviour.
+#: (It is part of the cluster image's key: bumping it recreates clusters.)
 BUILDER_VERSION = "3"
+#: Bump to invalidate only the sandbox images.
+SANDBOX_BUILDER_VERSION = "2"
 
 SANDBOX_REPO = "clawguard-testbed/sandbox"
 CLUSTER_REPO = "clawguard-testbed/cluster"
@@ -71,8 +87,36 @@ BUSYBOX = "/bin/busybox"
 
 FIXED_MTIME = 1_700_000_000  # deterministic tar headers
 
+# Host files copied into the sandbox image (path inside image == host path).
+SANDBOX_BINARIES = (
+    "/usr/sbin/sshd",
+    "/usr/bin/ssh-keygen",
+    "/usr/lib/openssh/sftp-server",
+    "/usr/bin/pgrep",
+    "/usr/bin/nohup",  # busybox-static has no nohup applet
+    # /bin/sh is dash, as in Debian (and NemoClaw's Debian-based image): busybox
+    # ash runs its own applets before PATH, so it would bypass /usr/local/bin/wget.
+    "/bin/dash",
+    "/bin/bash",
+)
+SANDBOX_SYMLINKS = {"/usr/bin/pkill": "pgrep", "/bin/sh": "dash"}
+
+#: sandbox-init makes the pod's SSH host key, then `exec sleep infinity`.
+SANDBOX_INIT = "/usr/local/bin/sandbox-init"
+TINI = "/usr/bin/tini"
+TINI_SOURCE = "/usr/bin/tini-static"
+OPENCLAW_BIN = "/usr/local/bin/openclaw"
+WGET_WRAPPER = "/usr/local/bin/wget"  # shadows busybox's /bin/wget (PATH order)
+SSHD = "/usr/sbin/sshd"
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+SSH_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
+SSH_HOST_PUBKEY = SSH_HOST_KEY + ".pub"
+#: The pod's main command. PID 1 = tini, which reaps orphans (sleep would not).
+POD_COMMAND = [TINI, "--", SANDBOX_INIT]
+
 _DEBIAN_HINT = (
-    "install the Debian packages docker.io, containerd, runc and busybox-static (run scripts/setup-host.sh as root)"
+    "install the Debian packages docker.io, containerd, runc, busybox-static, openssh-server and procps "
+    "(run scripts/setup-host.sh as root)"
 )
 
 
@@ -106,16 +150,27 @@ def file_fingerprint(path: str) -> str:
 def busybox_applets(busybox: str = BUSYBOX) -> list[str]:
     """Applet names of the host's static busybox (``busybox --list``)."""
     _require_file(busybox)
+    return list(_busybox_applets(busybox, file_fingerprint(busybox)))
+
+
+@functools.lru_cache(maxsize=8)
+def _busybox_applets(busybox: str, fingerprint: str) -> tuple[str, ...]:
     out = subprocess.run([busybox, "--list"], check=True, capture_output=True, text=True).stdout
-    return sorted({a for a in out.split() if a and "/" not in a and a != "busybox"})
+    return tuple(sorted({a for a in out.split() if a and "/" not in a and a != "busybox"}))
 
 
 def shared_libs(binary: str) -> list[str]:
     """Shared libraries (absolute paths, incl. the ELF interpreter) per ``ldd``."""
+    _require_file(binary)
+    return list(_shared_libs(binary, file_fingerprint(binary)))
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_libs(binary: str, fingerprint: str) -> tuple[str, ...]:
     proc = subprocess.run(["ldd", binary], capture_output=True, text=True)
     if proc.returncode != 0:
         if "not a dynamic executable" in proc.stdout + proc.stderr:
-            return []
+            return ()
         raise ImageBuildError(f"ldd {binary} failed: {proc.stderr.strip()}")
     libs: list[str] = []
     for line in proc.stdout.splitlines():
@@ -126,7 +181,7 @@ def shared_libs(binary: str) -> list[str]:
                 libs.append(parts[idx + 1])
         elif parts and parts[0].startswith("/"):
             libs.append(parts[0])
-    return libs
+    return tuple(libs)
 
 
 # --------------------------------------------------------------------------
@@ -223,6 +278,18 @@ def _busybox_tree(fs: RootFS, applets: Iterable[str]) -> None:
         fs.symlink(f"/bin/{applet}", "busybox")
 
 
+def _binaries_with_libs(fs: RootFS, binaries: Iterable[str]) -> None:
+    """Copy host ``binaries`` and every shared library ``ldd`` lists for them."""
+    seen: set[str] = set()
+    for binary in binaries:
+        fs.copy(binary, _require_file(binary).as_posix(), 0o755)
+        for lib in shared_libs(binary):
+            if lib in seen:
+                continue
+            seen.add(lib)
+            fs.copy(lib, lib, 0o755)
+
+
 def _base_dirs(fs: RootFS) -> None:
     for d in ("/dev", "/proc", "/sys", "/run", "/etc", "/usr/local/bin", "/var"):
         fs.dir(d)
@@ -244,16 +311,24 @@ def sandbox_ref(uid: int) -> str:
 
 
 def sandbox_rootfs(uid: int, applets: Iterable[str] | None = None) -> RootFS:
-    """NemoClaw-like sandbox root filesystem for sandbox user ``uid``."""
+    """NemoClaw-like sandbox root filesystem for sandbox user ``uid``.
+
+    Users: ``root``, ``sandbox`` (``uid``:``uid``, home ``/sandbox``, shell
+    ``/bin/sh``, *empty* password in ``/etc/shadow`` so sshd's "none" method
+    logs it in), ``sshd`` (privilege separation) and ``nobody``.
+    """
     if not 1 <= uid < 65534:
         raise ValueError(f"sandbox uid must be in 1..65533, got {uid}")
+    sshd_uid = 105 if uid != 105 else 106
     fs = RootFS()
     _base_dirs(fs)
     _busybox_tree(fs, busybox_applets() if applets is None else applets)
+    fs.file("/etc/nsswitch.conf", b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n")
     fs.file(
         "/etc/passwd",
         (
             "root:x:0:0:root:/root:/bin/sh\n"
+            f"sshd:x:{sshd_uid}:65534::/run/sshd:/usr/sbin/nologin\n"
             f"sandbox:x:{uid}:{uid}:OpenShell sandbox:/sandbox:/bin/sh\n"
             "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
         ).encode(),
@@ -262,6 +337,25 @@ def sandbox_rootfs(uid: int, applets: Iterable[str] | None = None) -> RootFS:
         "/etc/group",
         f"root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n".encode(),
     )
+    fs.file(
+        "/etc/shadow",
+        b"root:*:19700:0:99999:7:::\n"
+        b"sshd:*:19700:0:99999:7:::\n"
+        b"sandbox::19700:0:99999:7:::\n"
+        b"nobody:*:19700:0:99999:7:::\n",
+        0o640,
+    )
+    # OpenSSH server, started per connection by `openshell ssh-proxy` (sshd -i).
+    _binaries_with_libs(fs, SANDBOX_BINARIES)
+    for link, target in SANDBOX_SYMLINKS.items():
+        fs.symlink(link, target)
+    fs.file(SSHD_CONFIG, standins.read(standins.SSHD_CONFIG))
+    fs.dir("/run/sshd", 0o755)  # /run is a tmpfs in the pod: sandbox-init makes it again
+    fs.dir("/var/empty", 0o755)
+    fs.copy(TINI, TINI_SOURCE, 0o755)
+    fs.file(SANDBOX_INIT, standins.read(standins.SANDBOX_INIT), 0o755)
+    fs.file(OPENCLAW_BIN, standins.read(standins.OPENCLAW), 0o755)
+    fs.file(WGET_WRAPPER, standins.read(standins.WGET), 0o755)
     fs.dir("/sandbox", 0o755, uid, uid)
     fs.dir("/sandbox/.openclaw", 0o755, 0, 0)
     fs.file("/sandbox/.openclaw/openclaw.json", OPENCLAW_JSON, 0o444, 0, 0)
@@ -292,7 +386,7 @@ def build_oci_layout(ref: str, fs: RootFS, *, cmd: list[str], env: list[str]) ->
     fs.write_tar(raw)
     layer_tar = raw.getvalue()
     gz = io.BytesIO()
-    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=6) as zf:
+    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=1) as zf:  # speed over size
         zf.write(layer_tar)
     layer_gz = gz.getvalue()
     diff_id = "sha256:" + sha256_hex(layer_tar)
@@ -371,7 +465,7 @@ def build_oci_layout(ref: str, fs: RootFS, *, cmd: list[str], env: list[str]) ->
 def sandbox_image_key(uid: int) -> str:
     """Content hash of the sandbox image inputs for ``uid`` (cache key)."""
     fs = sandbox_rootfs(uid)
-    return sha256_hex(f"{BUILDER_VERSION}:{uid}:{fs.digest_inputs()}".encode())
+    return sha256_hex(f"{BUILDER_VERSION}:{SANDBOX_BUILDER_VERSION}:{uid}:{fs.digest_inputs()}".encode())
 
 
 def build_sandbox_image(uid: int = DEFAULT_SANDBOX_UID) -> OCIImage:
@@ -379,7 +473,7 @@ def build_sandbox_image(uid: int = DEFAULT_SANDBOX_UID) -> OCIImage:
     return build_oci_layout(
         sandbox_ref(uid),
         fs,
-        cmd=["sleep", "infinity"],
+        cmd=POD_COMMAND,
         env=[f"PATH={PATH_ENV}"],
     )
 
@@ -431,14 +525,7 @@ def cluster_rootfs(applets: Iterable[str] | None = None) -> RootFS:
     fs.dir("/run/k3s", 0o755)
     fs.file(CONTAINERD_CONFIG, CONTAINERD_TOML)
     fs.file(ENTRYPOINT, ENTRYPOINT_SH, 0o755)
-    seen: set[str] = set()
-    for binary in CLUSTER_BINARIES:
-        fs.copy(binary, _require_file(binary).as_posix(), 0o755)
-        for lib in shared_libs(binary):
-            if lib in seen:
-                continue
-            seen.add(lib)
-            fs.copy(lib, lib, 0o755)
+    _binaries_with_libs(fs, CLUSTER_BINARIES)
     return fs
 
 

@@ -8,6 +8,28 @@ each sandbox "pod" is one real containerd container with a random 64-hex ID,
 Kubernetes-style labels and a real overlay rootfs mounted at
 ``/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/rootfs``.
 
+Inside each pod (see :mod:`clawguard.testbed._images` and
+:mod:`clawguard.testbed.standins`):
+
+* the main command is ``tini -- /usr/local/bin/sandbox-init``: sandbox-init
+  generates the pod's own SSH host key (``/etc/ssh/ssh_host_ed25519_key``, in
+  the pod's overlay, so every new pod presents a new key) and then
+  ``exec sleep infinity``. The OpenClaw gateway is *not* started (NemoClaw
+  #2042). PID 1 is tini so that orphans (sshd's session processes, gateways
+  started over ssh) are reaped, as OpenShell's in-pod supervisor does;
+* ``/usr/local/bin/openclaw`` is a stand-in OpenClaw gateway (POSIX sh +
+  busybox): ``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &`` as
+  ``sandbox``; it answers ``http://127.0.0.1:18789/`` with a JSON status
+  (:meth:`Testbed.gateway_status`, :meth:`Testbed.start_gateway`);
+* ``/bin/sh`` is dash, as in Debian-based images (busybox ash would run its
+  own ``wget`` applet, whose ``-T`` segfaults, instead of the
+  ``/usr/local/bin/wget`` wrapper);
+* Debian's real ``sshd`` is installed but does not listen: the host-side
+  ``openshell`` stand-in (:meth:`Testbed.install_openshell`) is an ssh
+  ``ProxyCommand`` that runs ``sshd -i`` per connection through
+  ``ctr task exec``. The ``sandbox`` user has an empty password, so
+  ``ssh -o BatchMode=yes sandbox@openshell-NAME`` logs in with no key.
+
 Lifecycle notes:
 
 * ``restart(name)`` replaces the pod like a kubelet would after the pod is
@@ -34,6 +56,13 @@ Gotchas of containerd 1.6 ``ctr`` (Debian bookworm) found while building this:
   reads stdin). Non-empty input such as a tar stream works.
 * Arguments after the container ID are passed through verbatim, including
   ones starting with ``-``; a ``--`` there becomes argv[0] of the process.
+* ``sshd -i``'s privileged monitor exits without reaping its session child,
+  so with ``sleep infinity`` as PID 1 every ssh connection left a zombie:
+  hence tini as PID 1.
+* ``ssh ... "pkill -f 'openclaw gateway'; ..."`` kills its own remote shell
+  (whose command line matches): the session ends with 255. A lone
+  ``pkill -f 'openclaw gateway'`` also gets 255 under dash. Use
+  ``openclaw gateway stop`` or ``pkill -f '[o]penclaw gateway'`` on its own.
 """
 
 from __future__ import annotations
@@ -42,6 +71,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import secrets
 import socket
@@ -61,6 +91,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from . import _images as images
+from . import standins
 from ._images import (
     CONTAINERD_SOCK,
     DEFAULT_SANDBOX_UID,
@@ -84,7 +115,9 @@ LABEL_GATEWAY = "clawguard.testbed.gateway"
 _OCI_CACHE: dict[int, images.OCIImage] = {}
 
 TASK_DIR = "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io"
-SLEEP_FOREVER = ["sleep", "infinity"]
+SLEEP_FOREVER = ["sleep", "infinity"]  # what sandbox-init finally becomes
+GATEWAY_PORT = 18789
+GATEWAY_START = "nohup openclaw gateway run > /tmp/gateway.log 2>&1 &"
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _USER_SPEC_RE = re.compile(r"^\d+:\d+$")
@@ -543,11 +576,17 @@ class Testbed:
         args = ["run", "-d", "--cgroup", f"kubepods/pod{pod_uid}/{cid}"]
         for k, v in labels.items():
             args += ["--label", f"{k}={v}"]
-        args += [image, cid, *SLEEP_FOREVER]
+        args += [image, cid, *images.POD_COMMAND]
         self._ctr(args)
-        status = self._task_status().get(cid)
+        # One exec: wait for sandbox-init's host key, then read the task state.
+        hostkey = rootfs_path(cid) + images.SSH_HOST_PUBKEY
+        res = self._cluster_exec(["sh", "-c", _POD_READY_SCRIPT, "sh", K8S_NAMESPACE, cid, hostkey], timeout=60)
+        status, _, key_state = res.stdout.decode().partition("\n")
+        status = status.strip() or "NO TASK"
         if status != "RUNNING":
             raise TestbedError(f"pod {name} ({cid}) task is {status}, not RUNNING")
+        if key_state.strip() != "hostkey":
+            raise TestbedError(f"pod {name} ({cid}): sandbox-init made no SSH host key ({images.SSH_HOST_KEY})")
         log.info("sandbox %s running as container %s", name, cid)
         return cid
 
@@ -648,6 +687,97 @@ class Testbed:
         res = self._task_exec(cid, argv, spec, stdin, timeout)
         return res.exit_code, res.stdout, res.stderr
 
+    # ------------------------------------------------------- ssh and gateway
+
+    @staticmethod
+    def install_openshell(bin_dir: Path) -> Path:
+        """Install the ``openshell`` CLI stand-in as ``bin_dir/openshell`` (0755).
+
+        It is a standalone stdlib-only Python script; ``openshell ssh-proxy
+        --gateway-name G --name N`` is an ssh ``ProxyCommand`` into pod N's
+        sshd (see :mod:`clawguard.testbed.standins.openshell`).
+        """
+        bin_dir = Path(bin_dir)
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        dest = bin_dir / "openshell"
+        tmp = bin_dir / f".openshell.{os.getpid()}.tmp"
+        try:
+            tmp.write_bytes(standins.read(standins.OPENSHELL))
+            tmp.chmod(0o755)
+            tmp.replace(dest)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise TestbedError(f"cannot install openshell into {bin_dir}: {exc}") from exc
+        return dest
+
+    def host_public_key(self, name: str) -> str:
+        """Pod ``name``'s SSH host key, ``"ssh-ed25519 AAAA..."`` (no comment).
+
+        A new pod (``restart``, ``recover``) has a new key.
+        """
+        code, out, err = self.exec_in_sandbox(name, ["cat", images.SSH_HOST_PUBKEY])
+        fields = out.decode().split()
+        if code != 0 or len(fields) < 2:
+            raise TestbedError(f"no SSH host key in sandbox {name!r}: {err.decode(errors='replace').strip()}")
+        return f"{fields[0]} {fields[1]}"
+
+    def known_hosts_line(self, name: str) -> str:
+        """``known_hosts`` line for ``ssh sandbox@openshell-NAME`` via the proxy."""
+        return f"openshell-{name} {self.host_public_key(name)}"
+
+    def gateway_status(self, name: str, port: int = GATEWAY_PORT) -> dict[str, Any] | None:
+        """The stand-in gateway's JSON status from inside pod ``name``; None if down."""
+        code, out, _ = self.exec_in_sandbox(
+            name, ["timeout", "5", "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/"], user="sandbox"
+        )
+        if code != 0:
+            return None
+        try:
+            status = json.loads(out)
+        except ValueError:
+            return None
+        return status if isinstance(status, dict) else None
+
+    def start_gateway(self, name: str, timeout: float = 10.0, port: int = GATEWAY_PORT) -> dict[str, Any]:
+        """Start the gateway as ``sandbox`` the way NemoClaw does; wait until healthy.
+
+        Runs ``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &`` (stdin
+        from /dev/null) with ``ctr task exec``, not over ssh. Returns the
+        gateway's status. If a gateway is already up, the new one exits with
+        "gateway already running" (see /tmp/gateway.log) and this returns the
+        running one's status.
+        """
+        start = "nohup openclaw gateway run > /tmp/gateway.log 2>&1 < /dev/null &"
+        code, _, err = self.exec_in_sandbox(name, ["sh", "-c", start], "sandbox")
+        if code != 0:
+            raise TestbedError(f"starting the gateway in {name!r} failed: {err.decode(errors='replace').strip()}")
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.gateway_status(name, port)
+            if status is not None:
+                return status
+            if time.monotonic() > deadline:
+                _, logtext, _ = self.exec_in_sandbox(name, ["tail", "-n", "20", "/tmp/gateway.log"])
+                raise TestbedError(
+                    f"gateway in {name!r} not healthy after {timeout:.0f}s; /tmp/gateway.log:\n"
+                    + logtext.decode(errors="replace")
+                )
+            time.sleep(0.1)
+
+
+# Wait (up to 5 s) for the pod's SSH host key, then print the task status and
+# "hostkey" if the key is there.
+_POD_READY_SCRIPT = """\
+ns=$1 id=$2 key=$3
+i=0
+while [ ! -s "$key" ] && [ "$i" -lt 200 ]; do
+  i=$((i + 1))
+  sleep 0.025
+done
+ctr -n "$ns" tasks ls | awk -v id="$id" '$1 == id { s = $3 } END { print s }'
+[ -s "$key" ] && echo hostkey
+"""
 
 _DELETE_SCRIPT = """\
 ns=$1 id=$2

@@ -1,0 +1,44 @@
+"""Stand-ins for the OpenShell/NemoClaw/OpenClaw programs the real test bed cannot run.
+
+Files here (shipped with the package, read with :func:`read`):
+
+* ``openclaw.sh``: the OpenClaw CLI and gateway (POSIX sh run by dash, using
+  busybox tools: ``httpd`` for HTTP, ``awk`` to read JSON), installed in the
+  sandbox image as ``/usr/local/bin/openclaw``; it doubles as the gateway's CGI.
+* ``wget.sh``: ``/usr/local/bin/wget``, busybox wget with ``-T`` done by
+  ``timeout`` (Debian's busybox-static 1.35 wget segfaults on ``-T``).
+* ``sandbox-init.sh``: every pod's main command: generates the pod's SSH host
+  key, then ``exec sleep infinity``.
+* ``sshd_config``: Debian's OpenSSH server in the sandbox, started per
+  connection in inetd mode (``sshd -i``).
+* ``openshell.py``: the host-side ``openshell`` CLI (``ssh-proxy``,
+  ``sandbox ssh-config``), a standalone stdlib-only script that
+  :meth:`clawguard.testbed.Testbed.install_openshell` copies to ``DIR/openshell``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+#: Names of the stand-in files in this package.
+OPENCLAW = "openclaw.sh"
+SANDBOX_INIT = "sandbox-init.sh"
+WGET = "wget.sh"
+SSHD_CONFIG = "sshd_config"
+OPENSHELL = "openshell.py"
+
+
+def read(name: str) -> bytes:
+    """Bytes of the stand-in file ``name``.
+
+    Non-Python files must be package data for non-editable installs
+    (``[tool.setuptools.package-data]`` ``clawguard = ["testbed/standins/*"]``).
+    """
+    path = resources.files(__name__).joinpath(name)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"test-bed stand-in {name!r} is missing from {path}; "
+            "install clawguard from a source checkout (pip install -e .)"
+        ) from exc
