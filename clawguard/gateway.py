@@ -69,7 +69,7 @@ GATEWAY_SCHEMA = Record(
 # Prints the HTTP status of $1; curl where it exists (NemoClaw's image), else busybox wget.
 _PROBE = (
     'if command -v curl >/dev/null 2>&1; then curl -s -o /dev/null -w "%{http_code}" --max-time 5 "$1"; '
-    'else wget -S -q -O /dev/null -T 5 "$1" 2>&1 | sed -n "s/^ *HTTP\\/[0-9.]* \\([0-9]*\\).*/\\1/p" | tail -n 1; fi'
+    'else wget -S -q -O /dev/null "$1" 2>&1 | sed -n "s/^ *HTTP\\/[0-9.]* \\([0-9]*\\).*/\\1/p" | tail -n 1; fi'
 )
 
 
