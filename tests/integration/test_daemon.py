@@ -1,0 +1,140 @@
+"""Issue 3 on the testbed: the daemon notices a pod restart, restores, starts the
+gateway over the SSH proxy (real ssh, real sshd) and confirms it is healthy."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from .conftest import SANDBOX, STATE_HOME, clawguard, clawguard_env, sandbox_exec, write_config
+
+pytestmark = pytest.mark.integration
+DATA = "/sandbox/.openclaw-data"
+
+
+def _wait(what: str, condition: Callable[[], object], timeout: float = 60) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+class DaemonProcess:
+    def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.handle = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clawguard", "--config", str(config), "run"],
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+    def event_time(self, event: str, after: float, **fields: str) -> float | None:
+        """Wall-clock time of the first log event after `after` with these fields."""
+        for line in self.lines():
+            if f"event={event}" not in line or any(f"{k}={v}" not in line for k, v in fields.items()):
+                continue
+            match = re.search(r"ts=(\S+)", line)
+            if match:
+                at = datetime.fromisoformat(match.group(1).strip('"').replace("Z", "+00:00")).timestamp()
+                if at >= after:
+                    return at
+        return None
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(30)
+        self.handle.close()
+        return code
+
+
+@pytest.fixture
+def daemon(testbed: object, tmp_path: Path) -> Iterator[DaemonProcess]:
+    bin_dir = tmp_path / "bin"
+    testbed.install_openshell(bin_dir)  # type: ignore[attr-defined]
+    config = write_config(tmp_path, extra="")
+    config.write_text(
+        config.read_text().replace("version: 1\n", "version: 1\ndaemon: {poll_interval: 5, health_interval: 5}\n")
+    )
+    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}")
+    process = DaemonProcess(config, env, tmp_path / "daemon.log")
+    yield process
+    assert process.stop() == 0, "\n".join(process.lines()[-30:])
+    assert "Traceback" not in process.log.read_text()
+
+
+def _status(config_dir: Path) -> dict[str, object]:
+    done = clawguard("--config", str(config_dir / "config.yaml"), "status", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    return next(s for s in data["sandboxes"] if s["sandbox"] == SANDBOX)
+
+
+def test_pod_restart_is_restored_and_gateway_comes_back(testbed: object, daemon: DaemonProcess, tmp_path: Path) -> None:
+    # First state: the daemon verifies the live sandbox and brings the gateway up.
+    _wait("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
+
+    restarted_at = time.time()
+    new_id = testbed.restart(SANDBOX)  # type: ignore[attr-defined]
+    _wait(
+        "restore of the new pod",
+        lambda: (
+            _status(tmp_path).get("container_id") == new_id and (_status(tmp_path).get("gateway") or {}).get("healthy")
+        ),
+        timeout=120,
+    )
+    detected = daemon.event_time("sandbox.detected", restarted_at, sandbox=SANDBOX)
+    restored = daemon.event_time("restore.done", restarted_at, sandbox=SANDBOX, outcome="ok")
+    healthy = daemon.event_time("gateway.health", restarted_at, sandbox=SANDBOX, outcome="healthy")
+    assert detected and restored and healthy
+    figures = {
+        "detected_s": round(detected - restarted_at, 3),
+        "restored_s": round(restored - restarted_at, 3),
+        "gateway_healthy_s": round(healthy - restarted_at, 3),
+    }
+    print("daemon timings after pod restart:", json.dumps(figures))
+    (STATE_HOME / "daemon-timings.json").write_text(json.dumps(figures))
+
+    # From inside: the files, and the gateway's own view of its start.
+    assert sandbox_exec(testbed, SANDBOX, ["stat", "-c", "%U", f"{DATA}/telegram"]).strip() == "sandbox"
+    gateway = testbed.gateway_status(SANDBOX)  # type: ignore[attr-defined]
+    assert gateway is not None and gateway["exec"] == "allowed"
+    _wait("telegram offset", lambda: (testbed.gateway_status(SANDBOX) or {}).get("telegram_offset_written"))  # type: ignore[attr-defined]
+    assert "EACCES" not in sandbox_exec(testbed, SANDBOX, ["cat", "/tmp/gateway.log"])
+
+    status = _status(tmp_path)
+    assert status["last_restore"]["outcome"] == "ok"  # type: ignore[index]
+    assert status["last_restore"]["reason"] == "pod replaced"  # type: ignore[index]
+
+
+def test_cluster_stop_and_start(testbed: object, daemon: DaemonProcess, tmp_path: Path) -> None:
+    _wait("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
+    testbed.stop_cluster()  # type: ignore[attr-defined]
+    _wait("the daemon to notice", lambda: any("sandbox.unreachable" in line for line in daemon.lines()), timeout=60)
+    time.sleep(5)
+    unreachable = sum("sandbox.unreachable" in line for line in daemon.lines())
+    assert unreachable < 10, "the daemon should back off, not spin"
+    assert daemon.proc.poll() is None, "the daemon must not die"
+    testbed.start_cluster()  # type: ignore[attr-defined]
+    new_id = testbed.container_id(SANDBOX)  # type: ignore[attr-defined]
+    _wait(
+        "restore after the cluster came back",
+        lambda: (
+            _status(tmp_path).get("container_id") == new_id and (_status(tmp_path).get("gateway") or {}).get("healthy")
+        ),
+        timeout=180,
+    )
