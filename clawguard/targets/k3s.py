@@ -30,9 +30,12 @@ _counter = itertools.count()
 _POD_TOPICS = ("/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete")
 _IN_CLUSTER = "an absolute path in the cluster container"
 
-# Arguments: ctr, address, namespace, label filter. Prints container IDs, a marker, then the task table.
+# Arguments: ctr, address, namespace, pod filter, kubelet filter. Prints the pod's
+# container IDs, then every kubelet-labelled container ID, then the task table.
 _LIST_BY_LABELS = r"""
 "$1" --address "$2" -n "$3" containers ls -q "$4" || exit 3
+echo --labelled--
+"$1" --address "$2" -n "$3" containers ls -q "$5" || exit 3
 echo --tasks--
 "$1" --address "$2" -n "$3" tasks ls || exit 3
 """
@@ -113,9 +116,13 @@ class K3sTarget(Target):
     def locate(self) -> Instance:
         strategy = self.values["locate"]
         ids: list[str] = []
+        labelled = False
         if strategy in ("auto", "labels"):
-            ids = self._by_labels()
-        if not ids and strategy in ("auto", "marker"):
+            ids, labelled = self._by_labels()
+        # The marker search cannot tell sandboxes apart: only fall back to it when
+        # nothing in the cluster carries kubelet labels, never while our pod is
+        # merely between two containers (it would find another sandbox's pod).
+        if not ids and (strategy == "marker" or (strategy == "auto" and not labelled)):
             ids = self._by_marker()
         where = f"pod {self.values['namespace']}/{self.pod} in {self.cluster}"
         if not ids:
@@ -125,7 +132,8 @@ class K3sTarget(Target):
             raise TargetError(f"{len(ids)} running containers match {where} ({shown}); set target.pod")
         return Instance(ids[0], where)
 
-    def _by_labels(self) -> list[str]:
+    def _by_labels(self) -> tuple[list[str], bool]:
+        """The running containers of our pod, and whether any container is kubelet-labelled."""
         v = self.values
         selector = ",".join(
             f'labels."{key}"=={value}'
@@ -135,19 +143,31 @@ class K3sTarget(Target):
                 ("io.kubernetes.container.name", v["container"]),
             )
         )
+        kubelet = 'labels."io.kubernetes.container.name"'
         result = self._cluster_exec(
-            ["sh", "-c", _LIST_BY_LABELS, "sh", v["ctr"], v["containerd_address"], v["containerd_namespace"], selector]
+            [
+                "sh",
+                "-c",
+                _LIST_BY_LABELS,
+                "sh",
+                v["ctr"],
+                v["containerd_address"],
+                v["containerd_namespace"],
+                selector,
+                kubelet,
+            ]
         )
         if result.code != 0:
             raise TargetError(f"listing containers in {self.cluster} failed: {_tail(result.stderr)}")
-        listed, _, tasks = result.stdout.decode(errors="replace").partition("--tasks--")
-        candidates = {line.strip() for line in listed.split() if _ID.fullmatch(line.strip())}
+        listed, _, rest = result.stdout.decode(errors="replace").partition("--labelled--")
+        labelled, _, tasks = rest.partition("--tasks--")
+        candidates = {word for word in listed.split() if _ID.fullmatch(word)}
         running = []
         for line in tasks.splitlines():
             fields = line.split()
             if len(fields) >= 3 and fields[0] in candidates and fields[2] == "RUNNING":
                 running.append(fields[0])
-        return sorted(running)
+        return sorted(running), any(_ID.fullmatch(word) for word in labelled.split())
 
     def _by_marker(self) -> list[str]:
         v = self.values

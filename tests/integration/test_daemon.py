@@ -70,7 +70,8 @@ def daemon(testbed: object, tmp_path: Path) -> Iterator[DaemonProcess]:
     config.write_text(
         config.read_text().replace("version: 1\n", "version: 1\ndaemon: {poll_interval: 5, health_interval: 5}\n")
     )
-    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}")
+    # A state directory of its own: stale state from an earlier run must not satisfy a wait.
+    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}", XDG_STATE_HOME=str(tmp_path / "state"))
     process = DaemonProcess(config, env, tmp_path / "daemon.log")
     yield process
     assert process.stop() == 0, "\n".join(process.lines()[-30:])
@@ -78,7 +79,13 @@ def daemon(testbed: object, tmp_path: Path) -> Iterator[DaemonProcess]:
 
 
 def _status(config_dir: Path) -> dict[str, object]:
-    done = clawguard("--config", str(config_dir / "config.yaml"), "status", "--json")
+    done = clawguard(
+        "--config",
+        str(config_dir / "config.yaml"),
+        "status",
+        "--json",
+        env=clawguard_env(XDG_STATE_HOME=str(config_dir / "state")),
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     return next(s for s in data["sandboxes"] if s["sandbox"] == SANDBOX)
@@ -107,6 +114,7 @@ def test_pod_restart_is_restored_and_gateway_comes_back(testbed: object, daemon:
         "gateway_healthy_s": round(healthy - restarted_at, 3),
     }
     print("daemon timings after pod restart:", json.dumps(figures))
+    STATE_HOME.mkdir(parents=True, exist_ok=True)
     (STATE_HOME / "daemon-timings.json").write_text(json.dumps(figures))
 
     # From inside: the files, and the gateway's own view of its start.

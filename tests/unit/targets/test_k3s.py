@@ -29,3 +29,51 @@ def test_gone_detection() -> None:
     assert _gone(b'ctr: container "abc" in namespace "k8s.io": not found')
     assert _gone(b"ctr: no running task found: task abc not found: not found")
     assert not _gone(b"tar: short read")
+
+
+def _target(monkeypatch: pytest.MonkeyPatch, labels_out: str, marker_out: str, locate: str = "auto"):  # type: ignore[no-untyped-def]
+    from clawguard.config import parse_config
+    from clawguard.targets.base import ExecResult
+    from clawguard.targets.k3s import K3sTarget
+
+    config = parse_config(
+        f"version: 1\nsandboxes:\n  my-assistant:\n    target: {{kind: k3s, locate: {locate}}}\n    archive: /x\n",
+        "c.yaml",
+    )
+    target = K3sTarget("my-assistant", config.sandboxes["my-assistant"].target)
+    calls: list[list[str]] = []
+
+    def fake(argv, stdin=None):  # type: ignore[no-untyped-def]
+        calls.append(list(argv))
+        out = labels_out if "--labelled--" in argv[2] else marker_out
+        return ExecResult(0, out.encode(), b"")
+
+    monkeypatch.setattr(target, "_cluster_exec", fake)
+    return target, calls
+
+
+OTHER = "b" * 64
+TASKS = f"TASK PID STATUS\n{CID} 10 RUNNING\n{OTHER} 11 RUNNING\n"
+
+
+def test_labels_pick_the_running_pod_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    target, _ = _target(monkeypatch, f"{CID}\n--labelled--\n{CID}\n{OTHER}\n--tasks--\n{TASKS}", "")
+    assert target.locate().id == CID
+
+
+def test_no_marker_fallback_while_other_pods_are_labelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Our pod is between two containers; another sandbox's pod is running. The
+    # marker search would find *that* pod: it must not be used.
+    from clawguard import TargetError
+
+    rootfs = f"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{OTHER}/rootfs\n"
+    target, calls = _target(monkeypatch, f"--labelled--\n{OTHER}\n--tasks--\n{TASKS}", rootfs)
+    with pytest.raises(TargetError, match="no running sandbox found"):
+        target.locate()
+    assert len(calls) == 1
+
+
+def test_marker_fallback_without_kubelet_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    rootfs = f"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs\n"
+    target, _ = _target(monkeypatch, f"--labelled--\n--tasks--\n{TASKS}", rootfs)
+    assert target.locate().id == CID
