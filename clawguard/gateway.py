@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from .errors import ClawguardError
 from .schema import Bool, Field, Int, ListOf, Record, SandboxPath, Str
@@ -193,12 +194,12 @@ class Gateway:
             return health
         log.info("gateway.start", sandbox=self.sandbox, container_id=instance.short_id, reason=health.status)
         self.start(instance)
-        deadline = time.monotonic() + self.values["start_timeout"]
-        delay = 0.2
-        while True:
-            heartbeat()
-            health = self.probe(instance)
-            if health.healthy or time.monotonic() + delay > deadline:
-                return health
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        waiting = Retrying(
+            stop=stop_after_delay(self.values["start_timeout"]),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_result(lambda health: not health.healthy),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else health,
+            before=lambda _state: heartbeat(),
+        )
+        result: Health = waiting(self.probe, instance)
+        return result

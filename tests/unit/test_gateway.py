@@ -106,3 +106,30 @@ def test_bad_gateway_config(archive: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(basic_config(archive, "    gateway:\n      host_key: none\n"), "c.yaml")
     assert info.value.key == "sandboxes.my-assistant.gateway.host_key"
+
+
+def test_ensure_starts_and_waits_with_backoff(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin2"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(
+        "#!/bin/sh\n"
+        f"count=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((count + 1)) > {tmp_path}/n\n"
+        f'case "$*" in *curl*) if [ "$count" -ge 3 ]; then echo 200; else echo 000; fi;; *) echo start >> {tmp_path}/starts;; esac\n'
+    )
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    beats: list[int] = []
+    gateway = _gateway(archive, tmp_path, KeyTarget())
+    health = gateway.ensure(KeyTarget().locate(), heartbeat=lambda: beats.append(1))
+    assert health.healthy
+    assert (tmp_path / "starts").read_text() == "start\n"  # started exactly once
+    assert beats  # the watchdog was fed while waiting
+
+
+def test_ensure_gives_up_after_start_timeout(
+    archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_HTTP", "502")
+    gateway = _gateway(archive, tmp_path, KeyTarget(), "    gateway: {start_timeout: 1}\n")
+    health = gateway.ensure(KeyTarget().locate())
+    assert not health.healthy and health.status == "502"
