@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# clawguard's main job, on the built-in testbed: a sandbox pod restarts, its
-# hand-placed files are gone, `clawguard restore` brings them back and verifies
-# them from inside the sandbox.
+# clawguard's main job, on the built-in testbed: the daemon watches a sandbox;
+# its pod restarts and every hand-placed file is gone; clawguard notices, restores
+# and verifies from inside, starts the gateway over the SSH proxy and confirms it
+# is healthy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
@@ -11,13 +12,21 @@ PATH="$PWD/.venv/bin:$PATH"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 inside() { python -m clawguard.testbed exec my-assistant -- "$@"; }
 
+work=$(mktemp -d)
+daemon_pid=
+cleanup() {
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export XDG_STATE_HOME="$work/state"
+
 step "Start the OpenShell testbed (Docker + real containerd) with sandbox my-assistant"
 python -m clawguard.testbed up
 python -m clawguard.testbed status | grep -q '"my-assistant"' || python -m clawguard.testbed add my-assistant
+python -m clawguard.testbed install-openshell "$PWD/.venv/bin" >/dev/null   # the openshell CLI stand-in
 
-config=$(mktemp --suffix=.yaml)
-trap 'rm -f "$config"' EXIT
-cat >"$config" <<YAML
+cat >"$work/config.yaml" <<YAML
 version: 1
 sandboxes:
   my-assistant:
@@ -27,24 +36,37 @@ sandboxes:
     archive: $PWD/restore-archive
     user: sandbox
 YAML
-
-step "The pod restarts: new container ID, empty overlay"
-python -m clawguard.testbed restart my-assistant
-inside sh -c 'ls -la /sandbox/.openclaw-data/ /sandbox/.openclaw-data/skills/; ls -l /sandbox/.openclaw/exec-approvals.json || true'
+export CLAWGUARD_CONFIG="$work/config.yaml"
 
 step "clawguard plan"
-clawguard --config "$config" plan
+clawguard plan
 
-step "clawguard restore"
-clawguard --config "$config" restore
+step "clawguard run (the daemon; systemd would run it with 'clawguard install-service')"
+clawguard run >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+# Healthy gateway on the pod whose container ID starts with $1 (any pod when empty).
+healthy() {
+  clawguard status --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)["sandboxes"][0]
+ok = (s.get("gateway") or {}).get("healthy") and str(s.get("container_id", "")).startswith(sys.argv[1])
+sys.exit(0 if ok else 1)' "${1:-}"
+}
+until healthy; do sleep 0.5; done
+clawguard status
 
-step "From inside the sandbox, as the agent"
-inside sh -c 'ls -la /sandbox/.openclaw/exec-approvals.json /sandbox/.openclaw-data/ /sandbox/.openclaw-data/skills/'
-python -m clawguard.testbed exec --user sandbox my-assistant -- \
-  sh -c 'echo 1 > /sandbox/.openclaw-data/telegram/update-offset-default.json && echo "telegram offset writable by the sandbox user"'
+step "The pod restarts: new container ID, empty overlay, no gateway"
+new_id=$(python -m clawguard.testbed restart my-assistant)
+echo "new pod: ${new_id:0:12}"
+until healthy "$new_id"; do sleep 0.2; done
+grep -E 'event=(sandbox\.detected|restore\.step|restore\.done|gateway\.)' "$work/daemon.log" | tail -n 14 | cut -c1-160
 
-step "clawguard restore again: nothing to change"
-clawguard --config "$config" restore
+step "clawguard status"
+clawguard status
+
+step "From inside the sandbox, as the agent sees it"
+inside sh -c 'ls -l /sandbox/.openclaw/exec-approvals.json; ls -ld /sandbox/.openclaw-data/telegram; ls /sandbox/.openclaw-data/skills/'
+echo "gateway: $(python -m clawguard.testbed gateway-status my-assistant)"
 
 echo
 echo "The testbed is still running: python -m clawguard.testbed status | down"
