@@ -1,13 +1,17 @@
 """docker-py plumbing shared by targets: a client, and exec with stdin.
 
 docker-py's high-level ``exec_run`` cannot send stdin, which we need to stream a
-tar into the sandbox, so we drive the hijacked exec socket ourselves.
+tar into the sandbox, so we drive the hijacked exec socket ourselves. The
+testbeds use the same function.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,40 +31,87 @@ def client(base_url: str | None = None, timeout: int = 60) -> docker.DockerClien
         raise TargetError(f"Docker is not reachable: {exc}") from None
 
 
-def exec_in(api: Any, container: str, argv: Sequence[str], stdin: bytes | None, timeout: float) -> ExecResult:
-    """Run argv in a Docker container and collect exit code, stdout and stderr."""
-    created = api.exec_create(container, list(argv), stdin=stdin is not None, stdout=True, stderr=True)
-    exec_id = created["Id"]
-    if stdin is None:
-        out, err = api.exec_start(exec_id, demux=True)
-        stdout, stderr = out or b"", err or b""
-    else:
-        sock = api.exec_start(exec_id, socket=True)
-        raw: socket.socket = getattr(sock, "_sock", sock)
-        raw.settimeout(timeout)
-        try:
-            raw.sendall(stdin)
-            raw.shutdown(socket.SHUT_WR)  # EOF on the process's stdin
-            stdout, stderr = _read_frames(raw)
-        finally:
-            sock.close()
-    code = api.exec_inspect(exec_id).get("ExitCode")
-    return ExecResult(code if code is not None else -1, stdout, stderr)
+class ExecTimeout(TimeoutError):
+    """The command did not finish in time."""
 
 
-def _read_frames(raw: socket.socket) -> tuple[bytes, bytes]:
-    """Demultiplex Docker's stream format: 8-byte header (stream, 0, 0, 0, size)."""
-    buffers = {1: bytearray(), 2: bytearray()}
-    pending = bytearray()
+def exec_in(
+    api: Any,
+    container: str,
+    argv: Sequence[str],
+    stdin: bytes | None,
+    timeout: float | None,
+    *,
+    user: str = "",
+    environment: dict[str, str] | None = None,
+    workdir: str | None = None,
+) -> ExecResult:
+    """Run argv in a Docker container; collect exit code, stdout and stderr.
+
+    stdin is fed from a thread while output is read, so a command that writes
+    before it has read all its input cannot deadlock us.
+    """
+    exec_id = api.exec_create(
+        container,
+        list(argv),
+        stdin=stdin is not None,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        user=user,
+        environment=[f"{k}={v}" for k, v in (environment or {}).items()] or None,
+        workdir=workdir,
+    )["Id"]
+    handle = api.exec_start(exec_id, socket=True)
+    sock: socket.socket = getattr(handle, "_sock", handle)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    writer: threading.Thread | None = None
+    if stdin is not None:
+        data = stdin
+
+        def feed() -> None:
+            try:
+                sock.sendall(data)
+            except OSError:
+                pass  # the process exited without reading it all; its exit code tells
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)  # EOF on the process's stdin
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+    out, err = bytearray(), bytearray()
+    try:
+        while True:
+            sock.settimeout(None if deadline is None else max(0.01, deadline - time.monotonic()))
+            header = _recv_exact(sock, 8)
+            if len(header) < 8:
+                break
+            # Docker's stream format: 8-byte header (stream, 0, 0, 0, big-endian size).
+            stream, size = header[0], struct.unpack(">I", header[4:])[0]
+            (err if stream == 2 else out).extend(_recv_exact(sock, size))
+    except TimeoutError:
+        raise ExecTimeout(f"{list(argv)[:3]}... timed out after {timeout}s") from None
+    finally:
+        if writer is not None:
+            writer.join(timeout=5)
+        sock.close()
+    until = time.monotonic() + 10
     while True:
-        chunk = raw.recv(65536)
+        info = api.exec_inspect(exec_id)
+        if not info.get("Running") and info.get("ExitCode") is not None:
+            return ExecResult(int(info["ExitCode"]), bytes(out), bytes(err))
+        if time.monotonic() > until:
+            raise ExecTimeout(f"{list(argv)[:3]}...: docker exec reported no exit code")
+        time.sleep(0.02)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks: list[bytes] = []
+    while n > 0:
+        chunk = sock.recv(min(n, 1 << 16))
         if not chunk:
             break
-        pending += chunk
-        while len(pending) >= 8:
-            stream, size = struct.unpack(">BxxxL", pending[:8])
-            if len(pending) < 8 + size:
-                break
-            buffers.setdefault(stream, bytearray()).extend(pending[8 : 8 + size])
-            del pending[: 8 + size]
-    return bytes(buffers[1]), bytes(buffers[2])
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)

@@ -110,6 +110,8 @@ class K3sTarget(Target):
             raise TargetError(f"cluster container {self.cluster} not found (is OpenShell running?)") from None
         except docker.errors.APIError as exc:
             raise TargetError(f"Docker refused a command on {self.cluster}: {exc.explanation}") from None
+        except _docker.ExecTimeout as exc:
+            raise TargetError(f"a command in {self.cluster} did not finish: {exc}") from None
         except (docker.errors.DockerException, OSError) as exc:
             raise TargetError(f"Docker is not reachable: {exc}") from None
 

@@ -74,11 +74,8 @@ import logging
 import os
 import re
 import secrets
-import socket
-import struct
 import tarfile
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -90,6 +87,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from ..targets._docker import ExecTimeout, exec_in
+from ..targets.base import ExecResult
 from . import _images as images
 from . import standins
 from ._images import (
@@ -128,13 +127,6 @@ class TestbedError(RuntimeError):
     """Anything that went wrong in the test bed, with a message for humans."""
 
     __test__ = False  # not a pytest test class
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
 
 
 @dataclass(frozen=True)
@@ -360,7 +352,7 @@ class Testbed:
                 )
             if c.status == "running":
                 res = self._cluster_exec(["ctr", "--address", CONTAINERD_SOCK, "version"])
-                if res.exit_code == 0:
+                if res.code == 0:
                     return
                 last = res.stderr
             if time.monotonic() > deadline:
@@ -376,7 +368,7 @@ class Testbed:
         if c is None or c.status != "running":
             return False
         res = self._cluster_exec(["ctr", "--address", CONTAINERD_SOCK, "version"])
-        return res.exit_code == 0
+        return res.code == 0
 
     def stop_cluster(self, timeout: int = 10) -> None:
         """Stop the cluster container: all pod processes die with it."""
@@ -429,7 +421,7 @@ class Testbed:
         ``ctr`` there defaults to the test bed's socket (``CONTAINERD_ADDRESS``).
         """
         res = self._cluster_exec(argv, stdin)
-        return res.exit_code, res.stdout, res.stderr
+        return res.code, res.stdout, res.stderr
 
     def _ctr(
         self,
@@ -440,10 +432,9 @@ class Testbed:
     ) -> ExecResult:
         argv = ["ctr", "--address", CONTAINERD_SOCK, "-n", K8S_NAMESPACE, *args]
         res = self._cluster_exec(argv, stdin, timeout)
-        if check and res.exit_code != 0:
+        if check and res.code != 0:
             raise TestbedError(
-                f"`{' '.join(argv)}` failed with exit code {res.exit_code}: "
-                f"{res.stderr.decode(errors='replace').strip()}"
+                f"`{' '.join(argv)}` failed with exit code {res.code}: {res.stderr.decode(errors='replace').strip()}"
             )
         return res
 
@@ -466,7 +457,7 @@ class Testbed:
         if name is not None:
             flt += f',labels."{LABEL_POD_NAME}"=="{name}"'
         res = self._cluster_exec(["sh", "-c", script, "sh", K8S_NAMESPACE, flt])
-        if res.exit_code != 0:
+        if res.code != 0:
             raise TestbedError(f"listing pods failed: {res.stderr.decode(errors='replace').strip()}")
         pods: list[PodInfo] = []
         decoder = json.JSONDecoder()
@@ -643,7 +634,7 @@ class Testbed:
             return spec
         res = self._task_exec(cid, ["sh", "-c", _LOOKUP_USER_SCRIPT, "sh", spec], None, None)
         ids = res.stdout.decode().strip()
-        if res.exit_code == 0 and _USER_SPEC_RE.match(ids):
+        if res.code == 0 and _USER_SPEC_RE.match(ids):
             return ids
         if spec.isdigit():
             return f"{spec}:0"  # uid without passwd entry: primary gid 0, like runc
@@ -685,7 +676,7 @@ class Testbed:
         cid = self._require_id(name)
         spec = None if user is None else self._resolve_user(cid, user)
         res = self._task_exec(cid, argv, spec, stdin, timeout)
-        return res.exit_code, res.stdout, res.stderr
+        return res.code, res.stdout, res.stderr
 
     # ------------------------------------------------------- ssh and gateway
 
@@ -799,29 +790,6 @@ done
 """
 
 
-# ----------------------------------------------------------------------------
-# docker exec with stdin and demultiplexed output (docker-py low-level API)
-# ----------------------------------------------------------------------------
-
-
-def _raw_socket(obj: Any) -> socket.socket:
-    sock = getattr(obj, "_sock", obj)
-    if not isinstance(sock, socket.socket):
-        raise TestbedError(f"unexpected docker exec socket type {type(obj)!r}")
-    return sock
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks: list[bytes] = []
-    while n > 0:
-        chunk = sock.recv(min(n, 1 << 16))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
 def _docker_exec(
     client: docker.DockerClient,
     container_id: str,
@@ -829,57 +797,7 @@ def _docker_exec(
     stdin: bytes | None,
     timeout: float | None,
 ) -> ExecResult:
-    api = client.api
-    exec_id = api.exec_create(
-        container_id,
-        argv,
-        stdin=stdin is not None,
-        stdout=True,
-        stderr=True,
-        tty=False,
-    )["Id"]
-    sock = _raw_socket(api.exec_start(exec_id, socket=True))
-    sock.settimeout(timeout)
-    writer: threading.Thread | None = None
-    write_error: list[BaseException] = []
-
-    if stdin is not None:
-        data = stdin
-
-        def feed() -> None:
-            try:
-                sock.sendall(data)
-            except OSError as exc:  # process exited without reading it all
-                write_error.append(exc)
-            finally:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_WR)
-
-        writer = threading.Thread(target=feed, daemon=True)
-        writer.start()
-
-    out = bytearray()
-    err = bytearray()
     try:
-        while True:
-            header = _recv_exact(sock, 8)
-            if len(header) < 8:
-                break
-            stream, size = header[0], struct.unpack(">I", header[4:])[0]
-            payload = _recv_exact(sock, size)
-            (err if stream == 2 else out).extend(payload)
-    except TimeoutError as exc:
-        raise TestbedError(f"`{' '.join(argv)}` timed out after {timeout}s") from exc
-    finally:
-        if writer is not None:
-            writer.join(timeout=5)
-        sock.close()
-
-    deadline = time.monotonic() + 10
-    while True:
-        info = api.exec_inspect(exec_id)
-        if not info.get("Running") and info.get("ExitCode") is not None:
-            return ExecResult(int(info["ExitCode"]), bytes(out), bytes(err))
-        if time.monotonic() > deadline:
-            raise TestbedError(f"`{' '.join(argv)}`: no exit code from docker exec")
-        time.sleep(0.02)
+        return exec_in(client.api, container_id, argv, stdin, timeout)
+    except ExecTimeout as exc:
+        raise TestbedError(f"`{' '.join(argv)}`: {exc}") from exc

@@ -78,20 +78,18 @@ import json
 import os
 import shlex
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import docker
 import docker.errors
 from docker.models.containers import Container
+
+from ..targets._docker import ExecTimeout, exec_in
 
 #: Bump to rebuild the image when this module's build behaviour changes.
 BUILDER_VERSION = "1"
@@ -559,29 +557,6 @@ class SystemdHost:
         return [*argv, self.name, "bash"]
 
 
-# ----------------------------------------------------------------------------
-# docker exec with stdin, demultiplexed output and a timeout (docker-py low level)
-# ----------------------------------------------------------------------------
-
-
-def _raw_socket(obj: Any) -> socket.socket:
-    sock = getattr(obj, "_sock", obj)
-    if not isinstance(sock, socket.socket):
-        raise SystemdHostError(f"unexpected docker exec socket type {type(obj)!r}")
-    return sock
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks: list[bytes] = []
-    while n > 0:
-        chunk = sock.recv(min(n, 1 << 16))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
 def _exec(
     client: docker.DockerClient,
     container_id: str,
@@ -593,60 +568,13 @@ def _exec(
     stdin: bytes | None,
     timeout: float,
 ) -> tuple[int, bytes, bytes]:
-    api = client.api
-    exec_id = api.exec_create(
-        container_id,
-        list(argv),
-        stdin=stdin is not None,
-        stdout=True,
-        stderr=True,
-        tty=False,
-        user=user,
-        environment=[f"{k}={v}" for k, v in environment.items()],
-        workdir=workdir,
-    )["Id"]
-    deadline = time.monotonic() + timeout
-    sock = _raw_socket(api.exec_start(exec_id, socket=True))
-    sock.settimeout(timeout)
-    writer: threading.Thread | None = None
-    if stdin is not None:
-        data = stdin
-
-        def feed() -> None:
-            try:
-                sock.sendall(data)
-            except OSError:
-                pass  # the process exited without reading everything
-            finally:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_WR)
-
-        writer = threading.Thread(target=feed, daemon=True)
-        writer.start()
-    out = bytearray()
-    err = bytearray()
     try:
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            header = _recv_exact(sock, 8)
-            if len(header) < 8:
-                break
-            stream, size = header[0], struct.unpack(">I", header[4:])[0]
-            (err if stream == 2 else out).extend(_recv_exact(sock, size))
-    except TimeoutError as exc:
-        raise SystemdHostError(f"{list(argv)} timed out after {timeout}s") from exc
-    finally:
-        if writer is not None:
-            writer.join(timeout=5)
-        sock.close()
-    until = time.monotonic() + 10
-    while True:
-        info = api.exec_inspect(exec_id)
-        if not info.get("Running") and info.get("ExitCode") is not None:
-            return int(info["ExitCode"]), bytes(out), bytes(err)
-        if time.monotonic() > until:
-            raise SystemdHostError(f"{list(argv)}: docker exec reported no exit code")
-        time.sleep(0.02)
+        result = exec_in(
+            client.api, container_id, argv, stdin, timeout, user=user, environment=environment, workdir=workdir
+        )
+    except ExecTimeout as exc:
+        raise SystemdHostError(f"{list(argv)}: {exc}") from exc
+    return result.code, result.stdout, result.stderr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
