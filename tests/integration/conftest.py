@@ -21,24 +21,22 @@ OTHER = "other-uid"
 OTHER_UID = 1234
 
 
-def _docker_ok() -> str | None:
+def require_docker() -> None:
+    """Skip without a reachable Docker engine; under CI=true, fail instead."""
     try:
         import docker
 
         docker.from_env(timeout=10).ping()
     except Exception as exc:
-        return str(exc)
-    return None
+        message = f"no Docker engine reachable ({exc}); run scripts/setup-host.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[object]:
-    problem = _docker_ok()
-    if problem:
-        message = f"no Docker engine reachable ({problem}); run scripts/setup-host.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_docker()
     from clawguard.testbed import Testbed
 
     bed = Testbed()

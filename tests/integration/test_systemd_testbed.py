@@ -23,6 +23,8 @@ import pytest
 
 from clawguard.testbed.systemd import SystemdHost
 
+from .conftest import require_docker
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,16 +74,6 @@ print(response.status, response.read().decode())
 """
 
 
-def _docker_problem() -> str | None:
-    try:
-        import docker
-
-        docker.from_env(timeout=10).ping()
-    except Exception as exc:
-        return str(exc)
-    return None
-
-
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Mounted at /wheels; a test fills it on the host (the bind mount is live)."""
@@ -92,12 +84,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def host(wheelhouse: Path) -> Iterator[SystemdHost]:
-    problem = _docker_problem()
-    if problem:
-        message = f"no Docker engine reachable ({problem}); run scripts/setup-host.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_docker()
     bed = SystemdHost(name="clawguard-systemd-test")
     try:
         bed.up(repo=REPO, wheelhouse=wheelhouse)
