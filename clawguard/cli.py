@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
+    """``default`` is None on the main parser, SUPPRESS on the sub-parsers."""
+    flag_default = False if default is None else default
     parser.add_argument(
         "--config",
         "-c",
@@ -40,9 +42,9 @@ def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
         help="config file (default: $CLAWGUARD_CONFIG or $XDG_CONFIG_HOME/clawguard/config.yaml)",
     )
     parser.add_argument(
-        "--verbose", "-v", action="store_true", default=default or False, help="show every change and info logs"
+        "--verbose", "-v", action="store_true", default=flag_default, help="show every change and info logs"
     )
-    parser.add_argument("--quiet", "-q", action="store_true", default=default or False, help="only errors")
+    parser.add_argument("--quiet", "-q", action="store_true", default=flag_default, help="only errors")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,6 +104,9 @@ class SandboxWorker(threading.Thread):
         self._next_health = 0.0
         while not self.stop.is_set():
             self.heartbeat()
+            # Cleared before the round, not after the wait: an event that arrives
+            # while we work makes the next wait return at once instead of being lost.
+            self.wake.clear()
             try:
                 delay = self._tick()
             except Exception as exc:  # a bug must cost one round, never the worker
@@ -112,7 +115,7 @@ class SandboxWorker(threading.Thread):
                     self.log.exception("worker.error")
                 delay = self._backoff
                 self._backoff = min(self._backoff * 2, self.settings.backoff_max)
-            self._sleep(delay)
+            self.wake.wait(delay)
 
     def _tick(self) -> float:
         """One round: locate, converge if the pod is new, probe the gateway when due.
@@ -138,11 +141,6 @@ class SandboxWorker(threading.Thread):
             self._check_health(instance)
             self._next_health = time.monotonic() + self.settings.health_interval
         return min(self.settings.poll_interval, max(1.0, self._next_health - time.monotonic()))
-
-    def _sleep(self, seconds: float) -> None:
-        # Wake early on an event; never sleep past what the watchdog tolerates.
-        self.wake.wait(seconds)
-        self.wake.clear()
 
     def _watch(self) -> None:
         delay = 1.0
