@@ -12,6 +12,8 @@ from . import _yaml
 from .entries import OwnerRef
 from .errors import ConfigError
 from .gateway import GATEWAY_SCHEMA
+from .hooks import HOOKS_SCHEMA, SANDBOX_HOOKS_SCHEMA
+from .hooks import merged as merged_hooks
 from .layout import LAYOUT_SCHEMA, Layout
 from .schema import Context, Field, HostPath, Int, ListOf, MapOf, Owner, Record, Str, Tagged
 from .steps import REGISTRY as STEP_KINDS
@@ -46,6 +48,9 @@ def sandbox_schema() -> Record:
             "layout": Field(LAYOUT_SCHEMA, "Where things live inside the sandbox.", {}),
             "limits": Field(LIMITS_SCHEMA, "Sanity limits on the archive.", {}),
             "gateway": Field(GATEWAY_SCHEMA, "Starting and health-checking the OpenClaw gateway.", {}),
+            "hooks": Field(
+                SANDBOX_HOOKS_SCHEMA, "Outcome hooks for this sandbox; unset ones use the global hooks.", {}
+            ),
         }
     )
 
@@ -59,6 +64,9 @@ DAEMON_SCHEMA = Record(
         "backoff_max": Field(
             Int(minimum=1, maximum=3600), "Longest wait between retries when a sandbox is unreachable.", 60
         ),
+        "verify_interval": Field(
+            Int(minimum=5, maximum=86400), "Seconds between drift checks of the live sandbox (drift is repaired).", 300
+        ),
     }
 )
 
@@ -68,6 +76,7 @@ def config_schema() -> Record:
         {
             "version": Field(Int(minimum=1, maximum=1), "Config format version; must be 1.", required=True),
             "daemon": Field(DAEMON_SCHEMA, "The always-on loop (clawguard run).", {}),
+            "hooks": Field(HOOKS_SCHEMA, "Outcome hooks for every sandbox.", {}),
             "sandboxes": Field(
                 MapOf(Str(pattern=SANDBOX_NAME, hint="use a sandbox name: a-z, 0-9 and '-'"), sandbox_schema()),
                 "One entry per sandbox, keyed by its name.",
@@ -88,6 +97,7 @@ class DaemonSettings:
     poll_interval: int = 30
     health_interval: int = 60
     backoff_max: int = 60
+    verify_interval: int = 300
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class SandboxConfig:
     layout: Layout
     limits: Limits
     gateway: Mapping[str, Any]
+    hooks: Mapping[str, Any]
     config: Config
 
     @property
@@ -160,6 +171,7 @@ def _build(document: _yaml.Located, file: Path) -> Config:
             layout=Layout(**raw["layout"]),
             limits=Limits(**raw["limits"]),
             gateway=raw["gateway"],
+            hooks=merged_hooks(data["hooks"], raw["hooks"]),
             config=config,
         )
     if not sandboxes:

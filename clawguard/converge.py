@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from . import hooks
 from .config import SandboxConfig
 from .errors import SandboxGone, TargetError
 from .gateway import Gateway, GatewayError, Health
@@ -119,10 +120,46 @@ def converge(
             result = Convergence(sandbox.name, instance.id, report, health, gateway_error)
             if not dry_run:
                 record(sandbox.name, result, reason, state_root)
+                _announce(sandbox, result, reason, state_root)
             return result
     raise TargetError(
         f"{sandbox.name}: the pod was replaced {MAX_POD_CHANGES} times while restoring; giving up this round"
     )
+
+
+DRIFT_CHECK = "drift check"
+
+
+def _announce(sandbox: SandboxConfig, result: Convergence, reason: str, state_root: Path | None) -> None:
+    """Log drift by name and run the matching outcome hook."""
+    report = result.report
+    changed = [s.name for s in report.steps if s.outcome == "changed"]
+    if reason == DRIFT_CHECK and changed:
+        log.warning(
+            "sandbox.drift",
+            sandbox=sandbox.name,
+            container_id=result.container_id[:12],
+            steps=changed,
+            changes=[c for s in report.steps if s.outcome == "changed" for c in s.changes],
+        )
+    if not result.ok:
+        event = "on_failed"
+    elif changed:
+        event = "on_drift" if reason == DRIFT_CHECK else "on_restored"
+    else:
+        return
+    env = {
+        "CLAWGUARD_EVENT": event.removeprefix("on_"),
+        "CLAWGUARD_SANDBOX": sandbox.name,
+        "CLAWGUARD_CONTAINER_ID": result.container_id,
+        "CLAWGUARD_OUTCOME": "ok" if result.ok else "failed",
+        "CLAWGUARD_FAILED_STEP": report.failed_step or "",
+        "CLAWGUARD_CHANGED_STEPS": ",".join(changed),
+        "CLAWGUARD_DURATION": f"{report.duration:.3f}",
+        "CLAWGUARD_REASON": reason,
+        "CLAWGUARD_GATEWAY": "" if result.gateway is None else ("healthy" if result.gateway.healthy else "unhealthy"),
+    }
+    hooks.fire(sandbox.hooks, event, env, sandbox.name, state_root)
 
 
 def record(sandbox: str, result: Convergence, reason: str, state_root: Path | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import Protocol
 import structlog
 
 from .config import Config, SandboxConfig
-from .converge import Convergence, converge, make_gateway
+from .converge import DRIFT_CHECK, Convergence, converge, make_gateway
 from .errors import ClawguardError, InputError
 from .plan import Plan, build_plan
 from .state import state_dir, update_state, write_json
@@ -102,6 +102,7 @@ class SandboxWorker(threading.Thread):
         threading.Thread(target=self._watch, name=f"watch-{self.sandbox.name}", daemon=True).start()
         self._backoff = 1.0
         self._next_health = 0.0
+        self._next_verify = 0.0
         while not self.stop.is_set():
             self.heartbeat()
             # Cleared before the round, not after the wait: an event that arrives
@@ -137,10 +138,16 @@ class SandboxWorker(threading.Thread):
             )
             self._converge("pod replaced" if self.last_id else "daemon start")
             self._next_health = time.monotonic() + self.settings.health_interval
+            self._next_verify = time.monotonic() + self.settings.verify_interval
+        elif time.monotonic() >= self._next_verify:
+            # The plan's checks against the live sandbox; only drifted steps are re-applied.
+            self._converge(DRIFT_CHECK)
+            self._next_verify = time.monotonic() + self.settings.verify_interval
         elif time.monotonic() >= self._next_health and self.sandbox.gateway["enabled"]:
             self._check_health(instance)
             self._next_health = time.monotonic() + self.settings.health_interval
-        return min(self.settings.poll_interval, max(1.0, self._next_health - time.monotonic()))
+        due = min(self._next_health, self._next_verify) - time.monotonic()
+        return min(self.settings.poll_interval, max(1.0, due))
 
     def _watch(self) -> None:
         delay = 1.0

@@ -68,7 +68,9 @@ def daemon(testbed: object, tmp_path: Path) -> Iterator[DaemonProcess]:
     testbed.install_openshell(bin_dir)  # type: ignore[attr-defined]
     config = write_config(tmp_path, extra="")
     config.write_text(
-        config.read_text().replace("version: 1\n", "version: 1\ndaemon: {poll_interval: 5, health_interval: 5}\n")
+        config.read_text().replace(
+            "version: 1\n", "version: 1\ndaemon: {poll_interval: 5, health_interval: 5, verify_interval: 5}\n"
+        )
     )
     # A state directory of its own: stale state from an earlier run must not satisfy a wait.
     env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}", XDG_STATE_HOME=str(tmp_path / "state"))
@@ -146,3 +148,19 @@ def test_cluster_stop_and_start(testbed: object, daemon: DaemonProcess, tmp_path
         ),
         timeout=180,
     )
+
+
+def test_a_skill_deleted_inside_the_pod_is_repaired_and_named(
+    testbed: object, daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    _wait("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
+    sandbox_exec(testbed, SANDBOX, ["rm", "-rf", f"{DATA}/skills/vmware-esxi"])
+    _wait(
+        "the drift event",
+        lambda: any("event=sandbox.drift" in line and "skills/vmware-esxi" in line for line in daemon.lines()),
+        timeout=60,
+    )
+    assert sandbox_exec(testbed, SANDBOX, ["stat", "-c", "%U %a", f"{DATA}/skills/vmware-esxi/SKILL.md"]).split() == [
+        "sandbox",
+        "644",
+    ]

@@ -123,3 +123,34 @@ def test_a_hung_worker_stops_the_watchdog(daemon_parts) -> None:  # type: ignore
     daemon.changed.set()
     time.sleep(0.2)
     assert "WATCHDOG=1" not in recorder.messages[marker:]
+
+
+def test_verify_pass_repairs_drift_and_names_it(archive: Path, tmp_path: Path) -> None:
+    out = io.StringIO()
+    log.configure("info", out)
+    config = parse_config(
+        "daemon: {poll_interval: 30, verify_interval: 5}\n" + basic_config(archive, "    gateway: {enabled: false}\n"),
+        "c.yaml",
+    )
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    daemon = Daemon(config, Recorder(), targets={"my-assistant": target})
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        skill = target.root / "sandbox/.openclaw-data/skills/proxmox"
+        _wait(lambda: load_state("my-assistant").get("last_restore"))  # the first restore is complete
+        import shutil
+
+        shutil.rmtree(skill)  # deleted by hand inside the sandbox
+        try:
+            _wait(lambda: (skill / "SKILL.md").exists(), timeout=20)
+        except AssertionError:
+            raise AssertionError("not repaired; daemon log:\n" + out.getvalue()[-3000:]) from None
+        _wait(lambda: "event=sandbox.drift" in out.getvalue())
+        drift = next(line for line in out.getvalue().splitlines() if "event=sandbox.drift" in line)
+        assert "skills/proxmox" in drift
+        assert load_state("my-assistant")["last_restore"]["reason"] == "drift check"
+    finally:
+        daemon.stop.set()
+        daemon.changed.set()
+        thread.join(10)
