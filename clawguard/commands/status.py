@@ -57,21 +57,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
     daemon = data["daemon"]
     print(f"daemon: {'running, pid ' + str(daemon.get('pid')) if daemon['running'] else 'not running'}")
-    rows = [("SANDBOX", "CONTAINER", "LAST RESTORE", "CHANGED", "WHEN", "GATEWAY", "CHECKED")]
+    rows = [("SANDBOX", "CONTAINER", "LAST RESTORE", "CHANGED", "WHEN", "GATEWAY", "CHECKED", "LAST HOOK")]
     for item in data["sandboxes"]:
         restore = item.get("last_restore") or {}
         gateway = item.get("gateway") or {}
+        hook = item.get("last_hook") or {}
+        hook_text = f"{hook.get('event')} exit {hook.get('exit_code')} {_age(hook.get('at'))}" if hook else "-"
         health = "-" if not gateway else ("healthy" if gateway.get("healthy") else f"down ({gateway.get('status')})")
         rows.append(
             (
                 item["sandbox"],
                 str(item.get("container_id", "-"))[:12],
                 str(restore.get("outcome", "never"))
-                + (f" at {restore['failed_step']}" if restore.get("failed_step") else ""),
+                + (f" at {restore['failed_step']}" if restore.get("failed_step") else "")
+                + (f" ({restore['reason']})" if restore.get("reason") else ""),
                 str(restore.get("changed", "-")),
                 _age(restore.get("at")),
                 health,
                 _age(gateway.get("checked_at")),
+                hook_text,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
