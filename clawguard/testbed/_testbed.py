@@ -89,8 +89,8 @@ from docker.models.containers import Container
 
 from ..targets._docker import ExecTimeout, exec_in
 from ..targets.base import ExecResult
+from . import _containers, standins
 from . import _images as images
-from . import standins
 from ._images import (
     CONTAINERD_SOCK,
     DEFAULT_SANDBOX_UID,
@@ -269,19 +269,10 @@ class Testbed:
     # ---------------------------------------------------------------- cluster
 
     def _container(self) -> Container | None:
-        try:
-            return self.client.containers.get(self.cluster_name)
-        except docker.errors.NotFound:
-            return None
+        return _containers.find(self.client, self.cluster_name)
 
     def _running_container(self) -> Container:
-        c = self._container()
-        if c is None:
-            raise TestbedError(f"cluster container {self.cluster_name} does not exist; run `up` first")
-        c.reload()
-        if c.status != "running":
-            raise TestbedError(f"cluster container {self.cluster_name} is {c.status}, not running")
-        return c
+        return _containers.running(self.client, self.cluster_name, TestbedError)
 
     def up(self, timeout: float = 60.0) -> None:
         """Start (or reuse) the cluster container and wait for containerd."""

@@ -90,6 +90,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from ..targets._docker import ExecTimeout, exec_in
+from . import _containers
 
 #: Bump to rebuild the image when this module's build behaviour changes.
 BUILDER_VERSION = "1"
@@ -232,19 +233,10 @@ class SystemdHost:
 
     def container(self) -> Container | None:
         """The host container, running or not, if it exists."""
-        try:
-            return self.client.containers.get(self.name)
-        except docker.errors.NotFound:
-            return None
+        return _containers.find(self.client, self.name)
 
     def _running(self) -> Container:
-        ctr = self.container()
-        if ctr is None:
-            raise SystemdHostError(f"container {self.name} does not exist; call up() first")
-        ctr.reload()
-        if ctr.status != "running":
-            raise SystemdHostError(f"container {self.name} is {ctr.status}, not running")
-        return ctr
+        return _containers.running(self.client, self.name, SystemdHostError)
 
     # ------------------------------------------------------------------
     # Image
