@@ -19,7 +19,7 @@ from .config import SandboxConfig
 from .errors import SandboxGone, TargetError
 from .gateway import Gateway, GatewayError, Health
 from .plan import Plan, build_plan
-from .restore import Progress, RestoreReport, StepReport, run_plan
+from .restore import CHANGED, Progress, RestoreReport, StepReport, run_plan
 from .state import sandbox_dir, sandbox_lock, update_state
 from .targets import Target, make_target
 
@@ -133,14 +133,15 @@ DRIFT_CHECK = "drift check"
 def _announce(sandbox: SandboxConfig, result: Convergence, reason: str, state_root: Path | None) -> None:
     """Log drift by name and run the matching outcome hook."""
     report = result.report
-    changed = [s.name for s in report.steps if s.outcome == "changed"]
+    changed_steps = [s for s in report.steps if s.outcome == CHANGED]
+    changed = [s.name for s in changed_steps]
     if reason == DRIFT_CHECK and changed:
         log.warning(
             "sandbox.drift",
             sandbox=sandbox.name,
             container_id=result.container_id[:12],
             steps=changed,
-            changes=[c for s in report.steps if s.outcome == "changed" for c in s.changes],
+            changes=[c for s in changed_steps for c in s.changes],
         )
     if not result.ok:
         event = "on_failed"

@@ -27,7 +27,7 @@ from .config import Config, SandboxConfig
 from .converge import DRIFT_CHECK, Convergence, converge, make_gateway
 from .errors import ClawguardError, InputError
 from .plan import Plan, build_plan
-from .state import state_dir, update_state, write_json
+from .state import state_dir, update_state_when_free, write_json
 from .targets import Instance, Target, make_target
 
 log = structlog.get_logger("clawguard.daemon")
@@ -202,7 +202,7 @@ class SandboxWorker(threading.Thread):
         except ClawguardError as exc:
             self.log.warning("gateway.probe_failed", error=str(exc))
             return
-        update_state(self.sandbox.name, self.state_root, gateway=health.to_dict())
+        update_state_when_free(self.sandbox.name, self.state_root, gateway=health.to_dict())
         if not health.healthy:
             self.log.warning("gateway.down", container_id=instance.short_id, status=health.status)
             self._converge("gateway down")
@@ -237,7 +237,12 @@ class Daemon:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("daemon.stopping", signal=signal.Signals(signum).name)
         self.notifier.notify("STOPPING=1")
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the workers and wake the main loop now, not at its next watchdog tick."""
         self.stop.set()
+        self.changed.set()
 
     def run(self) -> int:
         if threading.current_thread() is threading.main_thread():  # tests run it in a thread

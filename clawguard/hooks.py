@@ -6,6 +6,7 @@ runs in the background with a timeout, and can never block or fail a restore.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 import structlog
 
 from .schema import Field, Int, ListOf, Record, Str
-from .state import Busy, sandbox_lock, update_state
+from .state import update_state_when_free
 
 log = structlog.get_logger("clawguard.hooks")
 
@@ -94,8 +95,5 @@ def _run(argv: list[str], event: str, env: dict[str, str], timeout: int, sandbox
         error=detail if failed else None,
     )
     record = {"event": event, "exit_code": code, "at": time.time(), "duration": duration}
-    try:
-        with sandbox_lock(sandbox, state_root, timeout=60):
-            update_state(sandbox, state_root, last_hook=record)
-    except (OSError, Busy):
-        pass  # status is informative; a hook's result must never break anything
+    with contextlib.suppress(OSError):  # status is informative; a hook's result must never break anything
+        update_state_when_free(sandbox, state_root, timeout=60, last_hook=record)

@@ -89,7 +89,7 @@ def run_plan(
 ) -> RestoreReport:
     started = time.monotonic()
     bound = log.bind(sandbox=plan.sandbox.name, container_id=instance.short_id)
-    fs = SandboxFS(lambda argv, stdin: _as_tuple(target, instance, argv, stdin))
+    fs = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin))
     try:
         ids = resolve_owners(plan, fs.users())
         before = fs.inspect(plan.entries)
@@ -123,11 +123,6 @@ def run_plan(
         dry_run=dry_run,
     )
     return report
-
-
-def _as_tuple(target: Target, instance: Instance, argv: Any, stdin: bytes | None) -> tuple[int, bytes, bytes]:
-    result = target.exec(instance, argv, stdin)
-    return result.code, result.stdout, result.stderr
 
 
 def resolve_owners(plan: Plan, users: UserTable) -> dict[Entry, Ids | None]:

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .entries import Entry, Ids, Inspection, Observed
+from .targets.base import ExecResult
 
-# Runs argv inside the sandbox as root and returns (exit code, stdout, stderr).
-Exec = Callable[[Sequence[str], bytes | None], tuple[int, bytes, bytes]]
+# Runs argv inside the sandbox as root, with optional stdin.
+Exec = Callable[[Sequence[str], bytes | None], ExecResult]
 
 # Arguments: one per path, "P:/path" (the path itself) or "R:/path" (and all below).
 # Output, one record per line, tab-separated, the path last:
@@ -244,11 +245,11 @@ class SandboxFS:
         self._run = run
 
     def _check(self, what: str, argv: Sequence[str], stdin: bytes | None = None) -> str:
-        code, out, err = self._run(argv, stdin)
-        if code != 0:
-            text = err.decode(errors="replace").strip()[-400:] or f"exit status {code}"
+        result = self._run(argv, stdin)
+        if result.code != 0:
+            text = result.stderr.decode(errors="replace").strip()[-400:] or f"exit status {result.code}"
             raise SandboxCommandFailed(f"{what} failed inside the sandbox: {text}")
-        return out.decode("utf-8", errors="surrogateescape")
+        return result.stdout.decode("utf-8", errors="surrogateescape")
 
     def users(self) -> UserTable:
         return UserTable.parse(self._check("reading /etc/passwd", ["sh", "-c", PASSWD_SCRIPT]))

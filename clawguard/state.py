@@ -69,6 +69,22 @@ def update_state(sandbox: str, root: Path | None = None, **changes: Any) -> dict
     return state
 
 
+def update_state_when_free(sandbox: str, root: Path | None = None, timeout: float = 10, **changes: Any) -> bool:
+    """``update_state`` for writers outside a restore (health probes, hooks).
+
+    They take the sandbox lock too, so their read-modify-write cannot drop a
+    restore's update written by another process. Returns False, writing nothing,
+    when a restore holds the lock for longer than ``timeout``: their news is
+    informative and the restore records a fresher state anyway.
+    """
+    try:
+        with sandbox_lock(sandbox, root, timeout=timeout):
+            update_state(sandbox, root, **changes)
+    except Busy:
+        return False
+    return True
+
+
 class Busy(ClawguardError):
     """Another clawguard is restoring this sandbox and did not finish in time."""
 

@@ -77,8 +77,7 @@ def daemon_parts(archive: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     thread = threading.Thread(target=daemon.run)
     thread.start()
     yield daemon, target, recorder
-    daemon.stop.set()
-    daemon.changed.set()
+    daemon.shutdown()
     thread.join(10)
     assert not thread.is_alive()
 
@@ -151,6 +150,5 @@ def test_verify_pass_repairs_drift_and_names_it(archive: Path, tmp_path: Path) -
         assert "skills/proxmox" in drift
         assert load_state("my-assistant")["last_restore"]["reason"] == "drift check"
     finally:
-        daemon.stop.set()
-        daemon.changed.set()
+        daemon.shutdown()
         thread.join(10)
