@@ -115,30 +115,17 @@ class Gateway:
             "LogLevel=ERROR",
         ]
         mode = self.values["host_key"]
-        if mode == "pin":
-            self._pin(instance)
-            argv += [
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                f"UserKnownHostsFile={self.known_hosts}",
-                "-o",
-                f"HostKeyAlias={self.host}",
-            ]
-        elif mode == "accept-new":
-            if self._pinned_for != instance.id:  # a new pod: forget the old pod's key
+        if mode == "strict":
+            argv += ["-o", "StrictHostKeyChecking=yes"]
+        else:  # clawguard's own known_hosts file for this sandbox
+            if mode == "pin":
+                self._pin(instance)
+            elif self._pinned_for != instance.id:  # accept-new, on a new pod: forget the old pod's key
                 self.known_hosts.unlink(missing_ok=True)
                 self._pinned_for = instance.id
-            argv += [
-                "-o",
-                "StrictHostKeyChecking=accept-new",
-                "-o",
-                f"UserKnownHostsFile={self.known_hosts}",
-                "-o",
-                f"HostKeyAlias={self.host}",
-            ]
-        else:
-            argv += ["-o", "StrictHostKeyChecking=yes"]
+            checking = "yes" if mode == "pin" else "accept-new"
+            argv += ["-o", f"StrictHostKeyChecking={checking}", "-o", f"UserKnownHostsFile={self.known_hosts}"]
+            argv += ["-o", f"HostKeyAlias={self.host}"]
         for option in self.values["ssh_options"]:
             argv += ["-o", option]
         argv += [f"{self.values['ssh_user']}@{self.host}", remote]

@@ -101,14 +101,15 @@ class K3sTarget(Target):
         return [v["ctr"], "--address", v["containerd_address"], "-n", v["containerd_namespace"]]
 
     def _cluster_exec(self, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        # No inspect call first: exec_create itself answers 404 (missing) or 409
+        # (stopped), which saves a Docker round trip on every command.
         try:
-            container = self.client.containers.get(self.cluster)
-            if container.status != "running":
-                raise TargetError(f"cluster container {self.cluster} is {container.status}, not running")
             return _docker.exec_in(self.client.api, self.cluster, argv, stdin, self.values["timeout"])
         except docker.errors.NotFound:
             raise TargetError(f"cluster container {self.cluster} not found (is OpenShell running?)") from None
         except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise TargetError(f"cluster container {self.cluster} is not running ({exc.explanation})") from None
             raise TargetError(f"Docker refused a command on {self.cluster}: {exc.explanation}") from None
         except _docker.ExecTimeout as exc:
             raise TargetError(f"a command in {self.cluster} did not finish: {exc}") from None
