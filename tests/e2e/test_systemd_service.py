@@ -11,27 +11,17 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clawguard.testbed.systemd import SystemdHost
-from tests.integration.conftest import SANDBOX, sandbox_exec
+from tests.integration.conftest import SANDBOX, sandbox_exec, wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 VENV = "/home/claw/venv"
-
-
-def _wait(what: str, condition: Callable[[], object], timeout: float = 120) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
-    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +91,7 @@ def test_the_service_restores_a_restarted_pod(host: SystemdHost, testbed: object
     assert "active (running)" in status and "Status:" in status
 
     new_id = testbed.restart(SANDBOX)  # type: ignore[attr-defined]
-    took = _wait("restore and gateway on the new pod", lambda: _healthy_on(host, new_id))
+    took = wait_for("restore and gateway on the new pod", lambda: _healthy_on(host, new_id), timeout=120, every=0.25)
     print(f"service restored the new pod and the gateway is healthy {took:.1f}s after the restart")
     assert sandbox_exec(testbed, SANDBOX, ["stat", "-c", "%U", "/sandbox/.openclaw-data/telegram"]).strip() == "sandbox"
     gateway = testbed.gateway_status(SANDBOX)  # type: ignore[attr-defined]
@@ -118,8 +108,12 @@ def test_a_stopped_daemon_is_killed_by_the_watchdog_and_converges(host: SystemdH
     pid = _show(host, "MainPID")
     restarts = int(_show(host, "NRestarts"))
     _run(host, ["kill", "-STOP", pid])
-    _wait("the watchdog to restart the service", lambda: int(_show(host, "NRestarts")) > restarts, timeout=150)
+    wait_for(
+        "the watchdog to restart the service", lambda: int(_show(host, "NRestarts")) > restarts, timeout=150, every=0.25
+    )
     assert _show(host, "MainPID") != pid
-    _wait("the restarted service to be active", lambda: _show(host, "ActiveState") == "active", timeout=200)
+    wait_for(
+        "the restarted service to be active", lambda: _show(host, "ActiveState") == "active", timeout=200, every=0.25
+    )
     new_id = testbed.restart(SANDBOX)  # type: ignore[attr-defined]
-    _wait("convergence after the watchdog restart", lambda: _healthy_on(host, new_id))
+    wait_for("convergence after the watchdog restart", lambda: _healthy_on(host, new_id), timeout=120, every=0.25)

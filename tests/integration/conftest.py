@@ -10,7 +10,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,16 @@ def testbed() -> Iterator[object]:
     yield bed
     if os.environ.get("CLAWGUARD_KEEP_TESTBED") != "1":
         bed.down()
+
+
+def wait_for(what: str, condition: Callable[[], object], timeout: float = 60, every: float = 0.1) -> float:
+    """Poll until ``condition()`` is truthy; returns how long it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+    return time.monotonic() - started
 
 
 def sandbox_exec(bed: object, name: str, argv: list[str], user: str | None = None) -> str:

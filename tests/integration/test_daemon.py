@@ -8,25 +8,16 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from .conftest import SANDBOX, STATE_HOME, clawguard, clawguard_env, sandbox_exec, write_config
+from .conftest import SANDBOX, STATE_HOME, clawguard, clawguard_env, sandbox_exec, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 DATA = "/sandbox/.openclaw-data"
-
-
-def _wait(what: str, condition: Callable[[], object], timeout: float = 60) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 class DaemonProcess:
@@ -95,11 +86,11 @@ def _status(config_dir: Path) -> dict[str, object]:
 
 def test_pod_restart_is_restored_and_gateway_comes_back(testbed: object, daemon: DaemonProcess, tmp_path: Path) -> None:
     # First state: the daemon verifies the live sandbox and brings the gateway up.
-    _wait("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
+    wait_for("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
 
     restarted_at = time.time()
     new_id = testbed.restart(SANDBOX)  # type: ignore[attr-defined]
-    _wait(
+    wait_for(
         "restore of the new pod",
         lambda: (
             _status(tmp_path).get("container_id") == new_id and (_status(tmp_path).get("gateway") or {}).get("healthy")
@@ -123,7 +114,7 @@ def test_pod_restart_is_restored_and_gateway_comes_back(testbed: object, daemon:
     assert sandbox_exec(testbed, SANDBOX, ["stat", "-c", "%U", f"{DATA}/telegram"]).strip() == "sandbox"
     gateway = testbed.gateway_status(SANDBOX)  # type: ignore[attr-defined]
     assert gateway is not None and gateway["exec"] == "allowed"
-    _wait("telegram offset", lambda: (testbed.gateway_status(SANDBOX) or {}).get("telegram_offset_written"))  # type: ignore[attr-defined]
+    wait_for("telegram offset", lambda: (testbed.gateway_status(SANDBOX) or {}).get("telegram_offset_written"))  # type: ignore[attr-defined]
     assert "EACCES" not in sandbox_exec(testbed, SANDBOX, ["cat", "/tmp/gateway.log"])
 
     status = _status(tmp_path)
@@ -132,16 +123,16 @@ def test_pod_restart_is_restored_and_gateway_comes_back(testbed: object, daemon:
 
 
 def test_cluster_stop_and_start(testbed: object, daemon: DaemonProcess, tmp_path: Path) -> None:
-    _wait("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
+    wait_for("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
     testbed.stop_cluster()  # type: ignore[attr-defined]
-    _wait("the daemon to notice", lambda: any("sandbox.unreachable" in line for line in daemon.lines()), timeout=60)
+    wait_for("the daemon to notice", lambda: any("sandbox.unreachable" in line for line in daemon.lines()), timeout=60)
     time.sleep(5)
     unreachable = sum("sandbox.unreachable" in line for line in daemon.lines())
     assert unreachable < 10, "the daemon should back off, not spin"
     assert daemon.proc.poll() is None, "the daemon must not die"
     testbed.start_cluster()  # type: ignore[attr-defined]
     new_id = testbed.container_id(SANDBOX)  # type: ignore[attr-defined]
-    _wait(
+    wait_for(
         "restore after the cluster came back",
         lambda: (
             _status(tmp_path).get("container_id") == new_id and (_status(tmp_path).get("gateway") or {}).get("healthy")
@@ -153,9 +144,9 @@ def test_cluster_stop_and_start(testbed: object, daemon: DaemonProcess, tmp_path
 def test_a_skill_deleted_inside_the_pod_is_repaired_and_named(
     testbed: object, daemon: DaemonProcess, tmp_path: Path
 ) -> None:
-    _wait("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
+    wait_for("first convergence", lambda: (_status(tmp_path).get("gateway") or {}).get("healthy"), timeout=120)
     sandbox_exec(testbed, SANDBOX, ["rm", "-rf", f"{DATA}/skills/vmware-esxi"])
-    _wait(
+    wait_for(
         "the drift event",
         lambda: any("event=sandbox.drift" in line and "skills/vmware-esxi" in line for line in daemon.lines()),
         timeout=60,
