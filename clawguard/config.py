@@ -15,7 +15,8 @@ from .gateway import GATEWAY_SCHEMA
 from .hooks import HOOKS_SCHEMA, SANDBOX_HOOKS_SCHEMA
 from .hooks import merged as merged_hooks
 from .layout import LAYOUT_SCHEMA, Layout
-from .schema import Context, Field, HostPath, Int, ListOf, MapOf, Owner, Record, Str, Tagged
+from .persist import default_paths as default_persist
+from .schema import Bool, Context, Field, HostPath, Int, ListOf, MapOf, Owner, Record, SandboxPath, Str, Tagged
 from .steps import REGISTRY as STEP_KINDS
 from .targets import REGISTRY as TARGET_KINDS
 
@@ -26,6 +27,9 @@ LIMITS_SCHEMA = Record(
     {
         "max_archive_bytes": Field(Int(minimum=1), "Refuse archives larger than this.", 256 * 1024 * 1024),
         "max_files": Field(Int(minimum=1), "Refuse plans with more paths than this.", 20_000),
+        "max_persist_bytes": Field(
+            Int(minimum=1), "Refuse a capture of persisted paths larger than this (the previous one stays).", 64 << 20
+        ),
     }
 )
 
@@ -45,6 +49,12 @@ def sandbox_schema() -> Record:
             "archive": Field(HostPath(), "The host-side restore archive.", required=True),
             "user": Field(Owner(), "The sandbox user, resolved from the sandbox's /etc/passwd.", "sandbox"),
             "plan": Field(ListOf(_step_schema()), "Explicit steps; when absent, derived from the archive layout."),
+            "persist": Field(
+                ListOf(SandboxPath()),
+                "Paths the agent writes, captured from the live sandbox and restored into the next pod "
+                "(globs allowed). Default: the telegram offset file, <workspace>/MEMORY.md and "
+                "<workspace>/memory. An empty list turns persistence off.",
+            ),
             "layout": Field(LAYOUT_SCHEMA, "Where things live inside the sandbox.", {}),
             "limits": Field(LIMITS_SCHEMA, "Sanity limits on the archive.", {}),
             "gateway": Field(GATEWAY_SCHEMA, "Starting and health-checking the OpenClaw gateway.", {}),
@@ -66,6 +76,13 @@ DAEMON_SCHEMA = Record(
         ),
         "verify_interval": Field(
             Int(minimum=5, maximum=86400), "Seconds between drift checks of the live sandbox (drift is repaired).", 300
+        ),
+        "persist_interval": Field(
+            Int(minimum=1, maximum=86400), "Seconds between captures of each sandbox's persisted paths.", 60
+        ),
+        "persist_keep": Field(Int(minimum=1, maximum=1000), "Capture generations kept per sandbox.", 5),
+        "live_resync": Field(
+            Bool(), "Watch each archive and re-apply the steps a changed file feeds, to the live sandbox.", True
         ),
     }
 )
@@ -90,6 +107,7 @@ def config_schema() -> Record:
 class Limits:
     max_archive_bytes: int
     max_files: int
+    max_persist_bytes: int
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,9 @@ class DaemonSettings:
     health_interval: int = 60
     backoff_max: int = 60
     verify_interval: int = 300
+    persist_interval: int = 60
+    persist_keep: int = 5
+    live_resync: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,6 +128,7 @@ class SandboxConfig:
     archive: Path
     user: OwnerRef
     plan: list[Mapping[str, Any]] | None
+    persist: list[str]
     layout: Layout
     limits: Limits
     gateway: Mapping[str, Any]
@@ -168,6 +190,7 @@ def _build(document: _yaml.Located, file: Path) -> Config:
             archive=raw["archive"],
             user=raw["user"],
             plan=raw["plan"],
+            persist=raw["persist"] if raw["persist"] is not None else default_persist(Layout(**raw["layout"])),
             layout=Layout(**raw["layout"]),
             limits=Limits(**raw["limits"]),
             gateway=raw["gateway"],

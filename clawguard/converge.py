@@ -14,14 +14,14 @@ from typing import Any
 
 import structlog
 
-from . import hooks
+from . import hooks, persist
 from .config import SandboxConfig
 from .errors import SandboxGone, TargetError
 from .gateway import Gateway, GatewayError, Health
 from .plan import Plan, build_plan
-from .restore import CHANGED, Progress, RestoreReport, StepReport, run_plan
+from .restore import CHANGED, OK, Progress, RestoreReport, StepReport, restore_persisted, run_plan
 from .state import sandbox_dir, sandbox_lock, update_state
-from .targets import Target, make_target
+from .targets import Instance, Target, make_target
 
 log = structlog.get_logger("clawguard.converge")
 
@@ -98,12 +98,26 @@ def converge(
                     raise SandboxGone("the pod was replaced during the restore")
 
             try:
+                if plan.persist and not dry_run:
+                    capture_before_restore(sandbox, plan, target, instance, state_root)
                 report = run_plan(plan, target, instance, dry_run=dry_run, progress=step_done)
+                if report.ok and plan.persist:
+                    persisted = _restore_persisted(plan, target, instance, dry_run, state_root)
+                    if persisted is not None:
+                        report.steps.append(persisted)
+                        report.duration += persisted.duration
+                        step_done(len(report.steps), len(report.steps), persisted)
                 health: Health | None = None
                 gateway_error = None
                 if use_gateway and report.ok and gateway is not None:
+                    # A change the gateway only reads at start (SOUL.md) restarts a running one.
+                    restart = [
+                        r.name
+                        for p, r in zip(plan.steps, report.steps, strict=False)
+                        if r.outcome == CHANGED and p.step.restart_gateway
+                    ]
                     try:
-                        health = gateway.ensure(instance, heartbeat)
+                        health = gateway.ensure(instance, heartbeat, restart_for=restart)
                     except GatewayError as exc:
                         gateway_error = str(exc)
                     bound.log(
@@ -128,6 +142,53 @@ def converge(
 
 
 DRIFT_CHECK = "drift check"
+RESYNC = "archive changed"
+
+
+def capture_before_restore(
+    sandbox: SandboxConfig, plan: Plan, target: Target, instance: Instance, state_root: Path | None
+) -> None:
+    """Save the agent's latest state before a restore touches the pod (it is skipped on a new pod)."""
+    try:
+        persist.capture(
+            sandbox.name,
+            plan.persist,
+            sandbox.layout.root,
+            target,
+            instance,
+            keep=sandbox.config.daemon.persist_keep,
+            max_bytes=sandbox.limits.max_persist_bytes,
+            reason="before restore",
+            state_root=state_root,
+        )
+    except TargetError as exc:
+        if isinstance(exc, SandboxGone):
+            raise
+        log.warning("persist.capture_failed", sandbox=sandbox.name, error=str(exc))
+
+
+def _restore_persisted(
+    plan: Plan, target: Target, instance: Instance, dry_run: bool, state_root: Path | None
+) -> StepReport | None:
+    """On a pod the persisted paths were not restored into yet, write the latest capture back."""
+    name = plan.sandbox.name
+    if persist.live_pod(name, state_root) == instance.id:
+        return None
+    latest = persist.CaptureStore(name, plan.sandbox.config.daemon.persist_keep, state_root).latest()
+    if latest is None or latest.container_id == instance.id:
+        # Nothing captured yet, or the capture came from this very pod: its files are the agent's own.
+        if not dry_run:
+            persist.set_persist_state(name, state_root, live_pod=instance.id)
+        return None
+    report = restore_persisted(plan, target, instance, latest, dry_run=dry_run)
+    if report.outcome in (OK, CHANGED) and not dry_run:
+        persist.set_persist_state(
+            name,
+            state_root,
+            live_pod=instance.id,
+            restored={"generation": latest.generation, "into": instance.id, "at": time.time()},
+        )
+    return report
 
 
 def _announce(sandbox: SandboxConfig, result: Convergence, reason: str, state_root: Path | None) -> None:

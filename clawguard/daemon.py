@@ -22,15 +22,25 @@ from types import FrameType
 from typing import Protocol
 
 import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
+from . import persist
 from .config import Config, SandboxConfig
-from .converge import DRIFT_CHECK, Convergence, converge, make_gateway
+from .converge import DRIFT_CHECK, RESYNC, Convergence, converge, make_gateway
 from .errors import ClawguardError, InputError
-from .plan import Plan, build_plan
-from .state import state_dir, update_state_when_free, write_json
+from .plan import Plan, PlannedStep, build_plan
+from .state import Busy, state_dir, update_state_when_free, write_json
 from .targets import Instance, Target, make_target
 
 log = structlog.get_logger("clawguard.daemon")
+
+# Editors save in bursts (temp file, rename, chmod): wait this long after the last
+# event before re-validating the archive.
+RESYNC_DEBOUNCE = 1.0
+# How long a stopping daemon waits for its workers' final captures.
+SHUTDOWN_GRACE = 20.0
 
 
 class Notifier(Protocol):
@@ -81,6 +91,9 @@ class SandboxWorker(threading.Thread):
         self.status = WorkerStatus(beat=time.monotonic())
         self.wake = threading.Event()
         self.last_id: str | None = None  # in memory only: a restarted daemon verifies again
+        self.last_instance: Instance | None = None
+        self.changed_files: set[str] = set()  # archive paths changed since the plan was built
+        self.changed_at: float | None = None
         self.generation = 0  # bumped by every event, so a restore can tell it was overtaken
         self.log = log.bind(sandbox=sandbox.name)
 
@@ -98,11 +111,18 @@ class SandboxWorker(threading.Thread):
         self.log.debug("watch.event", reason=reason)
         self.wake.set()
 
+    def archive_changed(self, path: str) -> None:
+        """Called from the archive watcher's thread; the worker re-syncs after RESYNC_DEBOUNCE."""
+        self.changed_files.add(path)
+        self.changed_at = time.monotonic()
+        self.wake.set()
+
     def run(self) -> None:
         threading.Thread(target=self._watch, name=f"watch-{self.sandbox.name}", daemon=True).start()
         self._backoff = 1.0
         self._next_health = 0.0
         self._next_verify = 0.0
+        self._next_capture = 0.0
         while not self.stop.is_set():
             self.heartbeat()
             # Cleared before the round, not after the wait: an event that arrives
@@ -117,6 +137,8 @@ class SandboxWorker(threading.Thread):
                 delay = self._backoff
                 self._backoff = min(self._backoff * 2, self.settings.backoff_max)
             self.wake.wait(delay)
+        if self.last_instance is not None:  # the agent's latest state, before systemd stops us
+            self._capture(self.last_instance, "daemon stopping", lock_timeout=10.0)
 
     def _tick(self) -> float:
         """One round: locate, converge if the pod is new, probe the gateway when due.
@@ -139,6 +161,12 @@ class SandboxWorker(threading.Thread):
             self._converge("pod replaced" if self.last_id else "daemon start")
             self._next_health = time.monotonic() + self.settings.health_interval
             self._next_verify = time.monotonic() + self.settings.verify_interval
+            self._next_capture = time.monotonic() + self.settings.persist_interval
+        elif self.changed_at is not None and time.monotonic() >= self.changed_at + RESYNC_DEBOUNCE:
+            self._resync()
+        elif time.monotonic() >= self._next_capture:
+            self._capture(instance, "interval")
+            self._next_capture = time.monotonic() + self.settings.persist_interval
         elif time.monotonic() >= self._next_verify:
             # The plan's checks against the live sandbox; only drifted steps are re-applied.
             self._converge(DRIFT_CHECK)
@@ -146,8 +174,49 @@ class SandboxWorker(threading.Thread):
         elif time.monotonic() >= self._next_health and self.sandbox.gateway["enabled"]:
             self._check_health(instance)
             self._next_health = time.monotonic() + self.settings.health_interval
-        due = min(self._next_health, self._next_verify) - time.monotonic()
+        due = min(self._next_health, self._next_verify, self._next_capture) - time.monotonic()
+        if self.changed_at is not None:
+            return max(0.05, self.changed_at + RESYNC_DEBOUNCE - time.monotonic())
         return min(self.settings.poll_interval, max(1.0, due))
+
+    def _resync(self) -> None:
+        """Re-validate the archive after an edit; apply only the steps whose result changed."""
+        files = sorted(self.changed_files)
+        self.changed_files.clear()
+        self.changed_at = None
+        try:
+            plan = build_plan(self.sandbox)
+        except InputError as exc:
+            # The last valid plan stays in force; the next edit is validated again.
+            self._set(f"{self.sandbox.name}: archive invalid, the last valid plan stays in force: {exc}")
+            self.log.error("archive.invalid", error=str(exc), files=files)
+            return
+        changed = changed_steps(self.plan, plan)
+        self.plan = plan
+        if not changed:
+            self.log.info("archive.unchanged", files=files)
+            return
+        self.log.info("archive.changed", files=files, steps=[p.step.name for p in changed])
+        if self.last_id is None:
+            return  # not restored yet: the next full restore uses the new plan
+        self._converge(RESYNC, plan.subset(changed))
+
+    def _capture(self, instance: Instance, reason: str, lock_timeout: float = 0.0) -> None:
+        if not self.plan.persist or self.last_id != instance.id:
+            return
+        try:
+            persist.capture_sandbox(
+                self.sandbox,
+                reason=reason,
+                target=self.target,
+                instance=instance,
+                lock_timeout=lock_timeout,
+                state_root=self.state_root,
+            )
+        except Busy:
+            pass  # a restore holds the lock, and it captures first itself
+        except ClawguardError as exc:
+            self.log.warning("persist.capture_failed", error=str(exc), reason=reason)
 
     def _watch(self) -> None:
         delay = 1.0
@@ -160,13 +229,13 @@ class SandboxWorker(threading.Thread):
             self.stop.wait(delay)
             delay = min(delay * 2, self.settings.backoff_max)
 
-    def _converge(self, reason: str) -> None:
+    def _converge(self, reason: str, plan: Plan | None = None) -> None:
         started_generation = self.generation
         self.status.busy_until = time.monotonic() + 300
         try:
             result: Convergence = converge(
                 self.sandbox,
-                plan=self.plan,
+                plan=plan or self.plan,
                 target=self.target,
                 gateway=self.gateway,
                 heartbeat=self.heartbeat,
@@ -188,6 +257,8 @@ class SandboxWorker(threading.Thread):
         self._set(result.status_line())
         # A failed restore is retried at the next poll or event; a good one is remembered.
         self.last_id = result.container_id if result.ok else None
+        if result.ok:
+            self.last_instance = Instance(result.container_id, self.sandbox.name)
 
     def _pod_changed(self, current: str) -> bool:
         """Only asked after an event arrived mid-restore: one locate decides."""
@@ -243,6 +314,18 @@ class Daemon:
         """Stop the workers and wake the main loop now, not at its next watchdog tick."""
         self.stop.set()
         self.changed.set()
+        for worker in self.workers:
+            worker.wake.set()
+
+    def _watch_archives(self) -> BaseObserver | None:
+        if not self.config.daemon.live_resync:
+            return None
+        observer = Observer()
+        for worker in self.workers:
+            observer.schedule(ArchiveEvents(worker), str(worker.sandbox.archive), recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
 
     def run(self) -> int:
         if threading.current_thread() is threading.main_thread():  # tests run it in a thread
@@ -252,6 +335,7 @@ class Daemon:
         log.info("daemon.start", sandboxes=[w.sandbox.name for w in self.workers], pid=os.getpid())
         for worker in self.workers:
             worker.start()
+        observer = self._watch_archives()
         interval = self._watchdog_interval()
         # A worker silent for longer than this (outside a bounded long operation) is hung.
         stale_after = max(interval * 3, self.config.daemon.poll_interval + 30.0)
@@ -280,5 +364,40 @@ class Daemon:
             )
             self.changed.wait(interval)
             self.changed.clear()
+        if observer is not None:
+            observer.stop()
+        # Let each worker take its last capture; systemd's stop timeout bounds us anyway.
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
         log.info("daemon.stopped")
         return 0
+
+
+class ArchiveEvents(FileSystemEventHandler):
+    """Feeds a worker the paths that changed in its archive (editors' temp files included:
+    the debounce and the plan comparison sort them out)."""
+
+    RELEVANT = frozenset({"created", "modified", "deleted", "moved", "closed"})
+
+    def __init__(self, worker: SandboxWorker) -> None:
+        self.worker = worker
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in self.RELEVANT:
+            path = event.src_path
+            self.worker.archive_changed(path.decode() if isinstance(path, bytes) else path)
+
+
+def _signature(planned: PlannedStep) -> tuple[object, ...]:
+    """What a step would make the sandbox look like; equal signatures need no re-apply."""
+    return tuple(
+        (e.path, e.kind, e.mode, e.owner, e.sha256 if e.kind == "file" else None, e.link, e.recursive_owner, e.exact)
+        for e in planned.entries
+    )
+
+
+def changed_steps(old: Plan, new: Plan) -> list[PlannedStep]:
+    """The steps of ``new`` whose desired state differs from ``old``'s step of the same name."""
+    before = {planned.step.name: _signature(planned) for planned in old.steps}
+    return [planned for planned in new.steps if before.get(planned.step.name) != _signature(planned)]

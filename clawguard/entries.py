@@ -41,11 +41,20 @@ class Entry:
         if self.content is not None:
             return self.content
         assert self.source is not None, f"{self.path}: a file entry needs content or a source"
-        return self.source.read_bytes()
+        data = self.source.read_bytes()
+        # The plan fixed the content when it was validated; an archive edited since
+        # then is applied by the next plan (live re-sync), never half-validated.
+        if "sha256" in self.__dict__ and hashlib.sha256(data).hexdigest() != self.sha256:
+            raise SourceChanged(f"{self.source} changed after the plan was validated; it is applied once re-validated")
+        return data
 
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data()).hexdigest()
+
+
+class SourceChanged(Exception):
+    """An archive file no longer has the content its plan validated."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,11 @@ GATEWAY_SCHEMA = Record(
             Str(),
             "Command that starts the gateway in the sandbox.",
             "nohup openclaw gateway run > /tmp/gateway.log 2>&1 &",
+        ),
+        "stop": Field(
+            Str(),
+            "Command that stops the gateway in the sandbox, for restarts after a change it only reads at start.",
+            "openclaw gateway stop",
         ),
         "health_url": Field(
             Str(pattern=r"https?://[^\s'\"]+"),
@@ -174,18 +179,42 @@ class Gateway:
         if result.returncode != 0:
             raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
 
-    def ensure(self, instance: Instance, heartbeat: Callable[[], None] = lambda: None) -> Health:
-        """Healthy already, or start it and wait (with backoff) until it is."""
+    def stop(self, instance: Instance) -> None:
+        result = self._ssh(instance, "exec </dev/null; " + self.values["stop"])
+        if result.returncode == 255:
+            raise GatewayError(f"stopping the gateway failed: {result.stderr.strip()[-300:]}")
+
+    def ensure(
+        self, instance: Instance, heartbeat: Callable[[], None] = lambda: None, restart_for: Sequence[str] = ()
+    ) -> Health:
+        """Healthy already, or start it and wait (with backoff) until it is.
+
+        ``restart_for`` names changed steps the gateway reads only at start: a
+        running gateway is stopped and started again so that it sees them.
+        """
         health = self.probe(instance)
-        if health.healthy:
+        if health.healthy and not restart_for:
             return health
-        log.info("gateway.start", sandbox=self.sandbox, container_id=instance.short_id, reason=health.status)
+        if health.healthy:
+            log.info("gateway.restart", sandbox=self.sandbox, container_id=instance.short_id, steps=list(restart_for))
+            self.stop(instance)
+            health = self._wait(instance, heartbeat, lambda h: not h.healthy, health)
+            if health.healthy:
+                raise GatewayError(f"the gateway did not stop within {self.values['start_timeout']}s")
+        else:
+            log.info("gateway.start", sandbox=self.sandbox, container_id=instance.short_id, reason=health.status)
         self.start(instance)
+        return self._wait(instance, heartbeat, lambda h: h.healthy, health)
+
+    def _wait(
+        self, instance: Instance, heartbeat: Callable[[], None], done: Callable[[Health], bool], last: Health
+    ) -> Health:
+        """Probe with backoff until ``done`` or ``start_timeout``; the last probe's answer."""
         waiting = Retrying(
             stop=stop_after_delay(self.values["start_timeout"]),
             wait=wait_exponential(multiplier=0.2, max=5),
-            retry=retry_if_result(lambda health: not health.healthy),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else health,
+            retry=retry_if_result(lambda health: not done(health)),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else last,
             before=lambda _state: heartbeat(),
         )
         result: Health = waiting(self.probe, instance)

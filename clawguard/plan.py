@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import SandboxConfig
 from .conventions import derive_steps
 from .entries import Entry
 from .errors import ArchiveError, ConfigError, InputError
+from .persist import covered
 from .steps import REGISTRY, Origin, Step, StepContext
 
 
@@ -21,6 +22,10 @@ class PlannedStep:
 class Plan:
     sandbox: SandboxConfig
     steps: list[PlannedStep]
+    persist: list[str] = field(default_factory=list)  # validated persisted paths and globs
+
+    def subset(self, steps: list[PlannedStep]) -> Plan:
+        return Plan(self.sandbox, steps, self.persist)
 
     @property
     def entries(self) -> list[Entry]:
@@ -37,8 +42,16 @@ def build_plan(sandbox: SandboxConfig) -> Plan:
     steps = _explicit_steps(sandbox) if sandbox.plan is not None else derive_steps(sandbox)
     ctx = StepContext(archive, sandbox.layout, sandbox.user)
     planned = [PlannedStep(step, step.entries(ctx)) for step in steps]
+    for item in planned:
+        for entry in item.entries:
+            if entry.kind == "file":
+                try:
+                    _ = entry.sha256  # read now: the plan is pinned to the content it validated
+                except OSError as exc:
+                    raise ArchiveError(f"cannot read {entry.source}: {exc.strerror}", file=entry.source) from None
     _check_paths(sandbox, planned)
-    return Plan(sandbox, planned)
+    _check_persist(sandbox, planned)
+    return Plan(sandbox, planned, list(sandbox.persist))
 
 
 def _explicit_steps(sandbox: SandboxConfig) -> list[Step]:
@@ -88,3 +101,29 @@ def _check_paths(sandbox: SandboxConfig, planned: list[PlannedStep]) -> None:
         raise ArchiveError(
             f"the plan has {count} paths, over limits.max_files ({limits.max_files})", file=sandbox.archive
         )
+
+
+def _check_persist(sandbox: SandboxConfig, planned: list[PlannedStep]) -> None:
+    """Persisted paths belong to the agent: under the root, and never written by a step."""
+    config = sandbox.config
+    root = sandbox.layout.root.rstrip("/") + "/"
+    for index, pattern in enumerate(sandbox.persist):
+        key = f"{sandbox.key}.persist[{index}]"
+
+        def fail(message: str, key: str = key) -> ConfigError:
+            return ConfigError(message, file=config.path, key=key, line=config.lines.get(key))
+
+        if not pattern.startswith(root):
+            raise fail(f"{pattern} is outside the sandbox root {sandbox.layout.root}")
+        for item in planned:
+            for entry in item.entries:
+                if covered(entry.path, pattern):
+                    raise fail(
+                        f"{pattern} would persist {entry.path}, which step {item.step.name!r} restores from the "
+                        "archive; a path comes from one place"
+                    )
+                if entry.kind == "dir" and entry.exact and covered(pattern, entry.path):
+                    raise fail(
+                        f"{pattern} is inside {entry.path}, which step {item.step.name!r} keeps exact "
+                        "(it would delete the persisted files)"
+                    )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
 
 from .config import SandboxConfig
-from .entries import Entry, Ids, Inspection, compare, declared_paths
+from .entries import Entry, Ids, Inspection, SourceChanged, compare, declared_paths
 from .errors import ConfigError, TargetError
+from .persist import Capture, CaptureRejected, read_members
 from .plan import Plan, PlannedStep, build_plan
 from .sandboxfs import SandboxCommandFailed, SandboxFS, UserTable, Write
 from .targets import Instance, Target, make_target
@@ -156,11 +157,25 @@ def _run_step(
     dry_run: bool,
 ) -> StepReport:
     step = planned.step
+    return apply_entries(step.name, step.kind, planned.entries, fs, before, ids, declared, dry_run)
+
+
+def apply_entries(
+    name: str,
+    kind: str,
+    entries: list[Entry],
+    fs: SandboxFS,
+    before: Inspection,
+    ids: Mapping[Entry, Ids | None],
+    declared: frozenset[str],
+    dry_run: bool,
+) -> StepReport:
+    """Check → apply → check one group of entries; the report says what happened."""
     started = time.monotonic()
-    report = StepReport(step.name, step.kind, OK, 0.0)
+    report = StepReport(name, kind, OK, 0.0)
 
     def drifts(inspection: Inspection) -> list[Any]:
-        found = (compare(e, inspection, ids[e], declared) for e in planned.entries)
+        found = (compare(e, inspection, ids[e], declared) for e in entries)
         return [d for d in found if d is not None]
 
     pending = drifts(before)
@@ -179,8 +194,8 @@ def _run_step(
                 fixups=[(d.entry, ids[d.entry]) for d in pending],
             )
             try:
-                left = drifts(fs.apply(write, planned.entries))
-            except SandboxCommandFailed as exc:
+                left = drifts(fs.apply(write, entries))
+            except (SandboxCommandFailed, SourceChanged) as exc:
                 report.outcome, report.error = FAILED, str(exc)
             else:
                 if left:
@@ -191,4 +206,44 @@ def _run_step(
                 else:
                     report.outcome = CHANGED
     report.duration = time.monotonic() - started
+    return report
+
+
+PERSISTED = "persisted state"
+
+
+def restore_persisted(
+    plan: Plan, target: Target, instance: Instance, capture: Capture, *, dry_run: bool = False
+) -> StepReport:
+    """Write one capture's paths back into a new pod, with their captured owners and modes."""
+    started = time.monotonic()
+    report = StepReport(PERSISTED, "persist", FAILED, 0.0)
+    try:
+        members = read_members(capture.read(), plan.persist, plan.sandbox.layout.root)
+    except (CaptureRejected, TargetError, OSError) as exc:
+        report.error = str(exc)
+        return report
+    fs = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin))
+    entries = [m.entry for m in members]
+    try:
+        before = fs.inspect(entries)
+    except SandboxCommandFailed as exc:
+        raise TargetError(str(exc)) from None
+    ids: dict[Entry, Ids | None] = {m.entry: m.ids for m in members}
+    report = apply_entries(PERSISTED, "persist", entries, fs, before, ids, declared_paths(entries), dry_run)
+    report.duration = time.monotonic() - started
+    log.log(
+        40 if report.outcome == FAILED else 20,
+        "restore.step",
+        sandbox=plan.sandbox.name,
+        container_id=instance.short_id,
+        step=PERSISTED,
+        kind="persist",
+        outcome=report.outcome,
+        generation=capture.generation,
+        captured_from=capture.container_id[:12],
+        paths=len(entries),
+        duration=round(report.duration, 3),
+        error=report.error,
+    )
     return report

@@ -11,7 +11,7 @@ from typing import Any
 from ..config import load_config
 from ..state import load_state, read_json, state_dir
 
-HELP = "Show each sandbox's container, last restore and gateway health, as a table or JSON."
+HELP = "Show each sandbox's container, last restore, gateway health and last capture, as a table or JSON."
 EXAMPLE = "example: clawguard status --json"
 
 
@@ -57,11 +57,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     daemon = data["daemon"]
     print(f"daemon: {'running, pid ' + str(daemon.get('pid')) if daemon['running'] else 'not running'}")
-    rows = [("SANDBOX", "CONTAINER", "LAST RESTORE", "CHANGED", "WHEN", "GATEWAY", "CHECKED", "LAST HOOK")]
+    rows = [("SANDBOX", "CONTAINER", "LAST RESTORE", "CHANGED", "WHEN", "GATEWAY", "CHECKED", "CAPTURE", "LAST HOOK")]
     for item in data["sandboxes"]:
         restore = item.get("last_restore") or {}
         gateway = item.get("gateway") or {}
         hook = item.get("last_hook") or {}
+        persist = item.get("persist") or {}
+        capture = (
+            f"#{persist['last_capture_generation']} {_age(persist.get('last_capture_at'))}"
+            if persist.get("last_capture_generation")
+            else "-"
+        )
         hook_text = f"{hook.get('event')} exit {hook.get('exit_code')} {_age(hook.get('at'))}" if hook else "-"
         health = "-" if not gateway else ("healthy" if gateway.get("healthy") else f"down ({gateway.get('status')})")
         rows.append(
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 _age(restore.get("at")),
                 health,
                 _age(gateway.get("checked_at")),
+                capture,
                 hook_text,
             )
         )

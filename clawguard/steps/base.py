@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from ..entries import Entry, OwnerRef
 from ..layout import Layout
-from ..schema import Field
+from ..schema import Bool, Field
 
 REGISTRY: dict[str, type[Step]] = {}
 
@@ -40,10 +40,20 @@ class Step(ABC):
     kind: ClassVar[str]
     params: ClassVar[Mapping[str, Field]]
     summary: ClassVar[str]
+    # Whether a change made by this kind needs a gateway restart to take effect
+    # (the gateway reads it only at start). A step's ``restart_gateway`` overrides it.
+    restarts_gateway: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "kind" in cls.__dict__:
+            default = "yes" if cls.restarts_gateway else "no"
+            cls.params = {
+                **cls.params,
+                "restart_gateway": Field(
+                    Bool(), f"Restart a running gateway when this step changes something (default: {default})."
+                ),
+            }
             REGISTRY[cls.kind] = cls
 
     def __init__(self, values: Mapping[str, Any], origin: Origin) -> None:
@@ -61,6 +71,11 @@ class Step(ABC):
     @abstractmethod
     def entries(self, ctx: StepContext) -> list[Entry]:
         """The desired state. Validates the archive files it reads (ArchiveError)."""
+
+    @property
+    def restart_gateway(self) -> bool:
+        value = self.values.get("restart_gateway")
+        return self.restarts_gateway if value is None else bool(value)
 
     def sources(self) -> list[str]:
         """Archive paths this step reads, relative to the archive."""

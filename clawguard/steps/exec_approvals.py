@@ -19,6 +19,7 @@ class ExecApprovalsStep(Step):
 
     kind = "exec_approvals"
     summary = "Install exec-approvals.json, as a symlink into the data dir or as a real file."
+    restarts_gateway = True  # the gateway reads it at start; without it every exec is denied
     params = {
         "name": Field(Str(), "Label shown in progress and reports."),
         "source": Field(ArchivePath(), "The file, relative to the archive.", "exec-approvals.json"),

@@ -12,6 +12,7 @@ class SoulStep(Step):
 
     kind = "soul"
     summary = "Install SOUL.md into the agent workspace."
+    restarts_gateway = True  # a running session keeps the SOUL.md it started with (seed 000)
     params = {
         "name": Field(Str(), "Label shown in progress and reports."),
         "source": Field(ArchivePath(), "The file, relative to the archive.", "SOUL.md"),

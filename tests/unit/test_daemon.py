@@ -152,3 +152,56 @@ def test_verify_pass_repairs_drift_and_names_it(archive: Path, tmp_path: Path) -
     finally:
         daemon.shutdown()
         thread.join(10)
+
+
+def _start(config_text: str, root: Path) -> tuple[Daemon, PodTarget, threading.Thread, io.StringIO]:
+    out = io.StringIO()
+    log.configure("info", out)
+    config = parse_config(config_text, "c.yaml")
+    target = PodTarget(make_sandbox_root(root))
+    daemon = Daemon(config, Recorder(), targets={"my-assistant": target})
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    return daemon, target, thread, out
+
+
+def test_archive_edits_reach_the_live_sandbox_and_invalid_ones_do_not(archive: Path, tmp_path: Path) -> None:
+    daemon, target, thread, out = _start(basic_config(archive, "    gateway: {enabled: false}\n"), tmp_path / "root")
+    try:
+        _wait(lambda: load_state("my-assistant").get("last_restore"))
+        live_soul = target.root / "sandbox/.openclaw-data/workspace/SOUL.md"
+        (archive / "SOUL.md").write_text("# SOUL\nBe brief.\n")
+        _wait(lambda: live_soul.read_text() == "# SOUL\nBe brief.\n", timeout=10)
+        changed = next(line for line in out.getvalue().splitlines() if "event=archive.changed" in line)
+        assert "SOUL.md" in changed and "proxmox" not in changed  # only the step the file feeds
+
+        live_config = target.root / "sandbox/.openclaw/openclaw.json"
+        before = live_config.read_bytes()
+        (archive / "openclaw.json").write_text('{"gateway": {"port": 18789,}\n')  # a typo: invalid JSON
+        _wait(lambda: "event=archive.invalid" in out.getvalue(), timeout=10)
+        invalid = next(line for line in out.getvalue().splitlines() if "event=archive.invalid" in line)
+        assert "openclaw.json" in invalid and "not valid JSON" in invalid
+        assert live_config.read_bytes() == before
+        # The last valid plan stays in force: a drift check still restores the old config.
+        daemon.workers[0]._converge("drift check")
+        assert live_config.read_bytes() == before
+        assert load_state("my-assistant")["last_restore"]["outcome"] == "ok"
+    finally:
+        daemon.shutdown()
+        thread.join(10)
+
+
+def test_stopping_daemon_captures_the_agents_state(archive: Path, tmp_path: Path) -> None:
+    daemon, target, thread, _out = _start(basic_config(archive, "    gateway: {enabled: false}\n"), tmp_path / "root")
+    _wait(lambda: load_state("my-assistant").get("last_restore"))
+    memory = target.root / "sandbox/.openclaw-data/workspace/MEMORY.md"
+    memory.write_text("written just before SIGTERM\n")
+    daemon.shutdown()
+    thread.join(20)
+    assert not thread.is_alive()
+    from clawguard.persist import CaptureStore, read_members
+
+    latest = CaptureStore("my-assistant", 5).latest()
+    assert latest is not None and latest.reason == "daemon stopping"
+    members = read_members(latest.read(), ["/sandbox"], "/sandbox")
+    assert [m.entry.data() for m in members] == [b"written just before SIGTERM\n"]

@@ -133,3 +133,28 @@ def test_ensure_gives_up_after_start_timeout(
     gateway = _gateway(archive, tmp_path, KeyTarget(), "    gateway: {start_timeout: 1}\n")
     health = gateway.ensure(KeyTarget().locate())
     assert not health.healthy and health.status == "502"
+
+
+def test_restart_for_a_changed_soul_stops_then_starts_once(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin3"
+    bin_dir.mkdir()
+    up = tmp_path / "up"
+    up.touch()  # the gateway is running
+    (bin_dir / "ssh").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        f"  *curl*) if [ -e {up} ]; then echo 200; else echo 000; fi;;\n"
+        f"  *'gateway stop'*) rm -f {up}; echo stop >> {tmp_path}/calls;;\n"
+        f"  *'gateway run'*) touch {up}; echo start >> {tmp_path}/calls;;\n"
+        "esac\n"
+    )
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    gateway = _gateway(archive, tmp_path, KeyTarget())
+    instance = KeyTarget().locate()
+    assert gateway.ensure(instance).healthy
+    assert not (tmp_path / "calls").exists()  # healthy and nothing changed: left alone
+    assert gateway.ensure(instance, restart_for=["SOUL.md"]).healthy
+    assert (tmp_path / "calls").read_text() == "stop\nstart\n"

@@ -1,0 +1,55 @@
+"""clawguard capture: save the agent's persisted paths from the live sandbox now."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_config
+from ..persist import capture_sandbox
+from ..plan import build_plan
+
+HELP = "Capture each sandbox's persisted paths (telegram offset, MEMORY.md, memory/) from the live pod, once."
+EXAMPLE = "example: clawguard capture my-assistant"
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("capture", help=HELP, description=HELP, epilog=EXAMPLE, parents=parents)
+    parser.add_argument("sandbox", nargs="?", help="sandbox name (default: all configured)")
+    parser.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    sandboxes = config.select(args.sandbox)
+    for sandbox in sandboxes:
+        build_plan(sandbox)  # the persist list is validated against the plan before anything is read
+    failed = False
+    rows = []
+    for sandbox in sandboxes:
+        outcome = capture_sandbox(sandbox)
+        capture = outcome.capture
+        # "skipped" because the pod was never restored is a refusal the user must act on.
+        failed = failed or (outcome.outcome == "skipped" and bool(sandbox.persist))
+        rows.append(
+            {
+                "sandbox": sandbox.name,
+                "outcome": outcome.outcome,
+                "reason": outcome.reason or None,
+                "capture": capture.summary() if capture else None,
+            }
+        )
+        if args.json:
+            continue
+        if capture is not None:
+            verb = "captured" if outcome.outcome == "saved" else "unchanged since"
+            print(
+                f"{sandbox.name}: {verb} generation {capture.generation}: {capture.files} files, "
+                f"{capture.size} bytes, {len(capture.tops)} persisted paths"
+            )
+        else:
+            print(f"{sandbox.name}: not captured: {outcome.reason}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 1 if failed else 0

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from clawguard import ConfigError, parse_config
+from clawguard.converge import converge
+from clawguard.persist import CaptureStore, capture, covered, live_pod, read_members, set_persist_state
+from clawguard.plan import build_plan
+from clawguard.restore import PERSISTED
+from clawguard.targets.base import Instance
+
+from .chroot_sandbox import ChrootTarget, make_sandbox_root
+from .conftest import basic_config
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
+
+WORKSPACE = "sandbox/.openclaw-data/workspace"
+OFFSET = "sandbox/.openclaw-data/telegram/update-offset-default.json"
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for info, data in members:
+            info.size = len(data) if info.isfile() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return buffer.getvalue()
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, **attrs: object) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.uid = info.gid = 998
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info
+
+
+def test_covered_matches_the_path_and_below_with_globs() -> None:
+    assert covered("/sandbox/a/memory", "/sandbox/a/memory")
+    assert covered("/sandbox/a/memory/2026.md", "/sandbox/a/memory")
+    assert covered("/sandbox/a/workspace-bob/MEMORY.md", "/sandbox/a/workspace-*/MEMORY.md")
+    assert not covered("/sandbox/a/memory-old", "/sandbox/a/memory")
+    assert not covered("/sandbox/a", "/sandbox/a/memory")
+    assert covered("/sandbox/a/x/y", "/sandbox/a/*")
+
+
+def test_default_persist_paths_follow_the_layout(archive: Path) -> None:
+    config = parse_config(basic_config(archive, "    layout: {workspace: /sandbox/ws}\n"), "c.yaml")
+    assert config.sandboxes["my-assistant"].persist == [
+        "/sandbox/.openclaw-data/telegram/update-offset-default.json",
+        "/sandbox/ws/MEMORY.md",
+        "/sandbox/ws/memory",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("persist", "message"),
+    [
+        ("/etc/passwd", "outside the sandbox root"),
+        ("/sandbox/.openclaw-data/workspace/SOUL.md", "which step 'SOUL.md' restores"),
+        ("/sandbox/.openclaw-data/skills/proxmox/state", "keeps exact"),
+        ("/sandbox/.openclaw-data/credentials", "restores from the archive"),
+    ],
+)
+def test_persisted_paths_never_collide_with_the_plan(archive: Path, persist: str, message: str) -> None:
+    config = parse_config(basic_config(archive, f"    persist:\n      - {persist}\n"), "c.yaml")
+    with pytest.raises(ConfigError) as caught:
+        build_plan(config.sandboxes["my-assistant"])
+    assert message in str(caught.value)
+    assert "sandboxes.my-assistant.persist[0]" in str(caught.value)
+    assert str(caught.value).startswith("c.yaml:10: ")  # the line of the offending list item
+
+
+def test_read_members_keeps_only_declared_paths_and_drops_hostile_ones() -> None:
+    data = _tar(
+        (_info("sandbox/ws/MEMORY.md", mode=0o640), b"remember"),
+        (_info("sandbox/ws/memory", tarfile.DIRTYPE, mode=0o750), b""),
+        (_info("sandbox/ws/memory/link", tarfile.SYMTYPE, linkname="/etc"), b""),
+        (_info("sandbox/ws/memory/link/passwd"), b"through the link"),
+        (_info("sandbox/ws/../../etc/shadow"), b"escape"),
+        (_info("sandbox/ws/SOUL.md"), b"not declared"),
+        (_info("etc/cron.d/x"), b"outside the root"),
+        (_info("sandbox/ws/memory/fifo", tarfile.FIFOTYPE), b""),
+    )
+    members = read_members(data, ["/sandbox/ws/MEMORY.md", "/sandbox/ws/memory"], "/sandbox")
+    got = {m.entry.path: (m.entry.kind, m.entry.mode, m.ids.uid) for m in members}
+    assert got == {
+        "/sandbox/ws/MEMORY.md": ("file", 0o640, 998),
+        "/sandbox/ws/memory": ("dir", 0o750, 998),
+        "/sandbox/ws/memory/link": ("symlink", None, 998),
+    }
+    assert members[0].entry.data() == b"remember"
+
+
+def test_store_keeps_the_last_generations_and_ignores_unfinished_ones(tmp_path: Path) -> None:
+    store = CaptureStore("my-assistant", keep=2)
+    infos = [_info("sandbox/ws/MEMORY.md")]
+    for n in range(3):
+        store.save(_tar((infos[0], f"v{n}".encode())), "a" * 64, "interval", infos)
+    assert [c.generation for c in store.generations()] == [2, 3]
+    (store.directory / "00000009.json").write_text("{not json")  # a crash mid-write
+    (store.directory / "00000010.tar").write_bytes(b"no metadata yet")
+    latest = store.latest()
+    assert latest is not None and latest.generation == 3 and latest.tops == ["/sandbox/ws/MEMORY.md"]
+    assert read_members(latest.read(), ["/sandbox/ws"], "/sandbox")[0].entry.data() == b"v2"
+    latest.tar.write_bytes(b"damaged")
+    with pytest.raises(Exception, match="checksum mismatch"):
+        latest.read()
+
+
+@pytest.fixture
+def sandbox_root(tmp_path: Path) -> Path:
+    return make_sandbox_root(tmp_path / "root")
+
+
+def _agent_writes(root: Path) -> None:
+    (root / WORKSPACE / "MEMORY.md").write_text("the user likes tea\n")
+    (root / WORKSPACE / "memory").mkdir()
+    (root / WORKSPACE / "memory" / "2026-11-22.md").write_text("talked about proxmox\n")
+    (root / OFFSET).write_text('{"offset": 41}\n')
+    for path in ("memory", "memory/2026-11-22.md", "MEMORY.md"):
+        os.chown(root / WORKSPACE / path, 998, 998)
+    os.chown(root / OFFSET, 998, 998)
+    (root / OFFSET).chmod(0o600)
+
+
+@needs_root
+def test_capture_only_from_a_live_pod_and_never_empty_over_good(archive: Path, sandbox_root: Path) -> None:
+    config = parse_config(basic_config(archive), "c.yaml")
+    sandbox = config.sandboxes["my-assistant"]
+    target = ChrootTarget(sandbox_root)
+    instance = target.locate()
+    _agent_writes(sandbox_root)
+
+    def take() -> str:
+        outcome = capture(
+            sandbox.name, sandbox.persist, "/sandbox", target, instance, keep=5, max_bytes=1 << 20, reason="test"
+        )
+        return outcome.outcome
+
+    assert take() == "skipped"  # never restored: what this pod holds is not known to be the agent's
+    set_persist_state(sandbox.name, live_pod=instance.id)
+    assert take() == "saved"
+    assert take() == "unchanged"
+    latest = CaptureStore(sandbox.name, 5).latest()
+    assert latest is not None and latest.files == 3
+    assert latest.tops == [
+        "/" + OFFSET,
+        f"/{WORKSPACE}/MEMORY.md",
+        f"/{WORKSPACE}/memory",
+    ]
+    for path in (OFFSET, f"{WORKSPACE}/MEMORY.md"):
+        (sandbox_root / path).unlink()
+    import shutil
+
+    shutil.rmtree(sandbox_root / WORKSPACE / "memory")
+    assert take() == "skipped"  # an empty capture never replaces a good one
+    assert CaptureStore(sandbox.name, 5).latest() == latest
+
+
+@needs_root
+def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path, tmp_path: Path) -> None:
+    config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
+    sandbox = config.sandboxes["my-assistant"]
+    target = ChrootTarget(make_sandbox_root(tmp_path / "old"))
+    first = converge(sandbox, target=target)
+    assert first.ok and live_pod(sandbox.name) == "0" * 64
+    assert all(s.name != PERSISTED for s in first.report.steps)  # nothing captured yet: nothing to restore
+    _agent_writes(target.root)
+    capture(sandbox.name, sandbox.persist, "/sandbox", target, target.instance, keep=5, max_bytes=1 << 20, reason="t")
+
+    new = ChrootTarget(make_sandbox_root(tmp_path / "new"))  # the pod restarted: wiped, new ID
+    new.instance = Instance("1" * 64, "new pod")
+    result = converge(sandbox, target=new)
+    assert result.ok
+    assert [s.name for s in result.report.steps][-1] == PERSISTED
+    assert result.report.steps[-1].outcome == "changed"
+    memory = new.root / WORKSPACE / "MEMORY.md"
+    assert memory.read_text() == "the user likes tea\n"
+    assert (memory.stat().st_uid, memory.stat().st_gid) == (998, 998)
+    offset = new.root / OFFSET
+    assert offset.read_text() == '{"offset": 41}\n' and offset.stat().st_mode & 0o777 == 0o600
+    assert (new.root / WORKSPACE / "memory" / "2026-11-22.md").stat().st_uid == 998
+    assert live_pod(sandbox.name) == "1" * 64
+
+    # The agent moves on in the new pod; a second restore must not roll it back.
+    (new.root / WORKSPACE / "MEMORY.md").write_text("newer\n")
+    again = converge(sandbox, target=new)
+    assert PERSISTED not in [s.name for s in again.report.steps]
+    assert (new.root / WORKSPACE / "MEMORY.md").read_text() == "newer\n"
+    latest = CaptureStore(sandbox.name, 5).latest()
+    assert latest is not None and latest.reason == "before restore" and latest.container_id == "1" * 64
