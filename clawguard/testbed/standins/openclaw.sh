@@ -17,7 +17,8 @@
 # * hashes ~/.openclaw/workspace/SOUL.md (sha256) at start;
 # * appends "gateway started at <epoch>" to ~/.openclaw-data/workspace/MEMORY.md;
 # * Telegram: resumes from ~/.openclaw-data/telegram/update-offset-default.json
-#   ({"offset": N}), then every second increments the offset and writes the file;
+#   ({"offset": N}), then every second increments the offset and writes the file
+#   (atomically: temp file and rename);
 #   when that fails it logs the EACCES error of NemoClaw #975 and records the failure;
 # * answers HTTP on 127.0.0.1:<port> (busybox httpd + this script as CGI) with 200
 #   and a JSON status body.
@@ -145,7 +146,8 @@ write_status() {
 
 poll_telegram() {
 	offset=$((offset + 1))
-	if { printf '{"offset":%d}\n' "$offset" >"$OFFSET_FILE"; } 2>/dev/null; then
+	# Temp file and rename: a reader (a capture) never sees a half-written offset.
+	if { printf '{"offset":%d}\n' "$offset" >"$OFFSET_FILE.tmp" && mv -f "$OFFSET_FILE.tmp" "$OFFSET_FILE"; } 2>/dev/null; then
 		offset_written=true
 	else
 		offset_written=false
