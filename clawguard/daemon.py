@@ -331,6 +331,8 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():  # tests run it in a thread
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        # A thread dying of a bug is an event in the journal (one line), never a raw traceback.
+        threading.excepthook = _log_thread_crash
         started = time.time()
         log.info("daemon.start", sandboxes=[w.sandbox.name for w in self.workers], pid=os.getpid())
         for worker in self.workers:
@@ -372,6 +374,15 @@ class Daemon:
             worker.join(max(0.0, deadline - time.monotonic()))
         log.info("daemon.stopped")
         return 0
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    thread = args.thread.name if args.thread else "?"
+    log.error(
+        "thread.crashed",
+        thread=thread,
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+    )
 
 
 class ArchiveEvents(FileSystemEventHandler):

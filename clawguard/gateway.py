@@ -15,7 +15,10 @@ against that file only.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -135,18 +138,26 @@ class Gateway:
             argv += ["-o", option]
         argv += [f"{self.values['ssh_user']}@{self.host}", remote]
         try:
-            return subprocess.run(
+            # A session of its own, so that a hung ProxyCommand dies with ssh on a timeout
+            # instead of lingering (and holding our pipes) once ssh is killed.
+            proc = subprocess.Popen(
                 argv,
-                capture_output=True,
-                text=True,
-                timeout=self.values["ssh_timeout"],
                 stdin=subprocess.DEVNULL,
-                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(argv, 255, "", f"ssh timed out after {self.values['ssh_timeout']}s")
         except FileNotFoundError:
             raise GatewayError("the OpenSSH client (ssh) is not installed") from None
+        try:
+            out, err = proc.communicate(timeout=self.values["ssh_timeout"])
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return subprocess.CompletedProcess(argv, 255, "", f"ssh timed out after {self.values['ssh_timeout']}s")
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def _pin(self, instance: Instance) -> None:
         if self._pinned_for == instance.id and self.known_hosts.exists():

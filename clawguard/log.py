@@ -47,7 +47,8 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     ]
     if not journald:  # journald stamps lines itself
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"))
-    processors += [redact.processor]
+    # A traceback becomes one escaped field of its event, and is redacted like the rest.
+    processors += [structlog.processors.format_exc_info, redact.processor]
     if journald:
         processors.append(_journald_prefix)
     processors.append(_Renderer(journald))

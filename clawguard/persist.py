@@ -187,6 +187,11 @@ class CaptureStore:
             with contextlib.suppress(FileNotFoundError):
                 old.tar.with_suffix(".json").unlink()
                 old.tar.unlink()
+        # Temp files of a capture whose writer was killed mid-way (SIGKILL, power loss).
+        for stale in self.directory.glob(".*"):
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > 3600:
+                    stale.unlink()
 
 
 def _top(name: str) -> str:

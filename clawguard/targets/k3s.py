@@ -18,7 +18,7 @@ from typing import Any
 
 import docker.errors
 
-from ..errors import SandboxGone, TargetError
+from ..errors import ClawguardError, SandboxGone, TargetError
 from ..schema import Field, Int, SandboxPath, Str
 from . import _docker
 from .base import ExecResult, Instance, Target
@@ -199,20 +199,26 @@ class K3sTarget(Target):
                 return
 
     def _docker_events(self, wake: Callable[[str], None], stop: threading.Event) -> None:
+        # This thread must never die: when Docker is away (a dockerd restart), wake the
+        # worker once and retry with capped backoff until the engine answers again.
+        delay = 1.0
         while not stop.is_set():
             try:
                 events = self._stream_client().events(
                     decode=True, filters={"type": "container", "container": self.cluster}
                 )
+                delay = 1.0
                 for event in events:
                     action = str(event.get("Action") or event.get("status") or "")
                     if action in ("start", "die", "stop", "restart", "destroy", "create"):
                         wake(f"cluster {action}")
                     if stop.is_set():
                         return
-            except (docker.errors.DockerException, OSError) as exc:
-                wake(f"docker unreachable: {exc}")
-            stop.wait(2.0)
+            except (docker.errors.DockerException, OSError, ClawguardError) as exc:
+                if delay == 1.0:
+                    wake(f"docker unreachable: {exc}")
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
 
     def _containerd_events(self, wake: Callable[[str], None], stop: threading.Event) -> None:
         try:
@@ -227,8 +233,8 @@ class K3sTarget(Target):
                         wake("containerd event")
                 if stop.is_set():
                     return
-        except (docker.errors.DockerException, OSError):
-            return
+        except (docker.errors.DockerException, OSError, ClawguardError):
+            return  # the caller waits and retries
 
     def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
         exec_id = f"clawguard-{os.getpid()}-{next(_counter)}"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,3 +159,21 @@ def test_restart_for_a_changed_soul_stops_then_starts_once(
     assert not (tmp_path / "calls").exists()  # healthy and nothing changed: left alone
     assert gateway.ensure(instance, restart_for=["SOUL.md"]).healthy
     assert (tmp_path / "calls").read_text() == "stop\nstart\n"
+
+
+def test_a_hung_proxy_is_killed_with_ssh_on_timeout(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin4"
+    bin_dir.mkdir()
+    # ssh starts its ProxyCommand and waits for it, like the real client with a hung proxy.
+    (bin_dir / "ssh").write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {tmp_path}/proxy.pid\nwait\n")
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    gateway = _gateway(archive, tmp_path, KeyTarget(), "    gateway: {ssh_timeout: 1}\n")
+    health = gateway.probe(KeyTarget().locate())
+    assert not health.healthy and "timed out after 1s" in health.status
+    pid = int((tmp_path / "proxy.pid").read_text())
+    time.sleep(0.2)
+    state = Path(f"/proc/{pid}/stat")
+    assert not state.exists() or state.read_text().split()[2] == "Z"  # gone (or a zombie awaiting init)

@@ -77,3 +77,32 @@ def test_marker_fallback_without_kubelet_labels(monkeypatch: pytest.MonkeyPatch)
     rootfs = f"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs\n"
     target, _ = _target(monkeypatch, f"--labelled--\n--tasks--\n{TASKS}", rootfs)
     assert target.locate().id == CID
+
+
+def test_event_threads_survive_docker_going_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dockerd restart once killed the Docker-events thread with a raw traceback."""
+    import threading
+    import time
+
+    from clawguard.errors import TargetError
+
+    target, _ = _target(monkeypatch, "", "")
+    calls: list[int] = []
+
+    def unreachable(*_args: object) -> None:
+        calls.append(1)
+        raise TargetError("Docker is not reachable: connection refused")
+
+    monkeypatch.setattr(target, "_stream_client", unreachable)
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    woken: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=target.watch, args=(woken.append, stop))
+    watcher.start()
+    time.sleep(2.5)
+    stop.set()
+    watcher.join(5)
+    assert not watcher.is_alive() and not crashed
+    assert woken == ["docker unreachable: Docker is not reachable: connection refused"]  # once, not every retry
+    assert len(calls) >= 3  # it kept trying, with backoff

@@ -1,0 +1,415 @@
+"""Fault-injection soak: the daemon against the testbed on its bad days.
+
+A supervisor plays systemd: it runs ``clawguard run`` with a notify socket and a
+watchdog, restarts it when it dies or stops pinging (``Restart=on-failure``,
+``WatchdogSec=``), and counts those restarts. Faults are drawn from a seeded
+random generator, so a run can be replayed with ``--seed``. After every fault the
+soak waits until both sandboxes are fully verified *from inside the pod*: a
+dry-run restore finds nothing to change, the gateway answers, and every marker
+the agent wrote before the fault (and that was captured) is still in MEMORY.md.
+
+Run it on its own: ``python -m tests.soak --faults 50 [--seed N]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SANDBOXES = ("my-assistant", "other-uid")  # the integration testbed's two pods
+AGENT = SANDBOXES[0]  # the one whose memory markers are tracked
+MEMORY = "/sandbox/.openclaw-data/workspace/MEMORY.md"
+WATCHDOG_SEC = 6.0
+RESTART_SEC = 1.0
+CONVERGE_TIMEOUT = 180.0
+
+# Every kind runs once before any repeats, so a short run covers them all.
+KINDS = (
+    "pod_restart_mid_restore",
+    "pod_restarts_back_to_back",
+    "cluster_stop_start",
+    "cluster_docker_restart",
+    "dockerd_restart",
+    "ssh_proxy_fails",
+    "ssh_proxy_hangs",
+    "gateway_crash",
+    "daemon_sigkill",
+    "daemon_sigstop",
+)
+
+PROXY_WRAPPER = """#!/bin/sh
+# The soak's switchable SSH proxy: ok, fail, or hang.
+mode=$(cat "{mode}" 2>/dev/null || echo ok)
+case $mode in
+  fail) echo "openshell: connection refused (soak)" >&2; exit 255 ;;
+  hang) exec sleep 3600 ;;
+esac
+exec "{real}" "$@"
+"""
+
+
+@dataclass
+class FaultResult:
+    index: int
+    kind: str
+    converged: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class SoakReport:
+    seed: int
+    results: list[FaultResult] = field(default_factory=list)
+    daemon_restarts: int = 0
+    unhandled: int = 0
+    data_lost: int = 0
+
+    def summary(self) -> str:
+        times = sorted(r.seconds for r in self.results if r.converged)
+        converged = sum(r.converged for r in self.results)
+
+        def pct(p: float) -> float:
+            return times[min(len(times) - 1, round(p * (len(times) - 1)))] if times else float("nan")
+
+        return (
+            f"soak: seed={self.seed} faults={len(self.results)} converged={converged} "
+            f"converge_s p50={statistics.median(times) if times else float('nan'):.1f} "
+            f"p95={pct(0.95):.1f} max={times[-1] if times else float('nan'):.1f} "
+            f"daemon_restarts={self.daemon_restarts} unhandled={self.unhandled} data_lost={self.data_lost}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "summary": self.summary(),
+            "daemon_restarts": self.daemon_restarts,
+            "unhandled": self.unhandled,
+            "data_lost": self.data_lost,
+            "faults": [r.__dict__ for r in self.results],
+        }
+
+
+class Supervisor:
+    """What systemd does for the unit: notify socket, watchdog, restart on failure."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], config: Path) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.config = config
+        self.socket_path = workdir / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.socket_path))
+        self.sock.settimeout(0.5)
+        self.last_ping = time.monotonic()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.runs = 0
+        self.stopping = False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def log_files(self) -> list[Path]:
+        return sorted(self.workdir.glob("daemon-*.log"))
+
+    def start(self) -> None:
+        self._spawn()
+        self.thread.start()
+
+    def _spawn(self) -> None:
+        self.runs += 1
+        log = (self.workdir / f"daemon-{self.runs:03d}.log").open("wb")
+        env = {**self.env, "NOTIFY_SOCKET": str(self.socket_path), "WATCHDOG_USEC": str(int(WATCHDOG_SEC * 1e6))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clawguard", "--config", str(self.config), "run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self.last_ping = time.monotonic()
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            with contextlib.suppress(TimeoutError, OSError):
+                data = self.sock.recv(4096)
+                if b"WATCHDOG=1" in data:
+                    self.last_ping = time.monotonic()
+            with self.lock:
+                proc = self.proc
+                if self.stopping or proc is None:
+                    continue
+                if proc.poll() is not None or time.monotonic() - self.last_ping > WATCHDOG_SEC:
+                    if proc.poll() is None:  # watchdog expired: systemd aborts, then kills
+                        proc.send_signal(signal.SIGKILL)
+                        proc.wait(10)
+                    time.sleep(RESTART_SEC)
+                    self.restarts += 1
+                    self._spawn()
+
+    def signal(self, signum: int) -> None:
+        with self.lock:
+            if self.proc is not None:
+                self.proc.send_signal(signum)
+
+    def stop(self) -> int:
+        self.stopping = True
+        self.thread.join(5)
+        code = -1
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            code = self.proc.wait(60)
+        self.sock.close()
+        return code
+
+
+class Soak:
+    def __init__(self, testbed: Any, workdir: Path, seed: int, out: Callable[[str], None] = print) -> None:
+        self.bed = testbed
+        self.workdir = workdir
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.out = out
+        self.markers: list[str] = []
+        self.state_home = workdir / "state"
+        self.proxy_mode = workdir / "proxy-mode"
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare(self) -> Supervisor:
+        real = self.bed.install_openshell(self.workdir / "real-bin")
+        bin_dir = self.workdir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        wrapper = bin_dir / "openshell"
+        wrapper.write_text(PROXY_WRAPPER.format(mode=self.proxy_mode, real=real))
+        wrapper.chmod(0o755)
+        self.proxy_mode.write_text("ok")
+        archive = self.workdir / "archive"
+        shutil.copytree(REPO / "restore-archive", archive, symlinks=True)
+        config = self.workdir / "config.yaml"
+        gateway = "    gateway: {ssh_timeout: 5, start_timeout: 30}\n"
+        config.write_text(
+            "version: 1\n"
+            "daemon: {poll_interval: 2, health_interval: 5, verify_interval: 30, persist_interval: 2, backoff_max: 5}\n"
+            "sandboxes:\n"
+            + "".join(
+                f"  {name}:\n"
+                f"    target: {{kind: k3s, cluster: {self.bed.cluster_name}}}\n"
+                f"    archive: {archive}\n"
+                f"{gateway}"
+                for name in SANDBOXES
+            )
+        )
+        env = {**os.environ, "XDG_STATE_HOME": str(self.state_home), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        env.pop("NOTIFY_SOCKET", None)
+        self.env = env
+        self.config = config
+        return Supervisor(self.workdir, env, config)
+
+    # ------------------------------------------------------------ observation
+
+    def _state(self, name: str) -> dict[str, Any]:
+        try:
+            data = json.loads((self.state_home / "clawguard" / name / "state.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clawguard", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+
+    def _memory(self) -> str:
+        code, out, _ = self.bed.exec_in_sandbox(AGENT, ["cat", MEMORY], timeout=30)
+        return out.decode(errors="replace") if code == 0 else ""
+
+    def _converged(self, since: float) -> bool:
+        """Cheap checks first (state, gateway from inside), then a full dry-run verification."""
+        for name in SANDBOXES:
+            state = self._state(name)
+            gateway = state.get("gateway") or {}
+            if (
+                state.get("container_id") != self.bed.container_id(name)
+                or (state.get("last_restore") or {}).get("outcome") != "ok"
+                or not gateway.get("healthy")
+                or gateway.get("checked_at", 0) < since
+            ):
+                return False
+            if self.bed.gateway_status(name) is None:
+                return False
+        done = self._cli("restore", "--dry-run", "--no-gateway", "--json")
+        if done.returncode != 0:
+            return False
+        reports = json.loads(done.stdout)
+        return all(step["outcome"] == "ok" for report in reports for step in report["steps"])
+
+    def _wait_converged(self, since: float) -> tuple[bool, float]:
+        started = time.monotonic()
+        while time.monotonic() - started < CONVERGE_TIMEOUT:
+            try:
+                if self._converged(since):
+                    return True, time.monotonic() - started
+            except Exception:  # the engine itself may be away right after a dockerd restart
+                pass
+            time.sleep(0.5)
+        return False, time.monotonic() - started
+
+    def _write_marker(self, index: int) -> None:
+        """The agent writes to its memory; wait until a capture has it (the data we may not lose)."""
+        marker = f"soak marker {self.seed}-{index}"
+        written_at = time.time()
+        script = 'printf "%s\\n" "$1" >> "$2"'
+        code, _, err = self.bed.exec_in_sandbox(AGENT, ["sh", "-c", script, "sh", marker, MEMORY], user="sandbox")
+        if code != 0:
+            raise RuntimeError(f"writing the marker failed: {err!r}")
+        self.markers.append(marker)
+        deadline = time.monotonic() + 30
+        while ((self._state(AGENT).get("persist") or {}).get("last_capture_at") or 0) <= written_at + 0.05:
+            if time.monotonic() > deadline:
+                raise RuntimeError("no capture after the marker was written")
+            time.sleep(0.2)
+
+    # ----------------------------------------------------------------- faults
+
+    def _pod_restart_mid_restore(self) -> str:
+        self.bed.restart(AGENT)
+        delay = self.random.uniform(0.3, 2.5)  # the daemon is detecting or restoring by now
+        time.sleep(delay)
+        self.bed.restart(AGENT)
+        return f"second restart {delay:.1f}s after the first"
+
+    def _pod_restarts_back_to_back(self) -> str:
+        self.bed.restart(AGENT)
+        self.bed.restart(AGENT)
+        return "two restarts, no pause"
+
+    def _cluster_stop_start(self) -> str:
+        self.bed.stop_cluster(timeout=5)
+        pause = self.random.uniform(1, 4)
+        time.sleep(pause)
+        self.bed.start_cluster()
+        return f"cluster down {pause:.1f}s"
+
+    def _cluster_docker_restart(self) -> str:
+        self.bed.client.containers.get(self.bed.cluster_name).restart(timeout=5)
+        self.bed.start_cluster()  # waits for containerd, then re-creates the pods, as a kubelet does
+        return "docker restart of the cluster container"
+
+    def _dockerd_restart(self) -> str:
+        pid = int(Path("/var/run/docker.pid").read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        subprocess.run(["bash", str(REPO / "scripts" / "setup-host.sh")], check=True, capture_output=True)
+        self.bed.start_cluster()  # unless-stopped brings the container back; its pods need a kubelet
+        return "dockerd stopped and started"
+
+    def _proxy(self, mode: str) -> str:
+        self.proxy_mode.write_text(mode)
+        self._kill_gateway()
+        pause = self.random.uniform(6, 12)
+        time.sleep(pause)
+        self.proxy_mode.write_text("ok")
+        return f"ssh proxy {mode} for {pause:.1f}s with the gateway down"
+
+    def _ssh_proxy_fails(self) -> str:
+        return self._proxy("fail")
+
+    def _ssh_proxy_hangs(self) -> str:
+        return self._proxy("hang")
+
+    def _kill_gateway(self) -> None:
+        self.bed.exec_in_sandbox(AGENT, ["pkill", "-KILL", "-f", "openclaw gateway run"])
+
+    def _gateway_crash(self) -> str:
+        time.sleep(self.random.uniform(0, 2))
+        self._kill_gateway()
+        return "gateway SIGKILLed"
+
+    def _daemon_sigkill(self, supervisor: Supervisor) -> str:
+        supervisor.signal(signal.SIGKILL)
+        if self.random.random() < 0.5:
+            self.bed.restart(AGENT)  # and the pod restarts while no daemon watches
+            return "daemon SIGKILLed, pod restarted while it was down"
+        return "daemon SIGKILLed"
+
+    def _daemon_sigstop(self, supervisor: Supervisor) -> str:
+        supervisor.signal(signal.SIGSTOP)
+        time.sleep(WATCHDOG_SEC + 2)  # the watchdog fires and the supervisor kills and restarts it
+        return "daemon SIGSTOPped until the watchdog fired"
+
+    # -------------------------------------------------------------------- run
+
+    def run(self, faults: int) -> SoakReport:
+        report = SoakReport(self.seed)
+        self.out(
+            f"soak: seed={self.seed} faults={faults} (replay: python -m tests.soak --faults {faults} --seed {self.seed})"
+        )
+        supervisor = self._prepare()
+        supervisor.start()
+        try:
+            ok, took = self._wait_converged(0)
+            if not ok:
+                raise RuntimeError("the daemon never converged before the first fault")
+            kinds = list(KINDS)
+            self.random.shuffle(kinds)
+            plan = [kinds[i] if i < len(kinds) else self.random.choice(KINDS) for i in range(faults)]
+            for index, kind in enumerate(plan, 1):
+                self._write_marker(index)
+                fault = getattr(self, f"_{kind}")
+                detail = fault(supervisor) if kind.startswith("daemon_") else fault()
+                since = time.time()
+                ok, took = self._wait_converged(since)
+                memory = self._memory() if ok else ""
+                lost = [m for m in self.markers if m not in memory]
+                if ok and lost:
+                    report.data_lost += len(lost)
+                    detail += f"; LOST {lost}"
+                result = FaultResult(index, kind, ok and not lost, round(took, 2), detail)
+                report.results.append(result)
+                self.out(
+                    f"fault {index:3d}/{faults} {kind:26s} {'converged' if result.converged else 'NOT CONVERGED'} "
+                    f"in {took:5.1f}s  ({detail})"
+                )
+                if not ok:
+                    self.out(self._tail(supervisor))
+        finally:
+            supervisor.stop()
+            report.daemon_restarts = supervisor.restarts
+            report.unhandled = self._unhandled(supervisor)
+        self.out(report.summary())
+        (self.workdir / "soak.json").write_text(json.dumps(report.to_dict(), indent=2))
+        return report
+
+    def _unhandled(self, supervisor: Supervisor) -> int:
+        count = 0
+        for path in supervisor.log_files():
+            text = path.read_text(errors="replace")
+            count += sum(text.count(mark) for mark in ("Traceback", "event=worker.error", "event=thread.crashed"))
+        return count
+
+    def _tail(self, supervisor: Supervisor) -> str:
+        files = supervisor.log_files()
+        return "\n".join(files[-1].read_text(errors="replace").splitlines()[-40:]) if files else ""
