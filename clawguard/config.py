@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _yaml
+from . import _yaml, redact
 from .entries import OwnerRef
 from .errors import ConfigError
 from .gateway import GATEWAY_SCHEMA
@@ -178,7 +178,21 @@ def parse_config(text: str, path: Path | str = "<string>") -> Config:
     return _build(_yaml.loads(text, file), file)
 
 
+def _strings(node: _yaml.Located, key: str = "") -> Iterator[tuple[str, Any]]:
+    """Every scalar of the document with the name of the key it sits under."""
+    if isinstance(node.value, dict):
+        for name, child in node.value.items():
+            yield from _strings(child, str(name))
+    elif isinstance(node.value, list):
+        for child in node.value:
+            yield from _strings(child, key)
+    else:
+        yield key, node.value
+
+
 def _build(document: _yaml.Located, file: Path) -> Config:
+    # Before validation, so that an error message quoting a value is masked too.
+    redact.remember_config_values(_strings(document))
     ctx = Context(file)
     data = config_schema().validate(document, "", ctx)
     sandboxes: dict[str, SandboxConfig] = {}

@@ -41,6 +41,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog for the CLI and the daemon. Safe to call more than once."""
     # journald sets JOURNAL_STREAM for services whose stderr it reads (systemd.exec(5)).
     journald = "JOURNAL_STREAM" in os.environ
+    redact.remember_environment()  # a hook or an error that echoes $TELEGRAM_BOT_TOKEN prints ***
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -156,7 +156,9 @@ class CaptureStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None  # an unfinished or foreign file is not a generation
 
-    def save(self, data: bytes, container_id: str, reason: str, members: list[tarfile.TarInfo]) -> Capture:
+    def save(
+        self, data: bytes, container_id: str, reason: str, members: list[tarfile.TarInfo], taken_at: float | None = None
+    ) -> Capture:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         latest = self.latest()
         generation = (latest.generation + 1) if latest else 1
@@ -165,7 +167,7 @@ class CaptureStore:
         tops = sorted(n for n in names if not any(n.startswith(other + "/") for other in names))
         capture = Capture(
             generation=generation,
-            taken_at=time.time(),
+            taken_at=taken_at if taken_at is not None else time.time(),
             container_id=container_id,
             reason=reason,
             files=sum(1 for m in members if m.isfile()),
@@ -313,6 +315,8 @@ def capture(
         bound.info("persist.capture_skipped", why="pod not restored yet")
         return CaptureOutcome("skipped", "this pod has not been restored yet")
     started = time.monotonic()
+    # The capture holds the data as of the moment tar started reading: that is its time.
+    as_of = time.time()
     result = target.exec(instance, ["sh", "-c", CAPTURE_SCRIPT, "sh", *patterns])
     if result.code != 0:
         text = result.stderr.decode(errors="replace").strip()[-300:]
@@ -329,15 +333,14 @@ def capture(
         raise TargetError(f"{sandbox}: {exc}") from None
     store = CaptureStore(sandbox, keep, state_root)
     latest = store.latest()
-    now = time.time()
     if latest is not None and not members and latest.files:
         bound.warning("persist.capture_empty", kept_generation=latest.generation)
         return CaptureOutcome("skipped", "the pod holds none of the persisted paths; the previous capture stays")
     if latest is not None and latest.sha256 == hashlib.sha256(data).hexdigest():
-        set_persist_state(sandbox, state_root, last_capture_at=now, last_capture_generation=latest.generation)
+        set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=latest.generation)
         return CaptureOutcome("unchanged", capture=latest)
-    saved = store.save(data, instance.id, reason, members)
-    set_persist_state(sandbox, state_root, last_capture_at=now, last_capture_generation=saved.generation)
+    saved = store.save(data, instance.id, reason, members, as_of)
+    set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=saved.generation)
     bound.info(
         "persist.captured",
         generation=saved.generation,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -9,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from . import redact
 from .config import SandboxConfig
 from .entries import Entry, Ids, Inspection, SourceChanged, compare, declared_paths
 from .errors import ConfigError, TargetError
@@ -90,6 +92,10 @@ def run_plan(
 ) -> RestoreReport:
     started = time.monotonic()
     bound = log.bind(sandbox=plan.sandbox.name, container_id=instance.short_id)
+    for entry in plan.entries:
+        if entry.kind == "file" and entry.mode is not None and not entry.mode & 0o077:
+            with contextlib.suppress(SourceChanged, OSError):  # the step itself reports those
+                redact.remember_private_content(entry.data())  # a credential: never let it reach a log line
     fs = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin))
     try:
         ids = resolve_owners(plan, fs.users())

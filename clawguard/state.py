@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ClawguardError
+from .redact import redact_value
 
 
 def state_dir() -> Path:
@@ -64,7 +65,8 @@ def update_state(sandbox: str, root: Path | None = None, **changes: Any) -> dict
     """Merge ``changes`` into the sandbox's state. Call with the sandbox lock held."""
     path = sandbox_dir(sandbox, root) / "state.json"
     state = read_json(path)
-    state.update(changes, sandbox=sandbox, updated_at=time.time())
+    # `clawguard status` prints what is stored here: it gets the same masking as the logs.
+    state.update(redact_value("", changes), sandbox=sandbox, updated_at=time.time())
     write_json(path, state)
     return state
 

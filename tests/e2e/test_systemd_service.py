@@ -8,6 +8,7 @@ systemd testbed, `clawguard install-service` writes the unit, systemd runs it
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,11 @@ from tests.integration.conftest import SANDBOX, sandbox_exec, wait_for
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 VENV = "/home/claw/venv"
+# Secrets the journal must never show: in a URL of the config, in a hook's arguments,
+# and in the service's environment (issue 5).
+URL_TOKEN = "url-" + secrets.token_hex(16)
+HOOK_TOKEN = "hook-" + secrets.token_hex(16)
+ENV_TOKEN = "env-" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +59,9 @@ sandboxes:
   {SANDBOX}:
     target: {{kind: k3s, cluster: openshell-cluster-nemoclaw}}
     archive: /src/restore-archive
+    gateway: {{health_url: "http://127.0.0.1:18789/?token={URL_TOKEN}"}}
+    hooks:
+      on_restored: [sh, -c, 'echo "hook saw $TELEGRAM_BOT_TOKEN and $0" >&2; exit 1', "Authorization: Bearer {HOOK_TOKEN}"]
 """
     systemd.put_file("/home/claw/.config/clawguard/config.yaml", config.encode(), user=True)
     yield systemd
@@ -84,6 +93,7 @@ def test_the_service_restores_a_restarted_pod(host: SystemdHost, testbed: object
     out = _run(host, [f"{VENV}/bin/clawguard", "install-service"])
     assert "loginctl enable-linger" in out
     _run(host, ["systemctl", "--user", "daemon-reload"])
+    _run(host, ["systemctl", "--user", "set-environment", f"TELEGRAM_BOT_TOKEN={ENV_TOKEN}"])
     _run(host, ["systemctl", "--user", "enable", "--now", "clawguard"], timeout=240)
     assert _show(host, "ActiveState") == "active"
     assert _show(host, "StatusText").startswith(f"{SANDBOX}: ")
@@ -102,6 +112,24 @@ def test_the_service_restores_a_restarted_pod(host: SystemdHost, testbed: object
         assert event in journal, event
     priorities = _run(host, ["journalctl", "--user", "-u", "clawguard", "--no-pager", "-o", "json", "-n", "50"])
     assert any(json.loads(line).get("PRIORITY") == "6" for line in priorities.splitlines() if line.strip())
+
+    # The hook failed loudly, echoing every secret it had; the journal shows none of them.
+    wait_for("the hook's failure in the journal", lambda: "event=hook.done" in _journal(host), timeout=60)
+    journal = _journal(host)
+    assert "outcome=failed" in journal and "***" in journal
+    for token in (URL_TOKEN, HOOK_TOKEN, ENV_TOKEN):
+        assert token not in journal
+
+    # The unit's hardening is really in force in a user unit, on the running process.
+    pid = _show(host, "MainPID")
+    proc_status = _run(host, ["cat", f"/proc/{pid}/status"])
+    assert "NoNewPrivs:\t1" in proc_status
+    assert "Seccomp:\t2" in proc_status  # SystemCallFilter= installed a filter
+    assert _show(host, "UMask") == "0077"
+
+
+def _journal(host: SystemdHost) -> str:
+    return _run(host, ["journalctl", "--user", "-u", "clawguard", "--no-pager", "-o", "cat"])
 
 
 def test_a_stopped_daemon_is_killed_by_the_watchdog_and_converges(host: SystemdHost, testbed: object) -> None:

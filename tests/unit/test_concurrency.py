@@ -1,0 +1,90 @@
+"""Issue 5: a one-shot restore and the daemon racing on one sandbox never interleave writes."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clawguard import converge as converge_module
+from clawguard import log, parse_config
+from clawguard.converge import converge
+from clawguard.daemon import Daemon
+from clawguard.sandboxfs import APPLY_SCRIPT
+from clawguard.targets.base import ExecResult, Instance
+
+from .chroot_sandbox import make_sandbox_root
+from .conftest import basic_config
+from .test_daemon import PodTarget, Recorder, _wait
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
+
+
+class SlowPod(PodTarget):
+    """Every command takes a little longer, so that the racers really overlap in time."""
+
+    writes: list[tuple[int, float, float]]
+
+    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        time.sleep(0.01)
+        started = time.monotonic()
+        result = super().exec(instance, argv, stdin)
+        if APPLY_SCRIPT in argv:
+            self.writes.append((threading.get_ident(), started, time.monotonic()))
+        return result
+
+
+def test_one_shot_restores_and_the_daemon_take_turns(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log.configure("error", io.StringIO())
+    spans: list[tuple[int, float, float]] = []
+    real_run_plan = converge_module.run_plan
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return real_run_plan(*args, **kwargs)
+        finally:
+            spans.append((threading.get_ident(), started, time.monotonic()))
+
+    monkeypatch.setattr(converge_module, "run_plan", recorded)
+    config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
+    sandbox = config.sandboxes["my-assistant"]
+    root = tmp_path / "root"
+    daemon_target = SlowPod(make_sandbox_root(root))
+    writes: list[tuple[int, float, float]] = []
+    daemon_target.writes = writes
+    daemon = Daemon(config, Recorder(), targets={"my-assistant": daemon_target})
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        _wait(lambda: bool(spans))
+        for round_number in range(4):
+            daemon_target.replace_pod(f"{round_number + 1}" * 64)  # wiped: everyone has work to do
+            one_shot = SlowPod(root)
+            one_shot.instance = daemon_target.instance
+            one_shot.writes = writes
+            racers = [threading.Thread(target=converge, args=(sandbox,), kwargs={"target": one_shot}) for _ in range(2)]
+            for racer in racers:
+                racer.start()
+            for racer in racers:
+                racer.join(60)
+        _wait(lambda: len({ident for ident, _, _ in spans}) >= 3)  # the daemon and the one-shots all ran
+    finally:
+        daemon.shutdown()
+        runner.join(20)
+
+    spans.sort(key=lambda span: span[1])
+    for (a_ident, _a_start, a_end), (b_ident, b_start, _b_end) in itertools.pairwise(spans):
+        assert b_start >= a_end, f"restores overlapped: thread {a_ident} and thread {b_ident}"
+    assert len(writes) >= 8
+    for ident, start, end in writes:  # every write inside a restore of the same thread
+        assert any(s_ident == ident and s <= start and end <= e for s_ident, s, e in spans)
