@@ -12,10 +12,10 @@ import structlog
 
 from . import redact
 from .config import SandboxConfig
-from .entries import Entry, Ids, Inspection, SourceChanged, compare, declared_paths
+from .entries import Drift, Entry, Ids, Inspection, SourceChanged, compare, declared_paths
 from .errors import ConfigError, TargetError
 from .persist import Capture, CaptureRejected, read_members
-from .plan import Plan, PlannedStep, build_plan
+from .plan import Plan, build_plan
 from .sandboxfs import SandboxCommandFailed, SandboxFS, UserTable, Write
 from .targets import Instance, Target, make_target
 
@@ -98,15 +98,15 @@ def run_plan(
                 redact.remember_private_content(entry.data())  # a credential: never let it reach a log line
     fs = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin))
     try:
-        ids = resolve_owners(plan, fs.users())
-        before = fs.inspect(plan.entries)
+        users, before = fs.users_and_inspect(plan.entries)  # one exec reads everything
     except SandboxCommandFailed as exc:
         raise TargetError(str(exc)) from None
+    ids = resolve_owners(plan, users)
     declared = declared_paths(plan.entries)
     report = RestoreReport(plan.sandbox.name, instance.id, dry_run)
     bound.info("restore.start", steps=len(plan.steps), dry_run=dry_run)
-    for index, planned in enumerate(plan.steps, 1):
-        step_report = _run_step(planned, fs, before, ids, declared, dry_run)
+    groups = [Group(p.step.name, p.step.kind, p.entries) for p in plan.steps]
+    for index, step_report in enumerate(apply_groups(groups, fs, before, ids, declared, dry_run), 1):
         report.steps.append(step_report)
         bound.log(
             40 if step_report.outcome == FAILED else 20,
@@ -154,65 +154,103 @@ def resolve_owners(plan: Plan, users: UserTable) -> dict[Entry, Ids | None]:
     return result
 
 
-def _run_step(
-    planned: PlannedStep,
-    fs: SandboxFS,
-    before: Inspection,
-    ids: dict[Entry, Ids | None],
-    declared: frozenset[str],
-    dry_run: bool,
-) -> StepReport:
-    step = planned.step
-    return apply_entries(step.name, step.kind, planned.entries, fs, before, ids, declared, dry_run)
+@dataclass(frozen=True)
+class Group:
+    """Entries checked and reported together: one step of the plan, or the persisted state."""
+
+    name: str
+    kind: str
+    entries: list[Entry]
 
 
-def apply_entries(
-    name: str,
-    kind: str,
-    entries: list[Entry],
+def apply_groups(
+    groups: list[Group],
     fs: SandboxFS,
     before: Inspection,
     ids: Mapping[Entry, Ids | None],
     declared: frozenset[str],
     dry_run: bool,
-) -> StepReport:
-    """Check → apply → check one group of entries; the report says what happened."""
+) -> list[StepReport]:
+    """Check every group, apply all of them in one exec (one tar stream, then the
+    fix-ups, in plan order), and verify each from the read-back of that same exec.
+
+    If the batch fails, the groups are applied one by one instead, so that the
+    report names the step that really failed.
+    """
     started = time.monotonic()
-    report = StepReport(name, kind, OK, 0.0)
-
-    def drifts(inspection: Inspection) -> list[Any]:
-        found = (compare(e, inspection, ids[e], declared) for e in entries)
-        return [d for d in found if d is not None]
-
-    pending = drifts(before)
-    report.changes = [f"{d.entry.path}: {p}" for d in pending for p in d.problems]
-    if pending and dry_run:
-        report.outcome = WOULD_CHANGE
-    elif pending:
-        unsafe = [d.entry.path for d in pending if d.unsafe]
-        if unsafe:
+    reports: list[StepReport] = []
+    pending: list[tuple[Group, StepReport, list[Drift]]] = []
+    for group in groups:
+        report = StepReport(group.name, group.kind, OK, 0.0)
+        drifts = _drifts(group.entries, before, ids, declared)
+        report.changes = [f"{d.entry.path}: {p}" for d in drifts for p in d.problems]
+        reports.append(report)
+        if not drifts:
+            continue
+        if dry_run:
+            report.outcome = WOULD_CHANGE
+        elif unsafe := [d.entry.path for d in drifts if d.unsafe]:
             report.outcome = FAILED
             report.error = "refusing to write through an undeclared symlink: " + ", ".join(unsafe)
         else:
-            write = Write(
-                remove=[path for d in pending for path in d.remove],
-                members=[(d.entry, ids[d.entry]) for d in pending if d.write],
-                fixups=[(d.entry, ids[d.entry]) for d in pending],
-            )
-            try:
-                left = drifts(fs.apply(write, entries))
-            except (SandboxCommandFailed, SourceChanged) as exc:
-                report.outcome, report.error = FAILED, str(exc)
-            else:
-                if left:
-                    report.outcome = FAILED
-                    report.error = "still wrong after apply: " + "; ".join(
-                        f"{d.entry.path}: {p}" for d in left for p in d.problems
-                    )
-                else:
-                    report.outcome = CHANGED
-    report.duration = time.monotonic() - started
-    return report
+            pending.append((group, report, drifts))
+    if pending:
+        write = _write([d for _, _, drifts in pending for d in drifts], ids)
+        verify = [entry for group, _, _ in pending for entry in group.entries]
+        try:
+            after = fs.apply(write, verify)
+        except (SandboxCommandFailed, SourceChanged):
+            for group, report, drifts in pending:  # find out which step it was
+                _apply_one(group, report, drifts, fs, ids, declared)
+        else:
+            for group, report, _ in pending:
+                _verify(group, report, after, ids, declared)
+    elapsed = time.monotonic() - started
+    for report in reports:  # the checks and the write were shared: split their time evenly
+        report.duration = elapsed / len(reports)
+    return reports
+
+
+def _drifts(
+    entries: list[Entry], inspection: Inspection, ids: Mapping[Entry, Ids | None], declared: frozenset[str]
+) -> list[Drift]:
+    found = (compare(e, inspection, ids[e], declared) for e in entries)
+    return [d for d in found if d is not None]
+
+
+def _write(drifts: list[Drift], ids: Mapping[Entry, Ids | None]) -> Write:
+    return Write(
+        remove=[path for d in drifts for path in d.remove],
+        members=[(d.entry, ids[d.entry]) for d in drifts if d.write],
+        fixups=[(d.entry, ids[d.entry]) for d in drifts],
+    )
+
+
+def _verify(
+    group: Group, report: StepReport, after: Inspection, ids: Mapping[Entry, Ids | None], declared: frozenset[str]
+) -> None:
+    left = _drifts(group.entries, after, ids, declared)
+    if left:
+        report.outcome = FAILED
+        report.error = "still wrong after apply: " + "; ".join(f"{d.entry.path}: {p}" for d in left for p in d.problems)
+    else:
+        report.outcome = CHANGED
+
+
+def _apply_one(
+    group: Group,
+    report: StepReport,
+    drifts: list[Drift],
+    fs: SandboxFS,
+    ids: Mapping[Entry, Ids | None],
+    declared: frozenset[str],
+) -> None:
+    try:
+        after = fs.apply(_write(drifts, ids), group.entries)
+    except (SandboxCommandFailed, SourceChanged) as exc:
+        report.outcome, report.error = FAILED, str(exc)
+    else:
+        _verify(group, report, after, ids, declared)
 
 
 PERSISTED = "persisted state"
@@ -236,7 +274,7 @@ def restore_persisted(
     except SandboxCommandFailed as exc:
         raise TargetError(str(exc)) from None
     ids: dict[Entry, Ids | None] = {m.entry: m.ids for m in members}
-    report = apply_entries(PERSISTED, "persist", entries, fs, before, ids, declared_paths(entries), dry_run)
+    [report] = apply_groups([Group(PERSISTED, "persist", entries)], fs, before, ids, declared_paths(entries), dry_run)
     report.duration = time.monotonic() - started
     log.log(
         40 if report.outcome == FAILED else 20,

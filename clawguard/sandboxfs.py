@@ -254,6 +254,12 @@ class SandboxFS:
     def users(self) -> UserTable:
         return UserTable.parse(self._check("reading /etc/passwd", ["sh", "-c", PASSWD_SCRIPT]))
 
+    def users_and_inspect(self, entries: Iterable[Entry]) -> tuple[UserTable, Inspection]:
+        """The user table and an inspection, in one exec (a restore's whole read side)."""
+        argv = ["sh", "-c", PASSWD_SCRIPT + "; echo '--inspect--'\n" + INSPECT_SCRIPT, "sh", *inspect_args(entries)]
+        users, _, inspection = self._check("reading the sandbox", argv).partition("--inspect--\n")
+        return UserTable.parse(users), parse_inspection(inspection)
+
     def inspect(self, entries: Iterable[Entry]) -> Inspection:
         args = inspect_args(entries)
         if not args:

@@ -85,6 +85,6 @@ def test_one_shot_restores_and_the_daemon_take_turns(
     spans.sort(key=lambda span: span[1])
     for (a_ident, _a_start, a_end), (b_ident, b_start, _b_end) in itertools.pairwise(spans):
         assert b_start >= a_end, f"restores overlapped: thread {a_ident} and thread {b_ident}"
-    assert len(writes) >= 8
+    assert len(writes) >= 5  # one batched write per restore that had work: the first and four rounds
     for ident, start, end in writes:  # every write inside a restore of the same thread
         assert any(s_ident == ident and s <= start and end <= e for s_ident, s, e in spans)

@@ -158,12 +158,15 @@ def test_config_hash_not_created_when_absent(archive: Path, sandbox_root: Path) 
     assert not (sandbox_root / "sandbox/.openclaw/.config-hash").exists()
 
 
-def test_checks_are_batched(archive: Path, sandbox_root: Path) -> None:
+def test_a_restore_is_one_read_and_one_write(archive: Path, sandbox_root: Path) -> None:
     target = ChrootTarget(sandbox_root)
-    assert _restore(archive, sandbox_root).ok
-    run_plan(_plan(archive), target, target.locate())
-    # users + one inspection of the whole plan, whatever the number of files
+    report = run_plan(_plan(archive), target, target.locate())
+    assert report.ok and report.changed == len(report.steps)
+    # Users and every path read in one exec; every step written and read back in one more.
     assert len(target.calls) == 2
+    target.calls.clear()
+    assert run_plan(_plan(archive), target, target.locate()).changed == 0
+    assert len(target.calls) == 1  # nothing to do: one read, whatever the number of files
 
 
 class _FailingWrites(ChrootTarget):
