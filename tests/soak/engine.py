@@ -180,6 +180,7 @@ class Supervisor:
 
 class Soak:
     def __init__(self, testbed: Any, workdir: Path, seed: int, out: Callable[[str], None] = print) -> None:
+        # workdir keeps the daemon logs, the state and soak.json for a post-mortem.
         self.bed = testbed
         self.workdir = workdir
         self.seed = seed
@@ -278,14 +279,14 @@ class Soak:
     def _write_marker(self, index: int) -> None:
         """The agent writes to its memory; wait until a capture has it (the data we may not lose)."""
         marker = f"soak marker {self.seed}-{index}"
-        written_at = time.time()
         script = 'printf "%s\\n" "$1" >> "$2"'
         code, _, err = self.bed.exec_in_sandbox(AGENT, ["sh", "-c", script, "sh", marker, MEMORY], user="sandbox")
         if code != 0:
             raise RuntimeError(f"writing the marker failed: {err!r}")
+        written_at = time.time()  # after the write returned: a capture that started later has it
         self.markers.append(marker)
         deadline = time.monotonic() + 30
-        while ((self._state(AGENT).get("persist") or {}).get("last_capture_at") or 0) <= written_at + 0.05:
+        while ((self._state(AGENT).get("persist") or {}).get("last_capture_at") or 0) <= written_at:
             if time.monotonic() > deadline:
                 raise RuntimeError("no capture after the marker was written")
             time.sleep(0.2)
@@ -383,10 +384,11 @@ class Soak:
                 since = time.time()
                 ok, took = self._wait_converged(since)
                 memory = self._memory() if ok else ""
-                lost = [m for m in self.markers if m not in memory]
-                if ok and lost:
+                lost = [m for m in self.markers if m not in memory] if ok else []
+                if lost:
                     report.data_lost += len(lost)
                     detail += f"; LOST {lost}"
+                    self.markers = [m for m in self.markers if m not in lost]  # each loss counts once
                 result = FaultResult(index, kind, ok and not lost, round(took, 2), detail)
                 report.results.append(result)
                 self.out(
