@@ -81,6 +81,11 @@ DAEMON_SCHEMA = Record(
             Int(minimum=1, maximum=86400), "Seconds between captures of each sandbox's persisted paths.", 60
         ),
         "persist_keep": Field(Int(minimum=1, maximum=1000), "Capture generations kept per sandbox.", 5),
+        "max_parallel": Field(
+            Int(minimum=1, maximum=64),
+            "Restores running at once across sandboxes (after a cluster restart, all need one).",
+            8,
+        ),
         "live_resync": Field(
             Bool(), "Watch each archive and re-apply the steps a changed file feeds, to the live sandbox.", True
         ),
@@ -118,6 +123,7 @@ class DaemonSettings:
     verify_interval: int = 300
     persist_interval: int = 60
     persist_keep: int = 5
+    max_parallel: int = 8
     live_resync: bool = True
 
 

@@ -78,8 +78,11 @@ class SandboxWorker(threading.Thread):
         on_change: Callable[[], None],
         state_root: Path | None,
         target: Target | None = None,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         super().__init__(name=f"worker-{sandbox.name}", daemon=True)
+        # Shared by all workers: how many restores may run at once.
+        self.slots = slots or threading.BoundedSemaphore(settings.daemon.max_parallel)
         self.sandbox = sandbox
         self.plan = plan
         self.settings = settings.daemon
@@ -230,6 +233,16 @@ class SandboxWorker(threading.Thread):
             delay = min(delay * 2, self.settings.backoff_max)
 
     def _converge(self, reason: str, plan: Plan | None = None) -> None:
+        while not self.slots.acquire(timeout=1.0):  # waiting for a slot is alive, not hung
+            self.heartbeat()
+            if self.stop.is_set():
+                return
+        try:
+            self._converge_now(reason, plan)
+        finally:
+            self.slots.release()
+
+    def _converge_now(self, reason: str, plan: Plan | None) -> None:
         started_generation = self.generation
         self.status.busy_until = time.monotonic() + 300
         try:
@@ -294,9 +307,10 @@ class Daemon:
         self.changed = threading.Event()
         # Validate every plan before starting anything (exit 2 on bad input).
         plans = {name: build_plan(sandbox) for name, sandbox in config.sandboxes.items()}
+        slots = threading.BoundedSemaphore(config.daemon.max_parallel)
         self.workers = [
             SandboxWorker(
-                sandbox, plans[name], config, self.stop, self.changed.set, state_root, (targets or {}).get(name)
+                sandbox, plans[name], config, self.stop, self.changed.set, state_root, (targets or {}).get(name), slots
             )
             for name, sandbox in config.sandboxes.items()
         ]

@@ -88,3 +88,44 @@ def test_one_shot_restores_and_the_daemon_take_turns(
     assert len(writes) >= 5  # one batched write per restore that had work: the first and four rounds
     for ident, start, end in writes:  # every write inside a restore of the same thread
         assert any(s_ident == ident and s <= start and end <= e for s_ident, s, e in spans)
+
+
+def test_restores_across_sandboxes_run_in_parallel_up_to_the_bound(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log.configure("error", io.StringIO())
+    running = 0
+    peak = 0
+    guard = threading.Lock()
+    real_run_plan = converge_module.run_plan
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, peak
+        with guard:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.3)  # long enough for the others to pile up
+            return real_run_plan(*args, **kwargs)
+        finally:
+            with guard:
+                running -= 1
+
+    monkeypatch.setattr(converge_module, "run_plan", counted)
+    names = [f"sandbox-{n}" for n in range(5)]
+    text = "version: 1\ndaemon: {max_parallel: 2}\nsandboxes:\n" + "".join(
+        f"  {name}:\n    target: {{kind: k3s}}\n    archive: {archive}\n    gateway: {{enabled: false}}\n"
+        for name in names
+    )
+    targets = {name: SlowPod(make_sandbox_root(tmp_path / name)) for name in names}
+    for target in targets.values():
+        target.writes = []
+    daemon = Daemon(parse_config(text, "c.yaml"), Recorder(), targets=dict(targets))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        _wait(lambda: all(t.writes for t in targets.values()), timeout=60)  # every sandbox restored
+    finally:
+        daemon.shutdown()
+        runner.join(20)
+    assert peak == 2  # parallel, and never more than max_parallel
