@@ -35,13 +35,16 @@ _SCALARS = yaml.SafeLoader("")
 
 def load(path: Path) -> Located:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", file=path) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path, line=line) from None
     return loads(text, path)
 
 
@@ -53,7 +56,11 @@ def loads(text: str, path: Path) -> Located:
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError(f"YAML syntax error: {problem}", file=path, line=line) from None
-    except yaml.YAMLError as exc:  # reader errors: control characters and the like
+    except yaml.reader.ReaderError as exc:  # control characters: the reader knows the offset, not the line
+        line = text.count("\n", 0, exc.position) + 1
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ConfigError(f"YAML error: unacceptable character {what}: {exc.reason}", file=path, line=line) from None
+    except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}", file=path) from None
     if node is None:
         return Located({}, 1)

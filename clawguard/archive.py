@@ -22,10 +22,24 @@ class TreeItem:
     link: str | None = None
 
 
-def _check_name(archive: Path, rel: str, key: str | None) -> None:
+def shown(name: str) -> str:
+    """A file name quoted for a message: undecodable bytes as \\xNN, control characters
+    escaped, so a name can neither garble the message nor drive the user's terminal."""
+    out = []
+    for char in name:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(repr(char)[1:-1])
+        else:
+            out.append(char)
+    return "'" + "".join(out) + "'"
+
+
+def check_name(archive: Path, rel: str, key: str | None = None) -> None:
     if _BAD_NAME.search(rel):
-        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise ArchiveError(f"{shown!r}: names must be UTF-8 without control characters", file=archive, key=key)
+        raise ArchiveError(f"{shown(rel)}: names must be UTF-8 without control characters", file=archive, key=key)
 
 
 def _inside(archive: Path, path: Path) -> bool:
@@ -36,14 +50,19 @@ def _inside(archive: Path, path: Path) -> bool:
     return True
 
 
+def check_inside(archive: Path, rel: str, key: str | None = None) -> None:
+    """``rel`` must resolve inside the archive: a symlink out would copy any host file."""
+    if not _inside(archive, archive / rel):
+        raise ArchiveError(f"{rel}: is a symlink pointing outside the archive", file=archive, key=key)
+
+
 def source_file(archive: Path, rel: str, key: str | None = None) -> Path:
     """The archive file at ``rel``: it must exist, be a regular file and stay inside."""
-    _check_name(archive, rel, key)
+    check_name(archive, rel, key)
     path = archive / rel
     if not path.exists() and not path.is_symlink():
         raise ArchiveError(f"{rel}: no such file in the archive", file=archive, key=key)
-    if not _inside(archive, path):
-        raise ArchiveError(f"{rel}: is a symlink pointing outside the archive", file=archive, key=key)
+    check_inside(archive, rel, key)
     if not path.is_file():
         raise ArchiveError(f"{rel}: expected a regular file", file=archive, key=key)
     if not os.access(path, os.R_OK):
@@ -58,9 +77,14 @@ def walk_tree(archive: Path, rel: str, key: str | None = None) -> list[TreeItem]
     and stay inside the tree: the sandbox must never get a link into the host's
     idea of the filesystem.
     """
-    _check_name(archive, rel, key)
+    check_name(archive, rel, key)
     root = archive / rel
-    if not root.is_dir() or root.is_symlink():
+    if root.is_symlink():
+        check_inside(archive, rel, key)
+        raise ArchiveError(
+            f"{rel}: is a symlink; a tree must be a real directory in the archive", file=archive, key=key
+        )
+    if not root.is_dir():
         raise ArchiveError(f"{rel}: expected a directory", file=archive, key=key)
     if not _inside(archive, root):
         raise ArchiveError(f"{rel}: resolves outside the archive", file=archive, key=key)
@@ -71,7 +95,7 @@ def walk_tree(archive: Path, rel: str, key: str | None = None) -> list[TreeItem]
         for name in sorted(dirnames) + sorted(filenames):
             path = base / name
             inner = path.relative_to(root).as_posix()
-            _check_name(archive, f"{rel}/{inner}", key)
+            check_name(archive, f"{rel}/{inner}", key)
             info = path.lstat()
             if stat.S_ISLNK(info.st_mode):
                 link = os.readlink(path)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .archive import check_inside, check_name
 from .config import SandboxConfig
 from .errors import ArchiveError
 from .steps import REGISTRY, Origin, Step
@@ -19,6 +20,10 @@ def derive_steps(sandbox: SandboxConfig) -> list[Step]:
     first, because a gateway that starts without them is broken until restarted."""
     archive, layout = sandbox.archive, sandbox.layout
     names = set(os.listdir(archive))
+    for name in sorted(names):
+        if not name.startswith("."):
+            # Before a name reaches a message or a step label: it must be printable.
+            check_name(archive, name)
     unknown = sorted(
         n for n in names if not n.startswith(".") and not n.startswith("README") and _top(archive, n) not in KNOWN
     )
@@ -28,6 +33,11 @@ def derive_steps(sandbox: SandboxConfig) -> list[Step]:
             "(use an explicit plan: for anything else)",
             file=archive,
         )
+
+    for name in sorted(names):
+        if _top(archive, name) in KNOWN:
+            # skills -> /etc would otherwise read as "skills/passwd is not a directory".
+            check_inside(archive, name)
 
     steps: list[Step] = []
 
@@ -83,7 +93,13 @@ def _children(archive: Path, folder: str, *, want_dirs: bool) -> list[str]:
         if name.startswith("."):
             continue
         path = os.path.join(base, name)
-        if os.path.isdir(path) != want_dirs or (want_dirs and os.path.islink(path)):
+        check_name(archive, f"{folder}/{name}")
+        check_inside(archive, f"{folder}/{name}")
+        if want_dirs and os.path.islink(path):
+            raise ArchiveError(
+                f"{folder}/{name}: is a symlink; a skill must be a real directory in the archive", file=archive
+            )
+        if os.path.isdir(path) != want_dirs:
             what = "a directory per skill" if want_dirs else "plain files (no directories)"
             raise ArchiveError(f"{folder}/{name}: {folder}/ must hold {what}", file=archive)
         result.append(name)

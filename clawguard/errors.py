@@ -7,7 +7,15 @@ cooperate: exit 1.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (a newline becomes \\n)."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 class ClawguardError(Exception):
@@ -36,13 +44,15 @@ class InputError(ClawguardError):
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
+        # The file and the key path are the user's own text (a sandbox name, an unknown
+        # key): escaped, so that they cannot forge a second line or drive the terminal.
         where = ""
         if self.file:
-            where = self.file
+            where = printable(self.file)
             if self.line:
                 where += f":{self.line}"
             where += ": "
-        key = f"{self.key}: " if self.key else ""
+        key = f"{printable(self.key)}: " if self.key else ""
         return f"{where}{key}{self.message}"
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
 
 from .config import SandboxConfig
 from .conventions import derive_steps
@@ -10,6 +14,8 @@ from .entries import Entry
 from .errors import ArchiveError, ConfigError, InputError
 from .persist import covered
 from .steps import REGISTRY, Origin, Step, StepContext
+
+log = structlog.get_logger("clawguard.plan")
 
 
 @dataclass(frozen=True)
@@ -23,9 +29,10 @@ class Plan:
     sandbox: SandboxConfig
     steps: list[PlannedStep]
     persist: list[str] = field(default_factory=list)  # validated persisted paths and globs
+    warnings: list[str] = field(default_factory=list)  # safe to restore, but the user should know
 
     def subset(self, steps: list[PlannedStep]) -> Plan:
-        return Plan(self.sandbox, steps, self.persist)
+        return Plan(self.sandbox, steps, self.persist, self.warnings)
 
     @property
     def entries(self) -> list[Entry]:
@@ -36,12 +43,16 @@ def build_plan(sandbox: SandboxConfig) -> Plan:
     """Validate the whole plan and archive. Raises InputError; writes nothing."""
     archive = sandbox.archive
     if not archive.is_dir():
-        raise ArchiveError(
-            "the restore archive is not a directory (or does not exist)", file=archive, key=f"{sandbox.key}.archive"
+        raise _error_at(
+            sandbox, f"{sandbox.key}.archive", f"{archive} is not a directory (or does not exist)", cls=ArchiveError
         )
+    _check_layout(sandbox)
     steps = _explicit_steps(sandbox) if sandbox.plan is not None else derive_steps(sandbox)
     ctx = StepContext(archive, sandbox.layout, sandbox.user)
-    planned = [PlannedStep(step, step.entries(ctx)) for step in steps]
+    planned = [PlannedStep(step, _entries(sandbox, step, ctx)) for step in steps]
+    # Paths and sizes first: a 300 MiB stray file is refused from its size, not read.
+    _check_paths(sandbox, planned)
+    _check_persist(sandbox, planned)
     for item in planned:
         for entry in item.entries:
             if entry.kind == "file":
@@ -49,9 +60,54 @@ def build_plan(sandbox: SandboxConfig) -> Plan:
                     _ = entry.sha256  # read now: the plan is pinned to the content it validated
                 except OSError as exc:
                     raise ArchiveError(f"cannot read {entry.source}: {exc.strerror}", file=entry.source) from None
-    _check_paths(sandbox, planned)
-    _check_persist(sandbox, planned)
-    return Plan(sandbox, planned, list(sandbox.persist))
+    return Plan(sandbox, planned, list(sandbox.persist), _warn_readable_secrets(sandbox, planned))
+
+
+def _error_at(
+    sandbox: SandboxConfig,
+    key: str,
+    message: str,
+    fallback: str | None = None,
+    cls: type[InputError] = ConfigError,
+) -> InputError:
+    """An error at ``key`` of the config, on its line (or on ``fallback``'s when it was not written)."""
+    config = sandbox.config
+    line = config.lines.get(key) or (config.lines.get(fallback) if fallback else None)
+    return cls(message, file=config.path, key=key, line=line)
+
+
+def _check_layout(sandbox: SandboxConfig) -> None:
+    """Every layout directory is under the root, or every conventional step would write outside it."""
+    layout, key = sandbox.layout, f"{sandbox.key}.layout"
+    if layout.root == "/":
+        raise _error_at(sandbox, f"{key}.root", "must be a directory below /, such as /sandbox")
+    for name in ("config_dir", "data_dir", "workspace", "telegram_dir"):
+        value = getattr(layout, name)
+        if not _under(value, layout.root):
+            unset = f"{key}.{name}" not in sandbox.config.lines
+            hint = f" (its default; set {name} under the new root too)" if unset else ""
+            raise _error_at(
+                sandbox, f"{key}.{name}", f"{value} is outside the sandbox root {layout.root}{hint}", f"{key}.root"
+            )
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _entries(sandbox: SandboxConfig, step: Step, ctx: StepContext) -> list[Entry]:
+    """The step's entries. A config step that reads a bad archive file is reported at the
+    config line that names the file, with the archive it was looked for in."""
+    try:
+        return step.entries(ctx)
+    except ArchiveError as exc:
+        if _from_archive(step):
+            raise
+        key = f"{step.origin.key}.source"  # the only parameter a step reads the archive through
+        message = f"{exc.message} (archive: {exc.file})"
+        raise ArchiveError(
+            message, file=step.origin.file, key=key, line=sandbox.config.lines.get(key) or step.origin.line
+        ) from None
 
 
 def _explicit_steps(sandbox: SandboxConfig) -> list[Step]:
@@ -64,43 +120,138 @@ def _explicit_steps(sandbox: SandboxConfig) -> list[Step]:
     return steps
 
 
-def _fail(step: Step, message: str) -> InputError:
-    cls = ArchiveError if step.origin.key.startswith("archive:") else ConfigError
-    return cls(message, file=step.origin.file, key=step.origin.key, line=step.origin.line)
+def _from_archive(step: Step) -> bool:
+    """Whether the step comes from the archive's layout rather than the config's plan."""
+    return step.origin.key.startswith("archive:")
+
+
+def _param(step: Step, path: str) -> str | None:
+    """The parameter that put ``path`` in the plan: ``dest``, ``links[1]``, ``target``..."""
+    for name, value in step.values.items():
+        if name == "name":
+            continue
+        if value == path:
+            return name
+        if isinstance(value, list) and path in value:
+            return f"{name}[{value.index(path)}]"
+    dest = step.values.get("dest")
+    if isinstance(dest, str) and path.startswith(dest.rstrip("/") + "/"):
+        return "dest"  # a path inside a tree
+    return None
+
+
+def _fail(sandbox: SandboxConfig, step: Step, message: str, path: str | None = None) -> InputError:
+    """An error about ``step``; for a config step, at the key and line of the parameter behind ``path``."""
+    if _from_archive(step):
+        return ArchiveError(message, file=step.origin.file, key=step.origin.key, line=step.origin.line)
+    param = _param(step, path) if path is not None else None
+    key = f"{step.origin.key}.{param}" if param else step.origin.key
+    line = sandbox.config.lines.get(key) or step.origin.line
+    return ConfigError(message, file=step.origin.file, key=key, line=line)
 
 
 def _check_paths(sandbox: SandboxConfig, planned: list[PlannedStep]) -> None:
     root = sandbox.layout.root.rstrip("/") + "/"
     owners: dict[str, Step] = {}
     total = count = 0
+    largest: tuple[int, Path | None] = (0, None)
     for item in planned:
         for entry in item.entries:
             if not entry.path.startswith(root):
-                raise _fail(item.step, f"{entry.path} is outside the sandbox root {sandbox.layout.root}")
+                raise _fail(
+                    sandbox, item.step, f"{entry.path} is outside the sandbox root {sandbox.layout.root}", entry.path
+                )
             if (
                 entry.kind == "symlink"
                 and entry.link
                 and entry.link.startswith("/")
                 and not entry.link.startswith(root)
             ):
-                raise _fail(item.step, f"symlink {entry.path} -> {entry.link} points outside {sandbox.layout.root}")
+                raise _fail(
+                    sandbox,
+                    item.step,
+                    f"symlink {entry.path} -> {entry.link} points outside {sandbox.layout.root}",
+                    entry.link,
+                )
             if entry.path in owners:
                 first = owners[entry.path]
-                raise _fail(item.step, f"{entry.path} is also written by step {first.name!r} ({first.origin.key})")
+                raise _fail(
+                    sandbox,
+                    item.step,
+                    f"{entry.path} is also written by step {first.name!r} ({first.origin.key})",
+                    entry.path,
+                )
             owners[entry.path] = item.step
             count += 1
             if entry.source is not None:
-                total += entry.source.stat().st_size
-    limits = sandbox.limits
+                size = entry.source.stat().st_size
+                total += size
+                if size > largest[0]:
+                    largest = (size, entry.source)
+    _check_limits(sandbox, total, count, largest)
+
+
+def _check_limits(sandbox: SandboxConfig, total: int, count: int, largest: tuple[int, Path | None]) -> None:
+    limits, key, archive = sandbox.limits, f"{sandbox.key}.limits", sandbox.archive
     if total > limits.max_archive_bytes:
-        raise ArchiveError(
-            f"the plan copies {total} bytes, over limits.max_archive_bytes ({limits.max_archive_bytes})",
-            file=sandbox.archive,
+        size, path = largest
+        biggest = f"; the largest file is {path} ({size} bytes)" if path is not None else ""
+        raise _error_at(
+            sandbox,
+            f"{key}.max_archive_bytes",
+            f"the plan copies {total} bytes from {archive}, over limits.max_archive_bytes "
+            f"({limits.max_archive_bytes}){biggest}",
+            cls=ArchiveError,
         )
     if count > limits.max_files:
-        raise ArchiveError(
-            f"the plan has {count} paths, over limits.max_files ({limits.max_files})", file=sandbox.archive
+        raise _error_at(
+            sandbox,
+            f"{key}.max_files",
+            f"the plan from {archive} has {count} paths, over limits.max_files ({limits.max_files})",
+            cls=ArchiveError,
         )
+
+
+def _warn_readable_secrets(sandbox: SandboxConfig, planned: list[PlannedStep]) -> list[str]:
+    """Files the plan installs private (no group or other bits, like credentials/) but that
+    other users on the host can read. A warning, not an error: a git checkout gives 0644,
+    and the sandbox copy gets its declared mode whatever the host file's mode is."""
+    warnings = []
+    for item in planned:
+        for entry in item.entries:
+            if entry.source is None or entry.mode is None or entry.mode & 0o077:
+                continue
+            if not _readable_by_others(sandbox.archive, entry.source):
+                continue
+            mode = stat.S_IMODE(entry.source.stat().st_mode)
+            fix = f"chmod 600 {entry.source}"
+            tree = item.step.values.get("source") if item.step.kind == "tree" else None
+            if tree:
+                fix += f" (or all of them: chmod -R go-rwx {sandbox.archive / tree})"
+            why = (
+                f"{entry.source} is readable by other users on the host (mode {mode:04o}); "
+                f"the sandbox gets it as {entry.mode:04o}, but the archive copy is exposed: {fix}"
+            )
+            log.warning(
+                "archive.credentials_readable",
+                sandbox=sandbox.name,
+                file=str(entry.source),
+                mode=f"{mode:04o}",
+                reason="readable by other users on the host",
+                fix=fix,
+            )
+            warnings.append(why)
+    return warnings
+
+
+def _readable_by_others(archive: Path, path: Path) -> bool:
+    """Group or others may read the file, and search every directory down to it from the archive."""
+    dirs = [parent for parent in path.parents if parent == archive or archive in parent.parents]
+    mode = path.stat().st_mode
+    return any(
+        mode & read and all(folder.stat().st_mode & search for folder in dirs)
+        for read, search in ((stat.S_IRGRP, stat.S_IXGRP), (stat.S_IROTH, stat.S_IXOTH))
+    )
 
 
 def _check_persist(sandbox: SandboxConfig, planned: list[PlannedStep]) -> None:

@@ -226,7 +226,8 @@ class Record(Schema):
             if name not in result:
                 child_key = f"{key}.{name}" if key else name
                 if spec.required:
-                    raise ctx.error(child_key, "is required", node.line)
+                    # The line of the mapping's own key ("my-assistant:"), not of its first child.
+                    raise ctx.error(child_key, "is required", ctx.lines.get(key, node.line))
                 if isinstance(spec.schema, Record):  # an absent section still gets its defaults
                     result[name] = spec.schema.validate(Located({}, node.line), child_key, ctx)
                 else:
@@ -264,6 +265,13 @@ class ListOf(Schema):
     def validate(self, node: Located, key: str, ctx: Context) -> list[Any]:
         if node.value is None:
             return []
+        if isinstance(node.value, str):
+            # Mostly a hook written as a command line: nothing ever splits it, and no shell runs it.
+            raise ctx.error(
+                key,
+                "expected a list, got a string: write a YAML list such as [a, b] (a string is never split)",
+                node.line,
+            )
         if not isinstance(node.value, list):
             raise _type_error(self, node, key, ctx)
         out = []

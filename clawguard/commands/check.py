@@ -23,4 +23,6 @@ def run(args: argparse.Namespace) -> int:
         plan = build_plan(sandbox)
         if not args.quiet:
             print(f"{sandbox.name}: ok: {len(plan.steps)} steps, {len(plan.entries)} paths, archive {sandbox.archive}")
+            for warning in plan.warnings:
+                print(f"{sandbox.name}: warning: {warning}")
     return 0

@@ -51,3 +51,18 @@ def test_unreachable_docker_exits_1(archive: Path, write_config, capsys: pytest.
     )
     assert main(["-c", str(write_config(body)), "restore"]) == 1
     assert "Docker is not reachable" in capsys.readouterr().err
+
+
+def test_check_prints_why_readable_credentials_need_fixing(
+    archive: Path, write_config, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    secret = archive / "credentials" / "proxmox.env"
+    secret.chmod(0o644)
+    config = str(write_config(basic_config(archive)))
+    assert main(["-c", config, "check"]) == 0  # a warning, not a refusal
+    captured = capsys.readouterr()
+    assert f"my-assistant: warning: {secret} is readable by other users on the host (mode 0644)" in captured.out
+    assert f"chmod 600 {secret}" in captured.out
+    assert "event=archive.credentials_readable" in captured.err
+    assert main(["-c", config, "check", "-q"]) == 0
+    assert capsys.readouterr().out == ""

@@ -62,7 +62,8 @@ def test_unknown_key_names_key_and_line(archive: Path, write_config) -> None:  #
             5,
             "expected a path",
         ),
-        ("version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n", "sandboxes.a.archive", 4, "is required"),
+        # A missing key is reported on the line of the mapping that lacks it ("a:").
+        ("version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n", "sandboxes.a.archive", 3, "is required"),
         (
             "version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n    archive: /x\n    user: 'a b'\n",
             "sandboxes.a.user",
@@ -148,3 +149,37 @@ def test_missing_file() -> None:
         load_config("/nonexistent/clawguard.yaml")
     assert "file not found" in str(info.value)
     assert info.value.exit_code == 2
+
+
+def test_control_character_is_reported_on_its_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("version: 1\nsandboxes:\n  a:\n    user: sand\x07box\n", "c.yaml")
+    assert info.value.line == 4
+    assert "unacceptable character #x0007" in str(info.value)
+
+
+def test_non_utf8_config_is_reported_on_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"version: 1\nsandboxes:\n  a:\n    plan: [{kind: soul, name: caf\xe9}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.line == 4
+    assert "not UTF-8 text" in str(info.value)
+
+
+def test_a_string_where_a_list_belongs_is_not_split(archive: Path) -> None:
+    # A hook written as a command line: hooks are argument lists, no shell ever runs them.
+    body = basic_config(archive, '    hooks:\n      on_failed: "notify-send failed; rm -rf ~"\n')
+    with pytest.raises(ConfigError) as info:
+        parse_config(body, "c.yaml")
+    assert info.value.key == "sandboxes.my-assistant.hooks.on_failed"
+    assert info.value.line == 10
+    assert "expected a list, got a string" in str(info.value)
+
+
+def test_a_key_with_a_newline_is_escaped_in_the_message() -> None:
+    body = 'version: 1\nsandboxes:\n  "a\\nlevel=info event=forged":\n    target: {kind: k3s}\n    archive: /x\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(body, "c.yaml")
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith("c.yaml:3: sandboxes.a\\nlevel=info event=forged: ")

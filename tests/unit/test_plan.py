@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def test_dest_outside_root_is_refused(archive: Path) -> None:
     with pytest.raises(ConfigError) as info:
         _build(archive, "    plan:\n      - {kind: file, source: SOUL.md, dest: /etc/SOUL.md}\n")
     assert "outside the sandbox root /sandbox" in str(info.value)
-    assert info.value.key == "sandboxes.my-assistant.plan[0]"
+    assert info.value.key == "sandboxes.my-assistant.plan[0].dest"
     assert info.value.line == 10
 
 
@@ -114,3 +115,152 @@ def test_bad_openclaw_json(archive: Path) -> None:
     (archive / "openclaw.json").write_text("{nope")
     with pytest.raises(ArchiveError, match="openclaw.json: not valid JSON"):
         _build(archive)
+
+
+def test_non_utf8_names_are_shown_escaped_once(archive: Path) -> None:
+    os.mkdir(os.path.join(os.fsencode(archive / "skills" / "proxmox"), b"caf\xe9"))
+    with pytest.raises(ArchiveError) as info:
+        _build(archive)
+    assert "'skills/proxmox/caf\\xe9'" in str(info.value)  # one backslash: not a repr of a repr
+
+
+def test_top_level_names_are_checked_before_they_reach_a_message(archive: Path) -> None:
+    # A terminal escape in a script name must never be printed raw (it would be part of the step label).
+    (archive / "scripts" / "x\x1b[2J.sh").write_text("#!/bin/sh\n")
+    with pytest.raises(ArchiveError) as info:
+        _build(archive)
+    assert "\x1b" not in str(info.value)
+    assert "'scripts/x\\x1b[2J.sh': names must be UTF-8 without control characters" in str(info.value)
+
+
+def test_symlinked_skills_folder_outside_the_archive(archive: Path) -> None:
+    shutil.rmtree(archive / "skills")
+    (archive / "skills").symlink_to("/etc")
+    with pytest.raises(ArchiveError, match=r"skills: is a symlink pointing outside the archive"):
+        _build(archive)
+
+
+def test_symlinked_skill_inside_the_archive_is_still_refused(archive: Path) -> None:
+    (archive / "skills" / "copy").symlink_to("proxmox")
+    with pytest.raises(ArchiveError, match=r"skills/copy: is a symlink; a skill must be a real directory"):
+        _build(archive)
+
+
+def test_explicit_tree_source_that_is_a_symlink(archive: Path) -> None:
+    (archive / "ops").symlink_to("skills/proxmox")
+    with pytest.raises(ArchiveError) as info:
+        _build(archive, "    plan:\n      - {kind: tree, source: ops, dest: /sandbox/ops}\n")
+    assert "ops: is a symlink; a tree must be a real directory in the archive" in str(info.value)
+
+
+def test_archive_problem_of_an_explicit_step_names_the_config_line(archive: Path) -> None:
+    with pytest.raises(ArchiveError) as info:
+        _build(archive, "    plan:\n      - kind: file\n        source: scripts/nope.sh\n        dest: /sandbox/x\n")
+    assert info.value.file == "c.yaml"
+    assert info.value.key == "sandboxes.my-assistant.plan[0].source"
+    assert info.value.line == 11
+    assert f"scripts/nope.sh: no such file in the archive (archive: {archive})" in str(info.value)
+
+
+def test_missing_archive_names_the_config_line(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError) as info:
+        _build(tmp_path / "nope")
+    assert (info.value.file, info.value.line) == ("c.yaml", 7)
+    assert f"{tmp_path / 'nope'} is not a directory" in str(info.value)
+
+
+def test_layout_dir_outside_the_root_names_the_layout_key(archive: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        _build(archive, "    layout: {data_dir: /var/lib/openclaw-data}\n")
+    assert info.value.key == "sandboxes.my-assistant.layout.data_dir"
+    assert info.value.line == 9
+    assert "/var/lib/openclaw-data is outside the sandbox root /sandbox" in str(info.value)
+
+
+def test_moving_the_root_alone_says_which_default_is_left_behind(archive: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        _build(archive, "    layout:\n      root: /data\n")
+    assert info.value.key == "sandboxes.my-assistant.layout.config_dir"
+    assert info.value.line == 10  # no line of its own: the root's
+    assert "(its default; set config_dir under the new root too)" in str(info.value)
+
+
+def test_root_slash_is_refused(archive: Path) -> None:
+    with pytest.raises(ConfigError, match="must be a directory below /"):
+        _build(archive, "    layout: {root: /}\n")
+
+
+def test_size_limit_is_checked_before_any_file_is_read(archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawguard.entries import Entry
+
+    def no_reading(self: Entry) -> bytes:
+        raise AssertionError(f"{self.source} was read before the size limit was checked")
+
+    monkeypatch.setattr(Entry, "data", no_reading)
+    with open(archive / "skills" / "proxmox" / "disk.img", "wb") as handle:
+        handle.truncate(300 << 20)  # sparse: a real size, no disk blocks
+    with pytest.raises(ArchiveError) as info:
+        _build(archive)
+    assert info.value.key == "sandboxes.my-assistant.limits.max_archive_bytes"
+    assert f"the largest file is {archive}/skills/proxmox/disk.img (314572800 bytes)" in str(info.value)
+
+
+def test_a_collision_names_the_parameter_that_caused_it(archive: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        _build(
+            archive,
+            "    plan:\n"
+            "      - {kind: file, source: SOUL.md, dest: /sandbox/a}\n"
+            "      - kind: file\n"
+            "        source: SOUL.md\n"
+            "        dest: /sandbox/b\n"
+            "        links: [/sandbox/a]\n",
+        )
+    assert info.value.key == "sandboxes.my-assistant.plan[1].links[0]"
+    assert info.value.line == 14
+
+
+def test_credentials_readable_by_others_are_a_warning(archive: Path) -> None:
+    from structlog.testing import capture_logs
+
+    secret = archive / "credentials" / "proxmox.env"
+    secret.chmod(0o644)
+    with capture_logs() as logs:
+        plan = _build(archive)
+    assert len(plan.warnings) == 1
+    assert f"{secret} is readable by other users on the host (mode 0644)" in plan.warnings[0]
+    assert f"chmod 600 {secret}" in plan.warnings[0]
+    assert f"chmod -R go-rwx {archive / 'credentials'}" in plan.warnings[0]
+    events = [e for e in logs if e["event"] == "archive.credentials_readable"]
+    assert events == [
+        {
+            "event": "archive.credentials_readable",
+            "log_level": "warning",
+            "sandbox": "my-assistant",
+            "file": str(secret),
+            "mode": "0644",
+            "reason": "readable by other users on the host",
+            "fix": f"chmod 600 {secret} (or all of them: chmod -R go-rwx {archive / 'credentials'})",
+        }
+    ]
+
+
+def test_private_credentials_give_no_warning(archive: Path) -> None:
+    (archive / "credentials" / "proxmox.env").chmod(0o600)
+    assert _build(archive).warnings == []
+
+
+def test_credentials_behind_a_private_directory_give_no_warning(archive: Path) -> None:
+    (archive / "credentials" / "proxmox.env").chmod(0o644)
+    (archive / "credentials").chmod(0o700)  # nobody else can reach the file
+    assert _build(archive).warnings == []
+
+
+def test_a_private_file_step_warns_about_its_readable_source(archive: Path) -> None:
+    (archive / "scripts" / "proxmox.sh").chmod(0o755)
+    plan = _build(
+        archive, "    plan:\n      - {kind: file, source: scripts/proxmox.sh, dest: /sandbox/p, mode: '0700'}\n"
+    )
+    assert len(plan.warnings) == 1
+    assert "(mode 0755); the sandbox gets it as 0700" in plan.warnings[0]
+    assert "chmod -R" not in plan.warnings[0]  # one file: no tree to fix
