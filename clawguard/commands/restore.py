@@ -8,8 +8,11 @@ from functools import partial
 
 from ..config import load_config
 from ..converge import converge
-from ..plan import build_plan
-from ..restore import StepReport
+from ..errors import TargetError
+from ..plan import Plan, build_plan
+from ..restore import StepReport, resolve_owners
+from ..sandboxfs import SandboxCommandFailed, SandboxFS
+from ..targets import make_target
 from . import output
 
 HELP = "Restore a sandbox once: check, apply and verify every step, then start the gateway and check its health."
@@ -29,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # Validate every selected plan before touching any sandbox.
     plans = [build_plan(sandbox) for sandbox in config.select(args.sandbox)]
+    if len(plans) > 1:
+        for plan in plans:
+            check_owners(plan)
     results = []
     for plan in plans:
         progress = None if args.json else partial(_progress, verbose=args.verbose)
@@ -55,6 +61,18 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     return 0 if all(r.ok for r in results) else 1
+
+
+def check_owners(plan: Plan) -> None:
+    """Resolve the plan's users in its sandbox (a read), so that an unknown uid in the
+    second sandbox stops the command before the first one is written."""
+    target = make_target(plan.sandbox.name, plan.sandbox.target)
+    try:
+        instance = target.locate()
+        users = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin)).users()
+    except (TargetError, SandboxCommandFailed):
+        return  # unreachable now: its own restore reports that, and writes nothing
+    resolve_owners(plan, users)
 
 
 def _progress(index: int, total: int, step: StepReport, *, verbose: bool) -> None:

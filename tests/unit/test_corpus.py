@@ -34,6 +34,7 @@ TARGET_USERS = (
     "clawguard.converge",
     "clawguard.persist",
     "clawguard.daemon",
+    "clawguard.commands.restore",
 )
 
 CASES = all_cases()
@@ -148,3 +149,35 @@ def test_the_harness_sees_a_write(tmp_path: Path, sandbox: ChrootTarget, capsys:
     assert run.read_users()
     assert run.after != run.before
     assert run.after["sandbox/.openclaw-data/workspace/SOUL.md"][3] == (EXAMPLE_ARCHIVE / "SOUL.md").read_bytes()
+
+
+def test_an_unknown_user_in_the_second_sandbox_stops_before_the_first_is_written(
+    tmp_path: Path, sandbox: ChrootTarget, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Users can only be resolved inside each pod: all of them are, before any restore."""
+    case = Case(
+        name="two-sandboxes",
+        description="the first is fine, the second names a uid its pod does not have",
+        command="restore",
+        config=textwrap.dedent(
+            """\
+            version: 1
+            sandboxes:
+              first:
+                target: {kind: k3s}
+                archive: {archive}
+              second:
+                target: {kind: k3s}
+                archive: {archive}
+                user: 4242
+            """
+        ),
+        config_encoding="utf-8",
+        archive={},
+        exit=2,
+        stdout=[],
+    )
+    run, _config, _archive = run_cli(case, "restore", tmp_path, sandbox, capsys)
+    assert run.code == 2, run.out + run.err
+    assert "sandboxes.second.user: uid 4242 does not exist" in run.err
+    assert not run.wrote() and run.after == run.before
