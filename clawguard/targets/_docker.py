@@ -45,6 +45,7 @@ def exec_in(
     user: str = "",
     environment: dict[str, str] | None = None,
     workdir: str | None = None,
+    privileged: bool = False,
 ) -> ExecResult:
     """Run argv in a Docker container; collect exit code, stdout and stderr.
 
@@ -61,6 +62,7 @@ def exec_in(
         user=user,
         environment=[f"{k}={v}" for k, v in (environment or {}).items()] or None,
         workdir=workdir,
+        privileged=privileged,
     )["Id"]
     handle = api.exec_start(exec_id, socket=True)
     sock: socket.socket = getattr(handle, "_sock", handle)

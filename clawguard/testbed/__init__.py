@@ -16,8 +16,14 @@ OpenSSH client through the ``openshell`` stand-in
     ssh -o ProxyCommand='openshell ssh-proxy --gateway-name nemoclaw --name NAME' sandbox@openshell-NAME
 
 Every new pod has a new SSH host key (:meth:`Testbed.known_hosts_line`).
+
+:class:`DockerSandboxes` adds OpenShell "generation 2" sandboxes beside it: plain
+Docker containers from the same sandbox root filesystem, named and labelled like
+OpenShell's Docker driver does, reached through the same ``openshell`` stand-in
+(see :mod:`clawguard.testbed._docker_sandbox`).
 """
 
+from ._docker_sandbox import DockerSandboxes
 from ._images import (
     CLUSTER_REPO,
     CONTAINERD_SOCK,
@@ -56,6 +62,7 @@ __all__ = [
     "POD_NAMESPACE",
     "SANDBOX_REPO",
     "SSH_HOST_PUBKEY",
+    "DockerSandboxes",
     "Testbed",
     "TestbedError",
     "rootfs_path",

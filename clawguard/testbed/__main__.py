@@ -3,6 +3,11 @@
 Also: ``install-openshell DIR`` (the ``openshell`` stand-in, for ssh's
 ProxyCommand), ``known-hosts NAME`` (the pod's current host key as a
 known_hosts line), ``start-gateway NAME`` and ``gateway-status NAME``.
+
+Generation 2 (each sandbox a plain Docker container, no cluster needed):
+``add-docker NAME``, ``recreate-docker NAME``, ``rm-docker NAME`` and
+``exec-docker NAME -- CMD...``; ``status`` lists them under
+``docker_sandboxes`` and ``down`` removes them too.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._docker_sandbox import DockerSandboxes
 from ._images import DEFAULT_SANDBOX_UID
 from ._testbed import Testbed, TestbedError
 
@@ -22,7 +28,7 @@ from ._testbed import Testbed, TestbedError
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m clawguard.testbed",
-        description="Fake OpenShell gen-1 cluster (Docker + real containerd).",
+        description="Fake OpenShell: a gen-1 cluster (Docker + real containerd) and gen-2 plain Docker sandboxes.",
     )
     p.add_argument("--gateway", default="nemoclaw", help="gateway name (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -57,7 +63,48 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("name")
     gs = sub.add_parser("gateway-status", help="print the gateway's JSON status (exit 1 if it is down)")
     gs.add_argument("name")
+    ad = sub.add_parser(
+        "add-docker", help="start a generation 2 sandbox (a plain Docker container); prints its container ID"
+    )
+    ad.add_argument("name")
+    ad.add_argument(
+        "--uid", type=int, default=DEFAULT_SANDBOX_UID, help="uid/gid of the sandbox user (default %(default)s)"
+    )
+    ad.add_argument(
+        "--container-name",
+        default=None,
+        help="a fixed container name kept across recreations (default: openshell-NAME-<sandbox id>, new each time)",
+    )
+    rd = sub.add_parser(
+        "recreate-docker", help="remove and re-create a generation 2 sandbox as NemoClaw does; prints the new ID"
+    )
+    rd.add_argument("name")
+    xd = sub.add_parser("rm-docker", help="remove a generation 2 sandbox")
+    xd.add_argument("name")
+    ed = sub.add_parser("exec-docker", help="run a command in a generation 2 sandbox: exec-docker NAME -- CMD...")
+    ed.add_argument("name")
+    ed.add_argument("--user", "-u", default=None, help="user name, uid or uid:gid")
+    ed.add_argument("--stdin", "-i", action="store_true", help="forward stdin")
+    ed.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
     return p
+
+
+def _command(argv: Sequence[str]) -> list[str]:
+    cmd = list(argv)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise TestbedError("exec needs a command after --")
+    return cmd
+
+
+def _run_and_forward(result: tuple[int, bytes, bytes]) -> int:
+    code, out, err = result
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(err)
+    sys.stderr.flush()
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     tb = Testbed(args.gateway)
+    docker_sandboxes = DockerSandboxes(gateway=args.gateway)
     t0 = time.monotonic()
     try:
         if args.cmd == "build":
@@ -77,8 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.info("%s is up (%.1fs)", tb.cluster_name, time.monotonic() - t0)
         elif args.cmd == "down":
             tb.down()
+            docker_sandboxes.remove_all()
         elif args.cmd == "status":
-            print(json.dumps(tb.status(), indent=2))
+            print(json.dumps({**tb.status(), "docker_sandboxes": docker_sandboxes.status()}, indent=2))
         elif args.cmd == "stop":
             tb.stop_cluster()
         elif args.cmd == "start":
@@ -90,18 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "restart":
             print(tb.restart(args.name))
         elif args.cmd == "exec":
-            cmd = list(args.argv)
-            if cmd and cmd[0] == "--":
-                cmd = cmd[1:]
-            if not cmd:
-                raise TestbedError("exec needs a command after --")
+            cmd = _command(args.argv)
             data = sys.stdin.buffer.read() if args.stdin else None
-            code, out, err = tb.exec_in_sandbox(args.name, cmd, args.user, data)
-            sys.stdout.buffer.write(out)
-            sys.stdout.flush()
-            sys.stderr.buffer.write(err)
-            sys.stderr.flush()
-            return code
+            return _run_and_forward(tb.exec_in_sandbox(args.name, cmd, args.user, data))
         elif args.cmd == "install-openshell":
             print(Testbed.install_openshell(args.dir))
         elif args.cmd == "known-hosts":
@@ -114,6 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"gateway in {args.name} is not answering", file=sys.stderr)
                 return 1
             print(json.dumps(status))
+        elif args.cmd == "add-docker":
+            print(docker_sandboxes.add(args.name, args.uid, args.container_name))
+        elif args.cmd == "recreate-docker":
+            print(docker_sandboxes.recreate(args.name))
+        elif args.cmd == "rm-docker":
+            docker_sandboxes.remove(args.name)
+        elif args.cmd == "exec-docker":
+            data = sys.stdin.buffer.read() if args.stdin else None
+            return _run_and_forward(docker_sandboxes.exec_in_sandbox(args.name, _command(args.argv), args.user, data))
     except TestbedError as exc:
         print(f"testbed error: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,8 @@ host's Debian packages (nothing is downloaded):
   ``blobs/sha256/...``) built here with :mod:`tarfile` and :mod:`hashlib`. It
   mirrors NemoClaw's sandbox layout and is imported into the cluster's
   containerd with ``ctr -n k8s.io images import``. One image per sandbox uid.
+  The same root filesystem is also imported into Docker with ``docker import``
+  (:func:`sandbox_changes`) for generation 2's plain Docker sandboxes.
   Besides busybox it holds Debian's OpenSSH server (``sshd``, ``ssh-keygen``,
   ``sftp-server`` and their libraries), ``dash`` as ``/bin/sh`` (as in Debian),
   ``bash``, procps' ``pgrep``/``pkill``, coreutils' ``nohup`` and the
@@ -476,6 +478,17 @@ def build_sandbox_image(uid: int = DEFAULT_SANDBOX_UID) -> OCIImage:
         cmd=POD_COMMAND,
         env=[f"PATH={PATH_ENV}"],
     )
+
+
+def sandbox_changes(key: str) -> list[str]:
+    """Dockerfile instructions for ``docker import`` of :func:`sandbox_rootfs`: the
+    same sandbox as the OCI image, for generation 2's plain Docker containers."""
+    return [
+        f"ENV PATH={PATH_ENV}",
+        f'LABEL {HASH_LABEL}="{key}"',
+        f'LABEL {ROLE_LABEL}="sandbox"',
+        f"CMD {json.dumps(POD_COMMAND)}",
+    ]
 
 
 # --------------------------------------------------------------------------

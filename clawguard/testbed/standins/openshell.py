@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""openshell: the clawguard test bed's stand-in for OpenShell's CLI (generation 1).
+"""openshell: the clawguard test bed's stand-in for OpenShell's CLI (generations 1 and 2).
 
 Standalone: Python 3 standard library plus the ``docker`` CLI, so it works for
 any user allowed to run ``docker``. Install it with
@@ -10,15 +10,22 @@ Supported:
 
 ``openshell ssh-proxy --gateway-name G --name N``
     The ssh ``ProxyCommand``: connects stdin/stdout to a fresh ``sshd -i``
-    inside sandbox N's running container in cluster ``openshell-cluster-G``::
+    inside sandbox N's running container: a pod in cluster
+    ``openshell-cluster-G`` or, in generation 2, its own Docker container::
 
         ssh -o ProxyCommand='openshell ssh-proxy --gateway-name nemoclaw --name my-assistant' \\
             sandbox@openshell-my-assistant
 
-    It replaces itself (``execvp``) with one ``docker exec -i`` into the
-    cluster container, running a small script that finds the pod's container
-    by its Kubernetes labels, checks it has a task and ``exec``\\ s
+    Generation 2 first: if a Docker container carries the labels of OpenShell's
+    Docker driver for N (``openshell.ai/managed-by=openshell``,
+    ``openshell.ai/sandbox-name=N``), it replaces itself (``execv``) with
+    ``docker exec -i <container> /usr/sbin/sshd -i -e``. Otherwise (generation 1)
+    it replaces itself with one ``docker exec -i`` into the cluster container,
+    running a small script that finds the pod's container by its Kubernetes
+    labels, checks it has a task and ``exec``\\ s
     ``ctr -n k8s.io task exec --exec-id <unique> <id> /usr/sbin/sshd -i -e``.
+    The real gateway finds Docker sandboxes by its own labels; the stand-in does
+    not check that a Docker sandbox belongs to gateway G.
     ``--server``/``--workspace`` are accepted and ignored. sshd logs errors
     only; set ``OPENSHELL_STANDIN_SSHD_LOGLEVEL=DEBUG`` (or ``INFO``...) for more.
 
@@ -39,6 +46,7 @@ import re
 import secrets
 import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +58,9 @@ CONTAINERD_SOCK = "/run/k3s/containerd/containerd.sock"
 TASK_DIR = "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io"
 SSHD = "/usr/sbin/sshd"
 SSHD_CONFIG = "/etc/ssh/sshd_config"
+# Labels of OpenShell's Docker driver (generation 2: each sandbox a Docker container).
+MANAGED_BY_LABEL = "openshell.ai/managed-by=openshell"
+SANDBOX_NAME_LABEL = "openshell.ai/sandbox-name"
 EXIT_UNSUPPORTED = 2
 EXIT_PROXY_FAILED = 255  # what ssh reports for a dead transport
 
@@ -108,6 +119,11 @@ def ssh_proxy(gateway: str, name: str) -> int:
     level = os.environ.get("OPENSHELL_STANDIN_SSHD_LOGLEVEL")
     if level:
         sshd += ["-o", f"LogLevel={level}"]
+    found = _docker_sandbox(docker, name)
+    if isinstance(found, int):
+        return found
+    if found is not None:
+        return _exec(docker, ["docker", "exec", "-i", found, *sshd])
     exec_id = f"ssh-proxy-{os.getpid()}-{secrets.token_hex(4)}"
     argv = [
         "docker",
@@ -130,6 +146,44 @@ def ssh_proxy(gateway: str, name: str) -> int:
         exec_id,
         *sshd,
     ]
+    return _exec(docker, argv)
+
+
+def _docker_sandbox(docker: str, name: str) -> str | int | None:
+    """The running generation 2 container of sandbox ``name``; None if there is
+    none (try the cluster); an exit code when it exists but cannot be used."""
+    listing = [
+        docker,
+        "ps",
+        "--all",
+        "--no-trunc",
+        "--filter",
+        f"label={MANAGED_BY_LABEL}",
+        "--filter",
+        f"label={SANDBOX_NAME_LABEL}={name}",
+        "--format",
+        "{{.ID}} {{.State}} {{.Names}}",
+    ]
+    try:
+        done = subprocess.run(listing, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return _fail(f"docker ps failed: {exc}", EXIT_PROXY_FAILED)
+    if done.returncode != 0:
+        return _fail(f"docker ps failed: {done.stderr.strip()}", EXIT_PROXY_FAILED)
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    running = [row[0] for row in rows if len(row) >= 2 and row[1] == "running"]
+    if len(running) == 1:
+        return running[0]
+    if len(running) > 1:
+        return _fail(f"sandbox '{name}' has {len(running)} running containers", EXIT_PROXY_FAILED)
+    if rows:
+        shown = ", ".join(" ".join(row[1:]) for row in rows)
+        return _fail(f"sandbox '{name}' is not running (container {shown})", EXIT_PROXY_FAILED)
+    return None
+
+
+def _exec(docker: str, argv: list[str]) -> int:
+    """Become ``argv``: its stdin and stdout are the ssh transport."""
     sys.stdout.flush()
     sys.stderr.flush()
     try:
