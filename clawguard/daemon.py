@@ -39,6 +39,8 @@ log = structlog.get_logger("clawguard.daemon")
 # Editors save in bursts (temp file, rename, chmod): wait this long after the last
 # event before re-validating the archive.
 RESYNC_DEBOUNCE = 1.0
+# Retry delays below this are the normal gap while a pod is replaced: logged at info.
+UNREACHABLE_WARN_AFTER = 4.0
 # How long a stopping daemon waits for its workers' final captures.
 SHUTDOWN_GRACE = 20.0
 
@@ -126,6 +128,7 @@ class SandboxWorker(threading.Thread):
         self._next_health = 0.0
         self._next_verify = 0.0
         self._next_capture = 0.0
+        self._seen_generation = self.generation
         while not self.stop.is_set():
             self.heartbeat()
             # Cleared before the round, not after the wait: an event that arrives
@@ -146,11 +149,15 @@ class SandboxWorker(threading.Thread):
     def _tick(self) -> float:
         """One round: locate, converge if the pod is new, probe the gateway when due.
         Returns how long to sleep before the next round (an event cuts it short)."""
+        woken = self.generation != self._seen_generation  # an event arrived since the last round
+        self._seen_generation = self.generation
         try:
             instance = self.target.locate()
         except ClawguardError as exc:
             self._set(f"{self.sandbox.name}: waiting: {exc}")
-            self.log.warning("sandbox.unreachable", error=str(exc), retry_in=round(self._backoff, 1))
+            # A pod being replaced is briefly absent: only a longer absence is a warning.
+            level = 30 if self._backoff >= UNREACHABLE_WARN_AFTER else 20
+            self.log.log(level, "sandbox.unreachable", error=str(exc), retry_in=round(self._backoff, 1))
             delay = self._backoff
             self._backoff = min(self._backoff * 2, self.settings.backoff_max)
             return delay
@@ -165,6 +172,11 @@ class SandboxWorker(threading.Thread):
             self._next_health = time.monotonic() + self.settings.health_interval
             self._next_verify = time.monotonic() + self.settings.verify_interval
             self._next_capture = time.monotonic() + self.settings.persist_interval
+        elif woken and self.sandbox.gateway["enabled"]:
+            # Same container, but something happened to it (docker restart keeps the ID and
+            # kills the gateway): check the gateway now, not at the next health_interval.
+            self._check_health(instance)
+            self._next_health = time.monotonic() + self.settings.health_interval
         elif self.changed_at is not None and time.monotonic() >= self.changed_at + RESYNC_DEBOUNCE:
             self._resync()
         elif time.monotonic() >= self._next_capture:

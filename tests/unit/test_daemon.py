@@ -205,3 +205,45 @@ def test_stopping_daemon_captures_the_agents_state(archive: Path, tmp_path: Path
     assert latest is not None and latest.reason == "daemon stopping"
     members = read_members(latest.read(), ["/sandbox"], "/sandbox")
     assert [m.entry.data() for m in members] == [b"written just before SIGTERM\n"]
+
+
+class FakeGateway:
+    """A gateway that dies when told to, and is started again by ensure()."""
+
+    def __init__(self) -> None:
+        self.healthy = True
+        self.starts = 0
+
+    def probe(self, _instance: Instance) -> object:
+        from clawguard.gateway import Health
+
+        return Health(self.healthy, "200" if self.healthy else "no answer", time.time())
+
+    def ensure(self, instance: Instance, heartbeat: object = None, restart_for: object = ()) -> object:
+        if not self.healthy:
+            self.starts += 1
+            self.healthy = True
+        return self.probe(instance)
+
+
+def test_an_event_on_the_same_container_checks_the_gateway_at_once(archive: Path, tmp_path: Path) -> None:
+    """docker restart keeps the container ID and kills the gateway: do not wait for health_interval."""
+    log.configure("info", io.StringIO())
+    config = parse_config("daemon: {health_interval: 3600}\n" + basic_config(archive), "c.yaml")
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    recorder = Recorder()
+    daemon = Daemon(config, recorder, targets={"my-assistant": target})
+    gateway = FakeGateway()
+    daemon.workers[0].gateway = gateway  # type: ignore[assignment]
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        _wait(lambda: "READY=1" in recorder.messages and target.woken is not None)
+        gateway.healthy = False  # the container restarted: same ID, files intact, gateway gone
+        assert target.woken is not None
+        target.woken("test: container restarted")
+        _wait(lambda: gateway.starts == 1, timeout=10)
+        assert load_state("my-assistant")["last_restore"]["reason"] == "gateway down"
+    finally:
+        daemon.shutdown()
+        runner.join(20)
