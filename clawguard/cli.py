@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, log
-from .commands import capture, check, init, install_service, plan, restore, run, status
+from .commands import capture, check, completion, doctor, init, install_service, plan, restore, run, status
 from .commands.output import error
 from .errors import ClawguardError
 
-COMMANDS = (restore, capture, check, plan, run, status, install_service, init)
+COMMANDS = (restore, capture, check, plan, run, status, doctor, install_service, init, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ PACKAGES=(
   tar
   procps           # pgrep/pkill for the testbed's sandbox image
   ca-certificates
+  zsh              # the completion test loads clawguard's zsh completion
 )
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 DOCKERD_PIDFILE=${DOCKERD_PIDFILE:-/var/run/docker.pid}

@@ -6,18 +6,22 @@ import argparse
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
 
 HELP = "Write ~/.config/systemd/user/clawguard.service and print the steps to enable it."
-EXAMPLE = "example: clawguard install-service && systemctl --user enable --now clawguard"
+EXAMPLE = "example: clawguard install-service --enable"
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("install-service", help=HELP, description=HELP, epilog=EXAMPLE, parents=parents)
     parser.add_argument("--force", action="store_true", help="overwrite an existing unit file")
     parser.add_argument("--print", dest="print_only", action="store_true", help="print the unit instead of writing it")
+    parser.add_argument(
+        "--enable", action="store_true", help="also run systemctl --user daemon-reload and enable --now clawguard"
+    )
     parser.set_defaults(run=run)
 
 
@@ -47,6 +51,19 @@ def run(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     user = os.environ.get("USER") or "$USER"
+    if args.enable:
+        for argv in (["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "--now", "clawguard"]):
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(f"clawguard: {shlex.join(argv)} failed: {done.stderr.strip()}", file=sys.stderr)
+                return 1
+        print(
+            f"wrote {path}, enabled and started clawguard\n\nnext:\n"
+            f"  sudo loginctl enable-linger {user}    # keep it running when you are logged out\n"
+            "  clawguard status\n"
+            "  journalctl --user -u clawguard -f"
+        )
+        return 0
     print(
         f"wrote {path}\n\nnext:\n"
         "  systemctl --user daemon-reload\n"

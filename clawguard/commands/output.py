@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
@@ -12,7 +13,8 @@ from ..restore import FAILED, RestoreReport, StepReport
 def step_line(index: int, total: int, step: StepReport, *, verbose: bool = False, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     width = len(str(total))
-    print(f"[{index:>{width}}/{total}] {step.name:<32} {step.outcome:<12} {step.duration:6.2f}s", file=out, flush=True)
+    outcome = paint(f"{step.outcome:<12}", _OUTCOME_COLOUR.get(step.outcome, "dim"), out)
+    print(f"[{index:>{width}}/{total}] {step.name:<32} {outcome} {step.duration:6.2f}s", file=out, flush=True)
     if step.outcome == FAILED and step.error:
         print(f"      error: {redact_text(step.error)}", file=out)
     if verbose or step.outcome in ("would-change", FAILED):
@@ -35,3 +37,17 @@ def summary_line(report: RestoreReport, out: TextIO | None = None) -> None:
 
 def error(message: str) -> None:
     print(f"clawguard: error: {redact_text(message)}", file=sys.stderr, flush=True)
+
+
+_COLOURS = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1"}
+_OUTCOME_COLOUR = {"ok": "green", "changed": "yellow", "would-change": "yellow", "failed": "red"}
+
+
+def colour_enabled(out: TextIO | None = None) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set (no-color.org)."""
+    out = out or sys.stdout
+    return "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb" and out.isatty()
+
+
+def paint(text: str, colour: str, out: TextIO | None = None) -> str:
+    return f"\033[{_COLOURS[colour]}m{text}\033[0m" if colour_enabled(out) else text

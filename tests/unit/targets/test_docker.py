@@ -197,7 +197,8 @@ def test_locate_by_labels_picks_the_one_running_container(api: FakeAPI) -> None:
 def test_locate_by_labels_names_what_it_found_when_it_cannot_choose(api: FakeAPI) -> None:
     api.listed = [_summary(OTHER, "openshell-my-assistant-old", "exited")]
     with pytest.raises(
-        TargetError, match=r"no running sandbox container with labels .*not running: openshell-my-assistant-old \(exited\)"
+        TargetError,
+        match=r"no running sandbox container with labels .*not running: openshell-my-assistant-old \(exited\)",
     ):
         _by_labels().locate()
     api.listed = [_summary(CID, "sandbox-a"), _summary(OTHER, "supervisor-a")]

@@ -1,0 +1,283 @@
+"""``clawguard doctor``: every known trap, checked in order, each as one line with its fix.
+
+The checks follow the path a restore takes: Docker, the config and archive, the
+sandbox, the plan against the live sandbox, the two files whose absence breaks
+the agent silently (exec-approvals, the telegram directory's owner), the gateway
+over the SSH proxy, then the systemd user service that keeps all of it running.
+A check that cannot run because an earlier one failed is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .config import Config, SandboxConfig, default_path, load_config
+from .converge import make_gateway
+from .entries import Entry, Inspection
+from .errors import ClawguardError, InputError
+from .plan import Plan, build_plan
+from .restore import FAILED, WOULD_CHANGE, run_plan
+from .sandboxfs import SandboxCommandFailed, SandboxFS
+from .targets import Instance, Target, make_target
+
+PASS, FAIL, SKIP = "ok", "failed", "skipped"
+
+# Runs a host command; replaced in tests. Returns (exit status, stdout).
+Runner = Callable[[Sequence[str]], tuple[int, str]]
+
+
+def run_host(argv: Sequence[str]) -> tuple[int, str]:
+    if shutil.which(argv[0]) is None:
+        return 127, f"{argv[0]}: not installed"
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False)
+    except subprocess.TimeoutExpired:
+        return 124, f"{argv[0]} timed out"
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+@dataclass
+class Check:
+    name: str
+    outcome: str
+    detail: str
+    fix: str = ""
+    sandbox: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diagnose(
+    config_path: str | Path | None = None,
+    sandbox: str | None = None,
+    *,
+    runner: Runner = run_host,
+    targets: dict[str, Target] | None = None,
+) -> Iterator[Check]:
+    """Yield each check as it completes (the CLI prints them as they come)."""
+    docker_ok = False
+    for check in _docker(runner):
+        docker_ok = check.outcome == PASS
+        yield check
+    path = Path(config_path).expanduser() if config_path else default_path()
+    try:
+        config = load_config(path)
+        selected = config.select(sandbox)
+    except InputError as exc:
+        yield Check(
+            "config", FAIL, str(exc), f"fix the file, then `clawguard check` (reference: {_DOCS}/configuration.md)"
+        )
+        yield from _systemd(runner, None)
+        return
+    yield Check("config", PASS, f"{path}: {len(config.sandboxes)} sandbox(es)")
+    for item in selected:
+        yield from _sandbox(item, docker_ok, (targets or {}).get(item.name))
+    yield from _systemd(runner, config)
+
+
+_DOCS = "docs"
+
+
+def _docker(runner: Runner) -> Iterator[Check]:
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(timeout=10)
+        version = client.version().get("Version", "?")
+    except docker.errors.DockerException as exc:
+        text = str(exc)
+        if "Permission denied" in text or "PermissionError" in text:
+            fix = (
+                "add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in again); "
+                f"that group is root-equivalent, see {_DOCS}/security.md"
+            )
+        elif "No such file" in text or "Connection refused" in text:
+            fix = "start Docker (`sudo systemctl start docker`) or set DOCKER_HOST"
+        else:
+            fix = "check that `docker info` works for this user"
+        yield Check("docker", FAIL, f"Docker is not reachable: {text[-200:]}", fix)
+        return
+    yield Check("docker", PASS, f"reachable, Docker {version}, as uid {os.getuid()}")
+
+
+def _sandbox(sandbox: SandboxConfig, docker_ok: bool, target: Target | None) -> Iterator[Check]:
+    name = sandbox.name
+
+    def check(what: str, outcome: str, detail: str, fix: str = "") -> Check:
+        return Check(what, outcome, detail, fix, name)
+
+    def skipped(*names: str, why: str) -> Iterator[Check]:
+        for item in names:
+            yield check(item, SKIP, f"needs {why}")
+
+    later = ("plan", "exec-approvals", "telegram directory", "gateway")
+    plan: Plan | None = None
+    try:
+        plan = build_plan(sandbox)
+    except InputError as exc:
+        yield check("archive", FAIL, str(exc), f"fix the archive, then `clawguard check {name}`")
+    else:
+        yield check("archive", PASS, f"{sandbox.archive}: {len(plan.steps)} steps, {len(plan.entries)} paths")
+    if not docker_ok:
+        yield from skipped("sandbox", "user", *later, why="Docker")
+        return
+    target = target or make_target(name, sandbox.target)
+    try:
+        instance = target.locate()
+    except ClawguardError as exc:
+        yield check(
+            "sandbox",
+            FAIL,
+            str(exc),
+            "start the sandbox (`nemoclaw <name> connect` or `openshell sandbox create`), or fix `target:`",
+        )
+        yield from skipped("user", *later, why="the sandbox")
+        return
+    yield check("sandbox", PASS, f"{instance.short_id} ({instance.where})")
+    fs = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin))
+    layout = sandbox.layout
+    approvals = str(PurePosixPath(layout.config_dir, "exec-approvals.json"))
+    approvals_data = str(PurePosixPath(layout.data_dir, "exec-approvals.json"))
+    probe = [Entry(approvals, "file"), Entry(approvals_data, "file"), Entry(layout.telegram_dir, "dir")]
+    try:
+        users, seen = fs.users_and_inspect(probe)
+        ids = users.resolve(sandbox.user)
+    except SandboxCommandFailed as exc:
+        yield check("user", FAIL, str(exc), "check that the sandbox has /etc/passwd and a POSIX shell")
+        return
+    except LookupError as exc:
+        yield check("user", FAIL, str(exc), f"set sandboxes.{name}.user to the agent's user (NemoClaw: sandbox)")
+        yield from skipped(*later, why="the sandbox user")
+        return
+    yield check("user", PASS, f"{sandbox.user} is uid {ids.uid}, gid {ids.gid}")
+    yield _plan_check(name, plan, target, instance)
+    yield _approvals_check(name, seen, approvals)
+    yield _telegram_check(name, seen, layout.telegram_dir, ids.uid)
+    yield _gateway_check(sandbox, target, instance)
+
+
+def _plan_check(name: str, plan: Plan | None, target: Target, instance: Instance) -> Check:
+    if plan is None:
+        return Check("plan", SKIP, "needs a valid archive", sandbox=name)
+    try:
+        report = run_plan(plan, target, instance, dry_run=True)
+    except ClawguardError as exc:
+        return Check("plan", FAIL, str(exc), f"`clawguard restore {name} --dry-run -v` shows more", name)
+    drifted = [s for s in report.steps if s.outcome in (WOULD_CHANGE, FAILED)]
+    if not drifted:
+        return Check("plan", PASS, f"all {len(report.steps)} steps verified in the live sandbox", sandbox=name)
+    listing = "; ".join(f"{s.name}: {', '.join(s.changes[:2]) or s.error}" for s in drifted[:4])
+    more = f" (+{len(drifted) - 4} more)" if len(drifted) > 4 else ""
+    return Check("plan", FAIL, f"{len(drifted)} step(s) drifted: {listing}{more}", f"clawguard restore {name}", name)
+
+
+def _approvals_check(name: str, seen: Inspection, path: str) -> Check:
+    found = seen.found.get(path)
+    target = found
+    if found is not None and found.kind == "symlink" and found.link:
+        link = found.link if found.link.startswith("/") else str(PurePosixPath(path).parent / found.link)
+        target = seen.found.get(link)
+    if target is None or target.kind != "file":
+        what = "a dangling symlink" if found is not None else "missing"
+        return Check(
+            "exec-approvals",
+            FAIL,
+            f"{path} is {what}: the gateway falls back to deny and every tool call fails "
+            "with 'exec denied: allowlist miss'",
+            f"put exec-approvals.json in the archive, then `clawguard restore {name}` (the gateway must restart)",
+            name,
+        )
+    return Check("exec-approvals", PASS, f"{path} present", sandbox=name)
+
+
+def _telegram_check(name: str, seen: Inspection, path: str, uid: int) -> Check:
+    found = seen.found.get(path)
+    if found is None:
+        return Check("telegram directory", FAIL, f"{path} is missing", f"clawguard restore {name} creates it", name)
+    if found.uid != uid:
+        return Check(
+            "telegram directory",
+            FAIL,
+            f"{path} is owned by uid {found.uid}, the gateway runs as {uid}: it cannot save its polling offset "
+            "(EACCES, NemoClaw #975) and replays old messages",
+            f"clawguard restore {name} (its telegram step chowns it)",
+            name,
+        )
+    return Check("telegram directory", PASS, f"{path} owned by uid {uid}", sandbox=name)
+
+
+def _gateway_check(sandbox: SandboxConfig, target: Target, instance: Instance) -> Check:
+    name = sandbox.name
+    if not sandbox.gateway["enabled"]:
+        return Check("gateway", SKIP, "gateway.enabled is false", sandbox=name)
+    try:
+        health = make_gateway(sandbox, target).probe(instance)
+    except ClawguardError as exc:
+        return Check("gateway", FAIL, str(exc), "see gateway.host_key in docs/daemon.md", name)
+    if health.healthy:
+        return Check("gateway", PASS, f"healthy (HTTP {health.status}) through the SSH proxy", sandbox=name)
+    if health.status.startswith("ssh failed"):
+        return Check(
+            "gateway",
+            FAIL,
+            f"the SSH proxy is not reachable: {health.status}",
+            "check that `openshell` is on PATH and gateway.ssh_proxy is right "
+            f"(try: ssh -o ProxyCommand='{sandbox.gateway['ssh_proxy']}' sandbox@openshell-{name} true)",
+            name,
+        )
+    return Check(
+        "gateway",
+        FAIL,
+        f"the gateway is down ({health.status}): the agent is deaf until it is started",
+        f"clawguard restore {name} starts it (or the daemon does within daemon.health_interval)",
+        name,
+    )
+
+
+def _systemd(runner: Runner, config: Config | None) -> Iterator[Check]:
+    from .commands.install_service import unit_path
+
+    unit = unit_path()
+    if not unit.exists():
+        yield Check("service", FAIL, f"{unit} is not installed", "clawguard install-service")
+    else:
+        code, out = runner(["systemctl", "--user", "is-enabled", "clawguard"])
+        if code == 0 and out.strip() == "enabled":
+            yield Check("service", PASS, f"{unit} installed and enabled")
+        else:
+            yield Check(
+                "service",
+                FAIL,
+                f"{unit} installed but not enabled ({out.strip() or code})",
+                "systemctl --user enable --now clawguard",
+            )
+        code, out = runner(["systemctl", "--user", "show", "clawguard", "-p", "WatchdogUSec", "--value"])
+        if code == 0 and out.strip() not in ("", "0", "infinity"):
+            yield Check("watchdog", PASS, f"WatchdogSec={out.strip()}: a hung daemon is restarted")
+        else:
+            yield Check(
+                "watchdog",
+                FAIL,
+                f"no watchdog configured for the unit ({out.strip() or code})",
+                "clawguard install-service --force, then systemctl --user daemon-reload",
+            )
+    user = os.environ.get("USER") or str(os.getuid())
+    code, out = runner(["loginctl", "show-user", user, "-p", "Linger", "--value"])
+    if code == 0 and out.strip() == "yes":
+        yield Check("lingering", PASS, f"on for {user}: the service runs while you are logged out")
+    else:
+        # loginctl cannot show a user with no session and no lingering: that is "off" too.
+        if code == 0 or "not logged in or lingering" in out:
+            detail = f"lingering is off for {user}: the service stops when you log out"
+        else:
+            first = out.strip().splitlines()[0][:120] if out.strip() else f"exit status {code}"
+            detail = f"cannot tell whether lingering is on for {user} ({first}); without it the service stops at logout"
+        yield Check("lingering", FAIL, detail, f"sudo loginctl enable-linger {user}")
