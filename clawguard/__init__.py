@@ -18,7 +18,7 @@ from .errors import (
 from .plan import Plan, build_plan
 from .restore import RestoreReport, StepReport, restore, run_plan
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ArchiveError",
