@@ -66,3 +66,14 @@ def test_check_prints_why_readable_credentials_need_fixing(
     assert "event=archive.credentials_readable" in captured.err
     assert main(["-c", config, "check", "-q"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    from clawguard.cli import COMMANDS
+
+    for module in COMMANDS:
+        name = module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+        assert "example" in capsys.readouterr().out.lower(), name
