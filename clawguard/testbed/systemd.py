@@ -116,6 +116,7 @@ PACKAGES = (
     "procps",
     "ca-certificates",
     "sudo",
+    "pipx",  # docs/getting-started.md installs clawguard with it
 )
 DEFAULT_CACHE = Path("/var/cache/clawguard-testbed")
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,16 +29,8 @@ ENV_TOKEN = "env-" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
-def host(testbed: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdHost]:
-    wheels = tmp_path_factory.mktemp("wheels")
-    source = tmp_path_factory.mktemp("src") / "clawguard"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "__pycache__", "build"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(wheels), str(source)], check=True, timeout=600
-    )
-    wheels.chmod(0o755)
-    for wheel in wheels.iterdir():
-        wheel.chmod(0o644)
+def host(testbed: object, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdHost]:
+    wheels = wheelhouse
     systemd = SystemdHost()
     systemd.build_image()
     systemd.up(repo=REPO, wheelhouse=wheels)
