@@ -28,6 +28,7 @@ python -m clawguard.testbed install-openshell "$PWD/.venv/bin" >/dev/null   # th
 
 cat >"$work/config.yaml" <<YAML
 version: 1
+daemon: {persist_interval: 5}   # capture the agent's own state every 5 s (default 60)
 sandboxes:
   my-assistant:
     target:
@@ -55,6 +56,19 @@ sys.exit(0 if ok else 1)' "${1:-}"
 until healthy; do sleep 0.5; done
 clawguard status
 
+step "The agent writes to its memory; clawguard captures it"
+python -m clawguard.testbed exec --user sandbox my-assistant -- \
+  sh -c 'echo "the user prefers short answers" >> /sandbox/.openclaw-data/workspace/MEMORY.md'
+written=$(date +%s)
+captured() {
+  clawguard status --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)["sandboxes"][0]
+sys.exit(0 if (s.get("persist") or {}).get("last_capture_at", 0) > float(sys.argv[1]) else 1)' "$1"
+}
+until captured "$written"; do sleep 0.5; done
+echo "captured"
+
 step "The pod restarts: new container ID, empty overlay, no gateway"
 new_id=$(python -m clawguard.testbed restart my-assistant)
 echo "new pod: ${new_id:0:12}"
@@ -67,6 +81,8 @@ clawguard status
 step "From inside the sandbox, as the agent sees it"
 inside sh -c 'ls -l /sandbox/.openclaw/exec-approvals.json; ls -ld /sandbox/.openclaw-data/telegram; ls /sandbox/.openclaw-data/skills/'
 echo "gateway: $(python -m clawguard.testbed gateway-status my-assistant)"
+echo "the agent's memory, brought back:"
+inside tail -n 3 /sandbox/.openclaw-data/workspace/MEMORY.md
 
 echo
 echo "The testbed is still running: python -m clawguard.testbed status | down"
