@@ -174,7 +174,7 @@ def _restore_persisted(
     name = plan.sandbox.name
     if persist.live_pod(name, state_root) == instance.id:
         return None
-    latest = persist.CaptureStore(name, plan.sandbox.config.daemon.persist_keep, state_root).latest()
+    latest = persist.CaptureStore(name, plan.sandbox.config.daemon.persist_keep, state_root).latest_good()
     if latest is None or latest.container_id == instance.id:
         # Nothing captured yet, or the capture came from this very pod: its files are the agent's own.
         if not dry_run:

@@ -136,6 +136,17 @@ class CaptureStore:
         generations = self.generations()
         return generations[-1] if generations else None
 
+    def latest_good(self) -> Capture | None:
+        """The newest generation whose tar still matches its checksum (a damaged one is skipped)."""
+        for capture in reversed(self.generations()):
+            try:
+                capture.read()
+            except (OSError, TargetError):
+                log.warning("persist.capture_damaged", sandbox=self.sandbox, generation=capture.generation)
+                continue
+            return capture
+        return None
+
     def _load(self, meta: Path) -> Capture | None:
         try:
             data = json.loads(meta.read_text())

@@ -196,3 +196,14 @@ def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path
     assert (new.root / WORKSPACE / "MEMORY.md").read_text() == "newer\n"
     latest = CaptureStore(sandbox.name, 5).latest()
     assert latest is not None and latest.reason == "before restore" and latest.container_id == "1" * 64
+
+
+def test_a_damaged_latest_generation_falls_back_to_the_one_before(tmp_path: Path) -> None:
+    store = CaptureStore("my-assistant", keep=5)
+    infos = [_info("sandbox/ws/MEMORY.md")]
+    store.save(_tar((infos[0], b"older")), "a" * 64, "interval", infos)
+    newest = store.save(_tar((infos[0], b"newer")), "a" * 64, "interval", infos)
+    newest.tar.write_bytes(b"torn by a disk error")
+    good = store.latest_good()
+    assert good is not None and good.generation == 1
+    assert read_members(good.read(), ["/sandbox/ws"], "/sandbox")[0].entry.data() == b"older"
