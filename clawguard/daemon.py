@@ -178,7 +178,7 @@ class SandboxWorker(threading.Thread):
             self._check_health(instance)
             self._next_health = time.monotonic() + self.settings.health_interval
         elif self.changed_at is not None and time.monotonic() >= self.changed_at + RESYNC_DEBOUNCE:
-            self._resync()
+            self._resync(instance)
         elif time.monotonic() >= self._next_capture:
             self._capture(instance, "interval")
             self._next_capture = time.monotonic() + self.settings.persist_interval
@@ -194,7 +194,7 @@ class SandboxWorker(threading.Thread):
             return max(0.05, self.changed_at + RESYNC_DEBOUNCE - time.monotonic())
         return min(self.settings.poll_interval, max(1.0, due))
 
-    def _resync(self) -> None:
+    def _resync(self, instance: Instance) -> None:
         """Re-validate the archive after an edit; apply only the steps whose result changed."""
         files = sorted(self.changed_files)
         self.changed_files.clear()
@@ -215,6 +215,10 @@ class SandboxWorker(threading.Thread):
         if self.last_id is None:
             return  # not restored yet: the next full restore uses the new plan
         self._converge(RESYNC, plan.subset(changed))
+        if self.last_id is not None and self.last_id != instance.id:
+            # The pod was replaced in between and got only the changed steps: restore it fully.
+            self.last_id = None
+            self.wake.set()
 
     def _capture(self, instance: Instance, reason: str, lock_timeout: float = 0.0) -> None:
         if not self.plan.persist or self.last_id != instance.id:

@@ -247,3 +247,22 @@ def test_an_event_on_the_same_container_checks_the_gateway_at_once(archive: Path
     finally:
         daemon.shutdown()
         runner.join(20)
+
+
+def test_a_resync_that_lands_on_a_new_pod_asks_for_a_full_restore(archive: Path, tmp_path: Path) -> None:
+    """The changed steps alone must not count as restoring a pod that was replaced meanwhile."""
+    log.configure("error", io.StringIO())
+    config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    daemon = Daemon(config, Recorder(), targets={"my-assistant": target})
+    worker = daemon.workers[0]
+    worker._converge("daemon start")
+    old = target.locate()
+    assert worker.last_id == old.id
+    (archive / "SOUL.md").write_text("# SOUL\nnew\n")
+    target.replace_pod("9" * 64)  # between the round's locate and the re-sync
+    worker._resync(old)
+    assert worker.last_id is None  # the next round restores the new pod in full
+    worker._converge("pod replaced")
+    assert worker.last_id == "9" * 64
+    assert (target.root / "sandbox/.openclaw-data/skills/proxmox/SKILL.md").exists()
