@@ -63,19 +63,29 @@ done
 
 # Arguments: a list of operations, run in order, then "--inspect" and the inspector's
 # arguments, so that one exec both writes and reads back. "tar" reads a tar stream
-# from stdin and extracts it at /; the others are: rm PATH, own UID:GID PATH,
-# ownr UID:GID PATH, mode OCTAL PATH. The first failure exits with status 4.
+# from stdin and extracts it at /; the others are: rm PATH, ownr UID:GID PATH, and
+# own UID:GID N PATH... / mode OCTAL N PATH... for N paths at once (one chown or
+# chmod for many paths: a process per path costs more than the tar stream). The
+# eval only ever sees references like "${3}", never a path. The first failure
+# exits with status 4.
 APPLY_SCRIPT = (
     r"""
+many() { # many N: the references "${1}" ... "${N}", for eval
+  refs=''; i=1
+  while [ "$i" -le "$1" ]; do refs="$refs \"\${$i}\""; i=$((i + 1)); done
+}
 while [ $# -gt 0 ]; do
   op=$1; shift
   case $op in
     --inspect) break ;;
     rm) rm -rf "$1" || exit 4; shift ;;
     tar) tar -x -f - -C / || exit 4 ;;
-    own) chown -h "$1" "$2" || exit 4; shift 2 ;;
     ownr) chown -R -h "$1" "$2" || exit 4; shift 2 ;;
-    mode) chmod "$1" "$2" || exit 4; shift 2 ;;
+    own|mode)
+      arg=$1; n=$2; shift 2; many "$n"
+      if [ "$op" = own ]; then eval "chown -h \"\$arg\" $refs" || exit 4
+      else eval "chmod \"\$arg\" $refs" || exit 4; fi
+      shift "$n" ;;
     *) echo "clawguard: unknown operation $op" >&2; exit 4 ;;
   esac
 done
@@ -155,12 +165,23 @@ class Write:
         if self.members:
             ops.append("tar")
         # tar may not restore owners or modes the same way everywhere (busybox,
-        # GNU, umask): set them explicitly afterwards.
+        # GNU, umask): set them explicitly afterwards, one command per owner and
+        # per mode. Recursive owners go first, so a path's own owner wins.
+        owners: dict[str, list[str]] = {}
+        modes: dict[str, list[str]] = {}
+        recursive: list[str] = []
         for entry, ids in self.fixups:
             if ids is not None:
-                ops += ["ownr" if entry.recursive_owner else "own", f"{ids.uid}:{ids.gid}", entry.path]
+                if entry.recursive_owner:
+                    recursive += ["ownr", f"{ids.uid}:{ids.gid}", entry.path]
+                else:
+                    owners.setdefault(f"{ids.uid}:{ids.gid}", []).append(entry.path)
             if entry.mode is not None and entry.kind != "symlink":
-                ops += ["mode", f"{entry.mode:04o}", entry.path]
+                modes.setdefault(f"{entry.mode:04o}", []).append(entry.path)
+        ops += recursive
+        for op, groups in (("own", owners), ("mode", modes)):
+            for value, paths in groups.items():
+                ops += [op, value, str(len(paths)), *paths]
         return ops
 
     def stream(self) -> bytes | None:

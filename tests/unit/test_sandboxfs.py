@@ -60,21 +60,29 @@ def test_write_args_and_tar() -> None:
     d = Entry("/sandbox/d", "dir", 0o700, "sandbox", recursive_owner=True)
     link = Entry("/sandbox/l", "symlink", link="/sandbox/a")
     write = Write(remove=["/sandbox/a"], members=[(f, ids), (link, None)], fixups=[(f, ids), (d, ids), (link, None)])
+    g = Entry("/sandbox/b", "file", 0o600, "sandbox", content=b"more")
+    write.fixups.append((g, ids))
+    # One chown and one chmod per distinct owner and mode, however many paths share them.
     assert write.args() == [
         "rm",
         "/sandbox/a",
         "tar",
-        "own",
-        "998:998",
-        "/sandbox/a",
-        "mode",
-        "0600",
-        "/sandbox/a",
         "ownr",
         "998:998",
         "/sandbox/d",
+        "own",
+        "998:998",
+        "2",
+        "/sandbox/a",
+        "/sandbox/b",
+        "mode",
+        "0600",
+        "2",
+        "/sandbox/a",
+        "/sandbox/b",
         "mode",
         "0700",
+        "1",
         "/sandbox/d",
     ]
     stream = write.stream()
