@@ -1,0 +1,245 @@
+"""clawguard's own figures, from the real daemon on the testbed.
+
+* Pod restarts: detection (``sandbox.detected`` minus the new pod's
+  creation), restore (``restore.done`` minus ``sandbox.detected``) and
+  time to a healthy gateway (``gateway.health outcome=healthy`` minus the pod's
+  start).
+* Idle: CPU (utime + stime of the daemon and its waited-for children, from
+  ``/proc``) and RSS over a window with default settings.
+* Scale: N sandboxes restored after a cluster container restart.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clawguard.testbed import Testbed, TestbedError
+
+from .archive import ReferenceArchive
+from .cluster import PodClock, cgroup_cpu_seconds
+from .daemon import Daemon, Event, write_config
+from .stats import summary
+
+Progress = Callable[[str], None]
+MB = 1024 * 1024
+
+
+@dataclass
+class RestartFigures:
+    detection_s: list[float] = field(default_factory=list)
+    restore_s: list[float] = field(default_factory=list)
+    restore_engine_s: list[float] = field(default_factory=list)
+    before_first_step_s: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    slowest_step: list[str] = field(default_factory=list)
+    hiccups: Counter[str] = field(default_factory=Counter)
+    task_created_s: list[float] = field(default_factory=list)
+    gateway_healthy_s: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detection_s": summary(self.detection_s),
+            "restore_s": summary(self.restore_s),
+            "restore_engine_s": summary(self.restore_engine_s),
+            "restore_before_first_step_s": summary(self.before_first_step_s),
+            "restore_steps": max(self.steps, default=0),
+            "slowest_steps": self.slowest_step,
+            "warnings_during_restarts": dict(sorted(self.hiccups.items())),
+            "testbed_task_created_after_container_s": summary(self.task_created_s),
+            "gateway_healthy_s": summary(self.gateway_healthy_s),
+            "failures": self.failures,
+        }
+
+
+def wait_converged(daemon: Daemon, bed: Testbed, names: list[str], timeout: float) -> None:
+    """Every sandbox restored and its gateway healthy, on its current pod."""
+    for name in names:
+        cid = bed.container_id(name)
+        if cid is None:
+            raise TestbedError(f"no sandbox {name}")
+        daemon.wait("gateway.health", sandbox=name, container_id=cid[:12], outcome="healthy", timeout=timeout)
+
+
+def _noticed(daemon: Daemon, sandbox: str, short: str, before: float) -> Event | None:
+    """The detection that led to the restore: the last ``sandbox.detected`` (or ``.verify``)
+    of this container before ``before``. An earlier one can exist when a restore was
+    interrupted right after a detection (``restore.interrupted``, counted separately)."""
+    found = [
+        e
+        for e in daemon.refresh()
+        if e.name in ("sandbox.detected", "sandbox.verify")
+        and e.fields.get("sandbox") == sandbox
+        and e.fields.get("container_id") == short
+        and e.ts <= before
+    ]
+    return found[-1] if found else None
+
+
+def pod_restarts(
+    bed: Testbed, clock: PodClock, daemon: Daemon, *, sandbox: str, iterations: int, progress: Progress
+) -> RestartFigures:
+    figures = RestartFigures()
+    rng = random.Random()
+    for i in range(iterations):
+        time.sleep(rng.uniform(1.0, 3.0))
+        before = time.time()
+        new_id = bed.restart(sandbox)
+        started = clock.wait(new_id)
+        task = clock.task_created(new_id)
+        if task is not None:
+            figures.task_created_s.append(task - started)
+        short = new_id[:12]
+        healthy = daemon.wait("gateway.health", sandbox=sandbox, container_id=short, outcome="healthy", timeout=180)
+        begun = daemon.find("restore.start", sandbox=sandbox, container_id=short)
+        done = daemon.find("restore.done", sandbox=sandbox, container_id=short)
+        noticed = None if begun is None else _noticed(daemon, sandbox, short, begun.ts)
+        if noticed is None or done is None or begun is None:
+            figures.failures.append(f"iteration {i + 1}: no detection or restore event for {short}")
+            continue
+        if done.fields.get("outcome") != "ok":
+            figures.failures.append(f"iteration {i + 1}: restore.done outcome={done.fields.get('outcome')}")
+        figures.detection_s.append(noticed.ts - started)
+        figures.restore_s.append(done.ts - noticed.ts)
+        figures.restore_engine_s.append(float(done.fields.get("duration", "nan")))
+        figures.before_first_step_s.append(begun.ts - noticed.ts)
+        steps = [
+            e
+            for e in daemon.events
+            if e.name == "restore.step" and e.fields.get("container_id") == short and e.fields.get("sandbox") == sandbox
+        ]
+        figures.steps.append(len(steps))
+        figures.hiccups.update(
+            e.name
+            for e in daemon.events
+            if before <= e.ts <= healthy.ts and e.fields.get("level") in ("warning", "error")
+        )
+        if steps:
+            slow = max(steps, key=lambda e: float(e.fields.get("duration", 0)))
+            figures.slowest_step.append(f"{slow.fields.get('step')} {float(slow.fields.get('duration', 0)):.3f}s")
+        figures.gateway_healthy_s.append(healthy.ts - started)
+        progress(
+            f"clawguard {i + 1}/{iterations}: detection {noticed.ts - started:.3f}s, "
+            f"restore {done.ts - noticed.ts:.3f}s, gateway healthy {healthy.ts - started:.3f}s"
+        )
+    return figures
+
+
+def idle(bed: Testbed, daemon: Daemon, *, seconds: float, progress: Progress) -> dict[str, Any]:
+    """CPU and RSS of the daemon over ``seconds`` with nothing to do but its routine."""
+    time.sleep(5.0)  # let the last restore's follow-ups (hooks, state writes) finish
+    progress(f"idle window: {seconds:.0f}s")
+    after = time.time()
+    cpu0, cgroup0, t0 = daemon.cpu_seconds(), cgroup_cpu_seconds(bed), time.monotonic()
+    rss: list[int] = []
+    threads: list[int] = []
+    while time.monotonic() - t0 < seconds:
+        rss.append(daemon.rss_bytes()[0])
+        threads.append(daemon.threads())
+        time.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - t0))))
+    cpu1, cgroup1, t1 = daemon.cpu_seconds(), cgroup_cpu_seconds(bed), time.monotonic()
+    window = t1 - t0
+    events = Counter(e.name for e in daemon.refresh() if e.ts >= after)
+    cluster = None if cgroup0 is None or cgroup1 is None else (cgroup1 - cgroup0) / window * 100
+    return {
+        "window_s": round(window, 1),
+        "settings": "defaults: poll 30 s, health 60 s, persist 60 s, verify 300 s",
+        "cpu_percent_of_one_core": (cpu1 - cpu0) / window * 100,
+        "cpu_seconds": round(cpu1 - cpu0, 3),
+        "rss_mb": {"median": statistics.median(rss) / MB, "max": max(rss) / MB},
+        "peak_rss_mb_whole_run": daemon.rss_bytes()[1] / MB,
+        "threads": max(threads),
+        "cluster_container_cpu_percent": cluster,
+        "events_in_window": dict(sorted(events.items())),
+    }
+
+
+def scale(
+    bed: Testbed,
+    clock: PodClock,
+    archive: ReferenceArchive,
+    *,
+    sandbox: str,
+    uid: int,
+    counts: tuple[int, ...],
+    iterations: int,
+    workdir: Path,
+    bin_dir: Path,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """For each count: that many sandboxes, the cluster container stopped and started,
+    time until every sandbox is restored (and its gateway healthy)."""
+    results = []
+    extra: list[str] = []
+    try:
+        for count in counts:
+            names = [sandbox] + [f"bench-scale-{i:02d}" for i in range(1, count)]
+            for name in names[1:]:
+                if bed.container_id(name) is None:
+                    bed.add_sandbox(name, uid=uid)
+                    extra.append(name)
+            config = write_config(workdir / f"scale-{count}.yaml", archive, names, bed.cluster_name, bed.gateway)
+            daemon = Daemon(config, workdir, bin_dir, name=f"daemon-scale-{count}")
+            rows: list[dict[str, float]] = []
+            try:
+                wait_converged(daemon, bed, names, timeout=120 + 30 * count)
+                for i in range(iterations):
+                    rows.append(_cluster_restart(bed, clock, daemon, names))
+                    progress(
+                        f"scale {count} sandboxes {i + 1}/{iterations}: all restored "
+                        f"{rows[-1]['all_restored_s']:.2f}s after the first pod started "
+                        f"(pods started over {rows[-1]['pod_start_spread_s']:.2f}s), "
+                        f"all gateways healthy {rows[-1]['all_healthy_s']:.2f}s"
+                    )
+            finally:
+                daemon.stop()
+            results.append(
+                {
+                    "sandboxes": count,
+                    **{
+                        key: summary([row[key] for row in rows], "count" if key.startswith("failed") else "s")
+                        for key in (rows[0] if rows else {})
+                    },
+                }
+            )
+    finally:
+        for name in extra:
+            bed.remove_sandbox(name)
+    return results
+
+
+def _cluster_restart(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[str]) -> dict[str, float]:
+    stopped = time.time()
+    bed.stop_cluster()
+    began = time.time()
+    bed.start_cluster()  # starts the container, then recover(): every pod re-created, new container IDs
+    replaced = {name: bed.container_id(name) or "" for name in names}
+    created = clock.created(replaced.values())
+    pod_start = {name: created[replaced[name]] for name in names}
+    restored, healthy = {}, {}
+    for name in names:
+        short = replaced[name][:12]
+        restored[name] = daemon.wait("restore.done", sandbox=name, container_id=short, timeout=900).ts
+        healthy[name] = daemon.wait(
+            "gateway.health", sandbox=name, container_id=short, outcome="healthy", timeout=900
+        ).ts
+    first, last = min(pod_start.values()), max(pod_start.values())
+    unreachable = sum(
+        1 for e in daemon.events if e.name == "sandbox.unreachable" and stopped <= e.ts <= max(restored.values())
+    )
+    return {
+        "all_restored_s": max(restored.values()) - first,
+        "all_healthy_s": max(healthy.values()) - first,
+        "pod_start_spread_s": last - first,
+        "restored_after_last_pod_s": max(restored.values()) - last,
+        "per_sandbox_restored_s": statistics.median(restored[n] - pod_start[n] for n in names),
+        "from_cluster_start_s": max(restored.values()) - began,
+        "failed_locates_per_sandbox": unreachable / len(names),
+    }

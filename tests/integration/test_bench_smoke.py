@@ -1,0 +1,104 @@
+"""Issue 6: CI's smoke run of the benchmark, so that ``python -m bench`` cannot rot.
+
+One iteration of everything on the bench's own testbed. It asserts that the run
+completes and writes well-formed results with every figure, ratio and goal, and
+never a timing: speed goals live in the bench's ratios, measured side by side in
+one run, because machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import REPO, require_docker
+
+pytestmark = pytest.mark.integration
+
+SUMMARIES = [
+    ("limit", "docker_exec_api_s"),
+    ("limit", "docker_exec_cli_s"),
+    ("limit", "ctr_task_exec_s"),
+    ("limit", "tar_stream_rootfs_s"),
+    ("limit", "tar_stream_in_pod_s"),
+    ("baseline", "find_poll_s"),
+    ("baseline", "detection_s"),
+    ("baseline", "restore_s"),
+    ("baseline", "gateway_healthy_s"),
+    ("clawguard", "restarts", "detection_s"),
+    ("clawguard", "restarts", "restore_s"),
+    ("clawguard", "restarts", "gateway_healthy_s"),
+    ("cost", "wall_s"),
+    ("cost", "cpu_s"),
+]
+LOCATE = ("clawguard_locate_s", "clawguard_locate_marker_s", "seed_find_s")
+SCALE = ("all_restored_s", "all_healthy_s", "pod_start_spread_s", "per_sandbox_restored_s")
+
+
+def _at(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        data = data[key]
+    return data
+
+
+def _is_summary(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("n", 0) >= 1
+        and all(isinstance(value.get(k), float) for k in ("median", "p95", "min", "max"))
+    )
+
+
+def test_the_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+    require_docker()
+    done = subprocess.run(
+        # A testbed of its own: never the one a full `python -m bench` run may be using.
+        [sys.executable, "-m", "bench", "--smoke", "--gateway", "bench-smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-5000:]}"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["errors"] == []
+
+    for path in SUMMARIES:
+        assert _is_summary(_at(results, path)), f"{'.'.join(path)}: {_at(results, path)}"
+    assert results["baseline"]["detection_model_s"]["p95"] > 0
+    assert results["baseline"]["restore_docker_commands"] > 2 * results["archive"]["files"]
+    assert results["baseline"]["end_state"]["skill_files"] == results["baseline"]["end_state"]["skill_files_expected"]
+    assert results["baseline"]["failures"] == []
+    assert results["clawguard"]["restarts"]["failures"] == []
+    assert results["clawguard"]["daemon_exit"] == 0
+
+    idle = results["clawguard"]["idle"]
+    assert isinstance(idle["cpu_percent_of_one_core"], float)
+    assert idle["rss_mb"]["max"] > 0
+
+    levels = results["locate"]["levels"]
+    assert {row["files_per_other"] > 0 for row in levels} == {False, True}
+    assert len({row["others"] for row in levels}) >= 2
+    for row in levels:
+        for key in LOCATE:
+            assert _is_summary(row[key]), f"locate {row['others']}: {key}"
+
+    scale = results["scale"]
+    assert sorted(row["sandboxes"] for row in scale)[0] == 1 and len(scale) == 2
+    for row in scale:
+        for key in SCALE:
+            assert _is_summary(row[key]), f"scale {row['sandboxes']}: {key}"
+
+    assert results["ratios"] and all(isinstance(v, float) for v in results["ratios"].values()), results["ratios"]
+    assert len(results["goals"]) == 8
+    assert all(isinstance(g["met"], bool) and g["margin"] for g in results["goals"]), results["goals"]
+
+    table = (tmp_path / "results.md").read_text()
+    assert "| Figure (median / p95) |" in table and "| Goal | Measured | Verdict |" in table
+    assert "GOALS" in (tmp_path / "output.txt").read_text()
