@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clawguard.testbed import Testbed
+from clawguard.testbed import Testbed, TestbedError
 
 from .archive import DATA_DIR, ReferenceArchive
 from .cluster import PodClock
@@ -185,8 +185,11 @@ def wait_gateway(bed: Testbed, name: str, timeout: float = 60.0) -> float:
     """Probe from inside the pod until the gateway answers; the time of the first good answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if bed.gateway_status(name) is not None:
-            return time.time()
+        try:
+            if bed.gateway_status(name) is not None:
+                return time.time()
+        except TestbedError:
+            pass  # the probe's own exec failed (a busy pod): probe again
         time.sleep(0.05)
     raise TimeoutError(f"the gateway in {name} did not answer within {timeout:.0f}s")
 

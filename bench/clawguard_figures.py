@@ -216,6 +216,7 @@ def scale(
 
 
 def _cluster_restart(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[str]) -> dict[str, float]:
+    time.sleep(2.0)  # the last convergence records its result (a final locate) before the cluster goes
     stopped = time.time()
     bed.stop_cluster()
     began = time.time()
