@@ -23,10 +23,8 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -39,7 +37,7 @@ import structlog
 from .entries import Entry, Ids
 from .errors import TargetError
 from .layout import Layout
-from .state import load_state, sandbox_dir, sandbox_lock, update_state
+from .state import atomic_write, load_state, sandbox_dir, sandbox_lock, update_state
 from .targets import Instance, Target, make_target
 
 if TYPE_CHECKING:
@@ -188,10 +186,10 @@ class CaptureStore:
             tar=tar,
         )
         # The tar first, then its metadata: a generation exists only once both are complete.
-        _atomic_write(tar, data)
+        atomic_write(tar, data)
         meta = capture.summary()
         del meta["tar"]
-        _atomic_write(tar.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
+        atomic_write(tar.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
         self._prune()
         return capture
 
@@ -209,20 +207,6 @@ class CaptureStore:
 
 def _top(name: str) -> str:
     return "/" + name.strip("/")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True)

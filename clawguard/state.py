@@ -32,14 +32,13 @@ def sandbox_dir(sandbox: str, root: Path | None = None) -> Path:
     return path
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write-then-rename, so a reader or a crash never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def atomic_write(path: Path, data: bytes, dir_mode: int = 0o700) -> None:
+    """Write-then-rename (the file is created 0600), so a reader or a crash never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -47,6 +46,10 @@ def write_json(path: Path, data: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -11,12 +11,9 @@ config will hold. Next to the config goes an empty archive per sandbox.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -28,6 +25,7 @@ import docker.errors
 
 from ..config import SANDBOX_NAME, default_path, parse_config
 from ..errors import ClawguardError, TargetError
+from ..state import atomic_write
 from ..targets import Instance, Target
 from ..targets import _docker as docker_api
 from ..targets.docker import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SANDBOX_NAME_LABEL, DockerTarget, nemoclaw_labels
@@ -288,21 +286,6 @@ def write_archive(directory: Path, key: str, item: Found) -> list[str]:
     return made
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     path = Path(args.config).expanduser() if args.config else default_path()
     path = path.absolute()
@@ -327,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         made = write_archive(archives / key, key, item)
         if made:
             print(f"archive {archives / key}: created {', '.join(made)}", file=report)
-    _write_atomically(path, text)
+    atomic_write(path, text.encode(), dir_mode=0o777)  # the config dir: the usual umask applies
     print(f"wrote {path}\n\nnext:", file=report)
     print("  put your files in each archive (see its README.md)", file=report)
     print(f"  clawguard --config {path} check", file=report)
