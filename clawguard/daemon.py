@@ -302,6 +302,11 @@ class SandboxWorker(threading.Thread):
         except ClawguardError as exc:
             self.log.warning("gateway.probe_failed", error=str(exc))
             return
+        if not health.healthy and self._pod_changed(instance.id):
+            # The gateway is down because the pod is going or gone: the next round
+            # handles it as a replacement (detected, restored in full, named so).
+            self.wake.set()
+            return
         update_state_when_free(self.sandbox.name, self.state_root, gateway=health.to_dict())
         if not health.healthy:
             self.log.warning("gateway.down", container_id=instance.short_id, status=health.status)
