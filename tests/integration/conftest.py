@@ -101,12 +101,24 @@ sandboxes:
     return path
 
 
-# Integration runs keep their state (locks, state.json) out of the user's home.
-STATE_HOME = Path(tempfile.gettempdir()) / "clawguard-integration-state"
+# Figures the integration tests measure (timings, RPO), kept for a reader after the run.
+FIGURES_DIR = Path(tempfile.gettempdir()) / "clawguard-integration-figures"
+
+# Each test's state (locks, state.json, persisted captures) lives in its own directory, out of the user's
+# home. A shared one let a capture left by an earlier test be restored into a later test's fresh pod.
+_state_home = Path(tempfile.gettempdir()) / "clawguard-integration-state"
+
+
+@pytest.fixture(autouse=True)
+def _own_state_home(tmp_path: Path) -> Iterator[None]:
+    global _state_home
+    previous, _state_home = _state_home, tmp_path / "clawguard-state"
+    yield
+    _state_home = previous
 
 
 def clawguard_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "XDG_STATE_HOME": str(STATE_HOME), **extra}
+    return {**os.environ, "XDG_STATE_HOME": str(_state_home), **extra}
 
 
 def clawguard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

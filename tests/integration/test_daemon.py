@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SANDBOX, STATE_HOME, clawguard, clawguard_env, sandbox_exec, wait_for, write_config
+from .conftest import FIGURES_DIR, SANDBOX, clawguard, clawguard_env, sandbox_exec, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 DATA = "/sandbox/.openclaw-data"
@@ -107,8 +107,8 @@ def test_pod_restart_is_restored_and_gateway_comes_back(testbed: object, daemon:
         "gateway_healthy_s": round(healthy - restarted_at, 3),
     }
     print("daemon timings after pod restart:", json.dumps(figures))
-    STATE_HOME.mkdir(parents=True, exist_ok=True)
-    (STATE_HOME / "daemon-timings.json").write_text(json.dumps(figures))
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    (FIGURES_DIR / "daemon-timings.json").write_text(json.dumps(figures))
 
     # From inside: the files, and the gateway's own view of its start.
     assert sandbox_exec(testbed, SANDBOX, ["stat", "-c", "%U", f"{DATA}/telegram"]).strip() == "sandbox"

@@ -24,7 +24,7 @@ from clawguard.targets import make_target
 from clawguard.targets.docker import DockerTarget, nemoclaw_labels
 from clawguard.testbed import DockerSandboxes, Testbed
 
-from .conftest import REPO, SANDBOX, STATE_HOME, clawguard, clawguard_env, sandbox_exec, sandbox_snapshot, wait_for
+from .conftest import FIGURES_DIR, REPO, SANDBOX, clawguard, clawguard_env, sandbox_exec, sandbox_snapshot, wait_for
 from .test_daemon import DaemonProcess
 
 pytestmark = pytest.mark.integration
@@ -235,8 +235,8 @@ def test_one_daemon_restores_three_sandboxes_recreated_at_once(
             }
         figures["all_healthy_s"] = max(figures[name]["gateway_healthy_s"] for name in ALL)
         print("three sandboxes recreated at once:", json.dumps(figures))
-        STATE_HOME.mkdir(parents=True, exist_ok=True)
-        (STATE_HOME / "docker-target-timings.json").write_text(json.dumps(figures, indent=2))
+        FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+        (FIGURES_DIR / "docker-target-timings.json").write_text(json.dumps(figures, indent=2))
 
         for name in ALL:
             _assert_restored_from_inside(testbed, gen2, name)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SANDBOX, STATE_HOME, clawguard, clawguard_env, sandbox_exec, wait_for, write_config
+from .conftest import FIGURES_DIR, REPO, SANDBOX, clawguard, clawguard_env, sandbox_exec, wait_for, write_config
 from .test_daemon import DaemonProcess, _status
 
 pytestmark = pytest.mark.integration
@@ -91,8 +91,8 @@ def test_offset_and_memory_survive_a_pod_restart(testbed: object, daemon: Daemon
     assert steps[-1] == "persisted state"
     figures = {"persist_interval_s": 2, "offsets_lost": lost, "rpo_s_approx": lost}
     print("data-loss window after a pod restart:", json.dumps(figures))
-    STATE_HOME.mkdir(parents=True, exist_ok=True)
-    (STATE_HOME / "persist-rpo.json").write_text(json.dumps(figures))
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    (FIGURES_DIR / "persist-rpo.json").write_text(json.dumps(figures))
     done = clawguard(
         "--config",
         str(tmp_path / "config.yaml"),
