@@ -8,6 +8,7 @@ the cluster container (which is privileged, i.e. host root).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import docker.errors
+from docker.utils.socket import frames_iter
 
 from ..errors import ClawguardError, SandboxGone, TargetError
 from ..schema import Field, Int, SandboxPath, Str
@@ -47,6 +49,20 @@ grep -o "$1/io.containerd.runtime.v2.task/$2/[0-9a-f]\{64\}/rootfs" /proc/mounts
 while read -r rootfs; do
   if [ -e "$rootfs$3" ]; then echo "$rootfs"; fi
 done
+"""
+
+
+# Arguments: the ctr events command. Docker never ends an exec whose client went away,
+# so a daemon that exited (or was SIGKILLed) would leave `ctr events` running in the
+# cluster for good. The exec's stdin is our connection: when it closes, cat sees EOF
+# and the watcher ends ctr. (An asynchronous list's stdin is /dev/null, hence fd 3.)
+_EVENTS_WHILE_ATTACHED = r"""
+exec 3<&0
+"$@" </dev/null &
+child=$!
+(cat >/dev/null; kill "$child") <&3 >/dev/null 2>&1 &
+exec 3<&-
+wait "$child"
 """
 
 
@@ -221,11 +237,15 @@ class K3sTarget(Target):
             delay = min(delay * 2, 30.0)
 
     def _containerd_events(self, wake: Callable[[str], None], stop: threading.Event) -> None:
+        sock: Any = None
         try:
             api = self._stream_client().api
-            created = api.exec_create(self.cluster, [*self._ctr()[:3], "events"], stdout=True, stderr=False)
+            argv = ["sh", "-c", _EVENTS_WHILE_ATTACHED, "sh", *self._ctr()[:3], "events"]
+            created = api.exec_create(self.cluster, argv, stdout=True, stderr=False, stdin=True)
+            # A socket, not a stream: only a held connection keeps the exec's stdin open.
+            sock = api.exec_start(created["Id"], socket=True)
             pending = b""
-            for chunk in api.exec_start(created["Id"], stream=True):
+            for _, chunk in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
@@ -235,6 +255,10 @@ class K3sTarget(Target):
                     return
         except (docker.errors.DockerException, OSError, ClawguardError):
             return  # the caller waits and retries
+        finally:
+            if sock is not None:  # ends the exec now, not when the daemon exits
+                with contextlib.suppress(OSError):
+                    getattr(sock, "_sock", sock).close()
 
     def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
         exec_id = f"clawguard-{os.getpid()}-{next(_counter)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +56,13 @@ class DaemonProcess:
 
 @pytest.fixture
 def daemon(testbed: object, tmp_path: Path) -> Iterator[DaemonProcess]:
+    process = start_daemon(testbed, tmp_path)
+    yield process
+    assert process.stop() == 0, "\n".join(process.lines()[-30:])
+    assert "Traceback" not in process.log.read_text()
+
+
+def start_daemon(testbed: object, tmp_path: Path) -> DaemonProcess:
     bin_dir = tmp_path / "bin"
     testbed.install_openshell(bin_dir)  # type: ignore[attr-defined]
     config = write_config(tmp_path, extra="")
@@ -65,10 +73,7 @@ def daemon(testbed: object, tmp_path: Path) -> Iterator[DaemonProcess]:
     )
     # A state directory of its own: stale state from an earlier run must not satisfy a wait.
     env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}", XDG_STATE_HOME=str(tmp_path / "state"))
-    process = DaemonProcess(config, env, tmp_path / "daemon.log")
-    yield process
-    assert process.stop() == 0, "\n".join(process.lines()[-30:])
-    assert "Traceback" not in process.log.read_text()
+    return DaemonProcess(config, env, tmp_path / "daemon.log")
 
 
 def _status(config_dir: Path) -> dict[str, object]:
@@ -155,3 +160,26 @@ def test_a_skill_deleted_inside_the_pod_is_repaired_and_named(
         "sandbox",
         "644",
     ]
+
+
+def _event_watchers(bed: object) -> list[str]:
+    """The `ctr ... events` processes running in the cluster container."""
+    cluster = bed.client.containers.get("openshell-cluster-nemoclaw")  # type: ignore[attr-defined]
+    listing = cluster.exec_run(["ps", "-o", "pid,args"]).output.decode()
+    return [line for line in listing.splitlines() if line.split()[1:2] == ["ctr"] and line.endswith(" events")]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_daemon_leaves_no_event_watcher_in_the_cluster(
+    testbed: object, tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    # Docker does not end an exec whose client went away: without care, every daemon
+    # restart (an upgrade, the watchdog's SIGKILL) would leave a `ctr events` behind.
+    for line in _event_watchers(testbed):  # left by an older daemon: not this test's business
+        testbed.client.containers.get("openshell-cluster-nemoclaw").exec_run(["kill", line.split()[0]])  # type: ignore[attr-defined]
+    daemon = start_daemon(testbed, tmp_path)
+    wait_for("the event watchers of both sandboxes", lambda: len(_event_watchers(testbed)) == 2)
+    daemon.proc.send_signal(stop_signal)
+    daemon.proc.wait(30)
+    daemon.handle.close()
+    wait_for("the event watchers to end", lambda: not _event_watchers(testbed), timeout=10)
