@@ -32,7 +32,6 @@ the container by its labels and runs ``sshd -i`` in it with ``docker exec -i``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import tempfile
@@ -49,7 +48,7 @@ from ..targets._docker import ExecTimeout, exec_in
 from ..targets.base import ExecResult
 from . import _images as images
 from ._images import DEFAULT_SANDBOX_UID, HASH_LABEL, ROLE_LABEL, SANDBOX_REPO, ImageBuildError
-from ._testbed import GATEWAY_PORT, LABEL_GATEWAY, LABEL_SANDBOX_UID, POD_NAMESPACE, TestbedError
+from ._testbed import LABEL_GATEWAY, LABEL_SANDBOX_UID, POD_NAMESPACE, SandboxHelpers, TestbedError
 
 log = logging.getLogger("clawguard.testbed")
 
@@ -80,7 +79,7 @@ def image_tag(uid: int) -> str:
     return f"{SANDBOX_REPO}:uid-{uid}"
 
 
-class DockerSandboxes:
+class DockerSandboxes(SandboxHelpers):
     """OpenShell generation 2 sandboxes of one gateway: plain Docker containers."""
 
     __test__ = False  # not a pytest test class
@@ -284,48 +283,3 @@ class DockerSandboxes:
         cid = str(self._require(name).id)
         result = self._exec(cid, argv, None if user is None else str(user), stdin, timeout)
         return result.code, result.stdout, result.stderr
-
-    # ------------------------------------------------------- ssh and gateway
-
-    def host_public_key(self, name: str) -> str:
-        """Sandbox ``name``'s SSH host key, ``"ssh-ed25519 AAAA..."``; new with every container."""
-        code, out, err = self.exec_in_sandbox(name, ["cat", images.SSH_HOST_PUBKEY])
-        fields = out.decode().split()
-        if code != 0 or len(fields) < 2:
-            raise TestbedError(f"no SSH host key in sandbox {name!r}: {err.decode(errors='replace').strip()}")
-        return f"{fields[0]} {fields[1]}"
-
-    def known_hosts_line(self, name: str) -> str:
-        return f"openshell-{name} {self.host_public_key(name)}"
-
-    def gateway_status(self, name: str, port: int = GATEWAY_PORT) -> dict[str, Any] | None:
-        """The stand-in gateway's JSON status from inside sandbox ``name``; None if down."""
-        code, out, _ = self.exec_in_sandbox(
-            name, ["timeout", "5", "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/"], user="sandbox"
-        )
-        if code != 0:
-            return None
-        try:
-            status = json.loads(out)
-        except ValueError:
-            return None
-        return status if isinstance(status, dict) else None
-
-    def start_gateway(self, name: str, timeout: float = 10.0, port: int = GATEWAY_PORT) -> dict[str, Any]:
-        """Start the gateway as ``sandbox`` the way NemoClaw does; wait until it is healthy."""
-        start = "nohup openclaw gateway run > /tmp/gateway.log 2>&1 < /dev/null &"
-        code, _, err = self.exec_in_sandbox(name, ["sh", "-c", start], "sandbox")
-        if code != 0:
-            raise TestbedError(f"starting the gateway in {name!r} failed: {err.decode(errors='replace').strip()}")
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.gateway_status(name, port)
-            if status is not None:
-                return status
-            if time.monotonic() > deadline:
-                _, logtext, _ = self.exec_in_sandbox(name, ["tail", "-n", "20", "/tmp/gateway.log"])
-                raise TestbedError(
-                    f"gateway in {name!r} not healthy after {timeout:.0f}s; /tmp/gateway.log:\n"
-                    + logtext.decode(errors="replace")
-                )
-            time.sleep(0.1)

@@ -148,7 +148,75 @@ def new_container_id() -> str:
     return secrets.token_hex(32)
 
 
-class Testbed:
+class SandboxHelpers:
+    """What both testbeds offer on top of ``exec_in_sandbox``: SSH host keys and the stand-in gateway."""
+
+    def exec_in_sandbox(
+        self,
+        name: str,
+        argv: list[str],
+        user: str | int | None = None,
+        stdin: bytes | None = None,
+        timeout: float | None = 300.0,
+    ) -> tuple[int, bytes, bytes]:
+        raise NotImplementedError
+
+    def host_public_key(self, name: str) -> str:
+        """Pod ``name``'s SSH host key, ``"ssh-ed25519 AAAA..."`` (no comment).
+
+        A new pod (``restart``, ``recover``) has a new key.
+        """
+        code, out, err = self.exec_in_sandbox(name, ["cat", images.SSH_HOST_PUBKEY])
+        fields = out.decode().split()
+        if code != 0 or len(fields) < 2:
+            raise TestbedError(f"no SSH host key in sandbox {name!r}: {err.decode(errors='replace').strip()}")
+        return f"{fields[0]} {fields[1]}"
+
+    def known_hosts_line(self, name: str) -> str:
+        """``known_hosts`` line for ``ssh sandbox@openshell-NAME`` via the proxy."""
+        return f"openshell-{name} {self.host_public_key(name)}"
+
+    def gateway_status(self, name: str, port: int = GATEWAY_PORT) -> dict[str, Any] | None:
+        """The stand-in gateway's JSON status from inside pod ``name``; None if down."""
+        code, out, _ = self.exec_in_sandbox(
+            name, ["timeout", "5", "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/"], user="sandbox"
+        )
+        if code != 0:
+            return None
+        try:
+            status = json.loads(out)
+        except ValueError:
+            return None
+        return status if isinstance(status, dict) else None
+
+    def start_gateway(self, name: str, timeout: float = 10.0, port: int = GATEWAY_PORT) -> dict[str, Any]:
+        """Start the gateway as ``sandbox`` the way NemoClaw does; wait until healthy.
+
+        Runs ``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &`` (stdin
+        from /dev/null) with ``ctr task exec``, not over ssh. Returns the
+        gateway's status. If a gateway is already up, the new one exits with
+        "gateway already running" (see /tmp/gateway.log) and this returns the
+        running one's status.
+        """
+        start = "nohup openclaw gateway run > /tmp/gateway.log 2>&1 < /dev/null &"
+        code, _, err = self.exec_in_sandbox(name, ["sh", "-c", start], "sandbox")
+        if code != 0:
+            raise TestbedError(f"starting the gateway in {name!r} failed: {err.decode(errors='replace').strip()}")
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.gateway_status(name, port)
+            if status is not None:
+                return status
+            if time.monotonic() > deadline:
+                _, logtext, _ = self.exec_in_sandbox(name, ["tail", "-n", "20", "/tmp/gateway.log"])
+                raise TestbedError(
+                    f"gateway in {name!r} not healthy after {timeout:.0f}s; /tmp/gateway.log:\n"
+                    + logtext.decode(errors="replace")
+                )
+            time.sleep(0.1)
+
+
+class Testbed(SandboxHelpers):
     """Fake OpenShell gen-1 cluster: Docker container + real containerd."""
 
     __test__ = False  # not a pytest test class
@@ -692,60 +760,6 @@ class Testbed:
                 tmp.unlink()
             raise TestbedError(f"cannot install openshell into {bin_dir}: {exc}") from exc
         return dest
-
-    def host_public_key(self, name: str) -> str:
-        """Pod ``name``'s SSH host key, ``"ssh-ed25519 AAAA..."`` (no comment).
-
-        A new pod (``restart``, ``recover``) has a new key.
-        """
-        code, out, err = self.exec_in_sandbox(name, ["cat", images.SSH_HOST_PUBKEY])
-        fields = out.decode().split()
-        if code != 0 or len(fields) < 2:
-            raise TestbedError(f"no SSH host key in sandbox {name!r}: {err.decode(errors='replace').strip()}")
-        return f"{fields[0]} {fields[1]}"
-
-    def known_hosts_line(self, name: str) -> str:
-        """``known_hosts`` line for ``ssh sandbox@openshell-NAME`` via the proxy."""
-        return f"openshell-{name} {self.host_public_key(name)}"
-
-    def gateway_status(self, name: str, port: int = GATEWAY_PORT) -> dict[str, Any] | None:
-        """The stand-in gateway's JSON status from inside pod ``name``; None if down."""
-        code, out, _ = self.exec_in_sandbox(
-            name, ["timeout", "5", "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/"], user="sandbox"
-        )
-        if code != 0:
-            return None
-        try:
-            status = json.loads(out)
-        except ValueError:
-            return None
-        return status if isinstance(status, dict) else None
-
-    def start_gateway(self, name: str, timeout: float = 10.0, port: int = GATEWAY_PORT) -> dict[str, Any]:
-        """Start the gateway as ``sandbox`` the way NemoClaw does; wait until healthy.
-
-        Runs ``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &`` (stdin
-        from /dev/null) with ``ctr task exec``, not over ssh. Returns the
-        gateway's status. If a gateway is already up, the new one exits with
-        "gateway already running" (see /tmp/gateway.log) and this returns the
-        running one's status.
-        """
-        start = "nohup openclaw gateway run > /tmp/gateway.log 2>&1 < /dev/null &"
-        code, _, err = self.exec_in_sandbox(name, ["sh", "-c", start], "sandbox")
-        if code != 0:
-            raise TestbedError(f"starting the gateway in {name!r} failed: {err.decode(errors='replace').strip()}")
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.gateway_status(name, port)
-            if status is not None:
-                return status
-            if time.monotonic() > deadline:
-                _, logtext, _ = self.exec_in_sandbox(name, ["tail", "-n", "20", "/tmp/gateway.log"])
-                raise TestbedError(
-                    f"gateway in {name!r} not healthy after {timeout:.0f}s; /tmp/gateway.log:\n"
-                    + logtext.decode(errors="replace")
-                )
-            time.sleep(0.1)
 
 
 # Wait (up to 5 s) for the pod's SSH host key, then print the task status and
