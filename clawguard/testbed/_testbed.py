@@ -162,9 +162,9 @@ class SandboxHelpers:
         raise NotImplementedError
 
     def host_public_key(self, name: str) -> str:
-        """Pod ``name``'s SSH host key, ``"ssh-ed25519 AAAA..."`` (no comment).
+        """Sandbox ``name``'s SSH host key, ``"ssh-ed25519 AAAA..."`` (no comment).
 
-        A new pod (``restart``, ``recover``) has a new key.
+        A new pod or container (``restart``, ``recover``, a recreate) has a new key.
         """
         code, out, err = self.exec_in_sandbox(name, ["cat", images.SSH_HOST_PUBKEY])
         fields = out.decode().split()
@@ -177,7 +177,7 @@ class SandboxHelpers:
         return f"openshell-{name} {self.host_public_key(name)}"
 
     def gateway_status(self, name: str, port: int = GATEWAY_PORT) -> dict[str, Any] | None:
-        """The stand-in gateway's JSON status from inside pod ``name``; None if down."""
+        """The stand-in gateway's JSON status from inside sandbox ``name``; None if down."""
         code, out, _ = self.exec_in_sandbox(
             name, ["timeout", "5", "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/"], user="sandbox"
         )
@@ -193,7 +193,7 @@ class SandboxHelpers:
         """Start the gateway as ``sandbox`` the way NemoClaw does; wait until healthy.
 
         Runs ``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &`` (stdin
-        from /dev/null) with ``ctr task exec``, not over ssh. Returns the
+        from /dev/null) with ``exec_in_sandbox``, not over ssh. Returns the
         gateway's status. If a gateway is already up, the new one exits with
         "gateway already running" (see /tmp/gateway.log) and this returns the
         running one's status.
