@@ -104,7 +104,7 @@ sandboxes:
 # Figures the integration tests measure (timings, RPO), kept for a reader after the run.
 FIGURES_DIR = Path(tempfile.gettempdir()) / "clawguard-integration-figures"
 
-# Each test's state (locks, state.json, persisted captures) lives in its own directory, out of the user's
+# Each test's state (locks, state.json, persisted captures) lives in its own directory, tmp_path/state, out of the user's
 # home. A shared one let a capture left by an earlier test be restored into a later test's fresh pod.
 _state_home = Path(tempfile.gettempdir()) / "clawguard-integration-state"
 
@@ -112,7 +112,7 @@ _state_home = Path(tempfile.gettempdir()) / "clawguard-integration-state"
 @pytest.fixture(autouse=True)
 def _own_state_home(tmp_path: Path) -> Iterator[None]:
     global _state_home
-    previous, _state_home = _state_home, tmp_path / "clawguard-state"
+    previous, _state_home = _state_home, tmp_path / "state"
     yield
     _state_home = previous
 

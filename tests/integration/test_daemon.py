@@ -71,8 +71,8 @@ def start_daemon(testbed: object, tmp_path: Path) -> DaemonProcess:
             "version: 1\n", "version: 1\ndaemon: {poll_interval: 5, health_interval: 5, verify_interval: 5}\n"
         )
     )
-    # A state directory of its own: stale state from an earlier run must not satisfy a wait.
-    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}", XDG_STATE_HOME=str(tmp_path / "state"))
+    # clawguard_env() gives this test its own state directory: stale state from an earlier run must not satisfy a wait.
+    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}")
     return DaemonProcess(config, env, tmp_path / "daemon.log")
 
 

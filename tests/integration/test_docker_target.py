@@ -91,10 +91,10 @@ def write_config(tmp_path: Path, archive: Path = ARCHIVE, daemon: str = "") -> P
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    """The openshell stand-in on PATH, and a state directory of this test's own."""
+    """The openshell stand-in on PATH (clawguard_env gives the test its own state directory)."""
     bin_dir = tmp_path / "bin"
     Testbed.install_openshell(bin_dir)
-    return clawguard_env(PATH=f"{bin_dir}:{os.environ['PATH']}", XDG_STATE_HOME=str(tmp_path / "state"))
+    return clawguard_env(PATH=f"{bin_dir}:{os.environ['PATH']}")
 
 
 def _tree_digest(root: Path) -> str:
@@ -170,7 +170,7 @@ def test_the_same_archive_restores_a_sandbox_of_each_kind(
     before = _tree_digest(ARCHIVE)
     _recreate_all(testbed)
     config = write_config(tmp_path)
-    env = clawguard_env(XDG_STATE_HOME=str(tmp_path / "state"))
+    env = clawguard_env()
     done = clawguard("--config", str(config), "restore", "--no-gateway", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     for name in ALL:

@@ -18,7 +18,6 @@ def test_doctor_names_each_trap_then_passes_after_a_restore(testbed: object, tmp
     config = write_config(tmp_path)
     env = clawguard_env(
         PATH=f"{bin_dir}:{clawguard_env()['PATH']}",
-        XDG_STATE_HOME=str(tmp_path / "state"),
         XDG_CONFIG_HOME=str(tmp_path / "config-home"),  # no unit installed here
         NO_COLOR="1",
     )

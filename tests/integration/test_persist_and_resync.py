@@ -40,7 +40,7 @@ def daemon(testbed: object, tmp_path: Path, archive: Path) -> Iterator[DaemonPro
             "version: 1\ndaemon: {poll_interval: 5, health_interval: 5, verify_interval: 300, persist_interval: 2}\n",
         )
     )
-    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}", XDG_STATE_HOME=str(tmp_path / "state"))
+    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}")
     process = DaemonProcess(config, env, tmp_path / "daemon.log")
     yield process
     assert process.stop() == 0, "\n".join(process.lines()[-30:])
@@ -98,7 +98,6 @@ def test_offset_and_memory_survive_a_pod_restart(testbed: object, daemon: Daemon
         str(tmp_path / "config.yaml"),
         "capture",
         SANDBOX,
-        env=clawguard_env(XDG_STATE_HOME=str(tmp_path / "state")),
     )
     assert done.returncode == 0 and "generation" in done.stdout, done.stdout + done.stderr
 
