@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from clawguard import log
-from clawguard.testbed import Testbed
+from testbed import Testbed
 
 from . import baseline, clawguard_figures, cost, limit, locate, report
 from .archive import build

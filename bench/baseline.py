@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clawguard.testbed import Testbed, TestbedError
+from testbed import Testbed, TestbedError
 
 from .archive import DATA_DIR, ReferenceArchive
 from .cluster import PodClock

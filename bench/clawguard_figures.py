@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawguard.testbed import Testbed, TestbedError
+from testbed import Testbed, TestbedError
 
 from .archive import ReferenceArchive
 from .cluster import PodClock, cgroup_cpu_seconds

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from clawguard.testbed import CONTAINERD_SOCK, K8S_NAMESPACE, Testbed, TestbedError, rootfs_path
+from testbed import CONTAINERD_SOCK, K8S_NAMESPACE, Testbed, TestbedError, rootfs_path
 
 CTR = ["ctr", "--address", CONTAINERD_SOCK, "-n", K8S_NAMESPACE]
 

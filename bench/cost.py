@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clawguard import parse_config, restore
-from clawguard.testbed import Testbed
+from testbed import Testbed
 
 from .archive import ReferenceArchive
 from .cluster import cgroup_cpu_seconds

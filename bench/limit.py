@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from clawguard.testbed import Testbed, TestbedError, rootfs_path
+from testbed import Testbed, TestbedError, rootfs_path
 
 from .archive import CONFIG_DIR, DATA_DIR, ReferenceArchive
 from .cluster import CTR

@@ -17,7 +17,7 @@ from typing import Any
 
 from clawguard import parse_config
 from clawguard.targets import Target, make_target
-from clawguard.testbed import Testbed
+from testbed import Testbed
 
 from .baseline import time_seed_find
 from .cluster import Fillers

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from clawguard import log, parse_config, restore
-from clawguard.testbed import Testbed
+from testbed import Testbed
 
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX = "bench-assistant"

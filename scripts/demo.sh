@@ -10,7 +10,7 @@ bash scripts/venv.sh
 PATH="$PWD/.venv/bin:$PATH"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-inside() { python -m clawguard.testbed exec my-assistant -- "$@"; }
+inside() { python -m testbed exec my-assistant -- "$@"; }
 
 work=$(mktemp -d)
 daemon_pid=
@@ -22,9 +22,9 @@ trap cleanup EXIT
 export XDG_STATE_HOME="$work/state"
 
 step "Start the OpenShell testbed (Docker + real containerd) with sandbox my-assistant"
-python -m clawguard.testbed up
-python -m clawguard.testbed status | grep -q '"my-assistant"' || python -m clawguard.testbed add my-assistant
-python -m clawguard.testbed install-openshell "$PWD/.venv/bin" >/dev/null   # the openshell CLI stand-in
+python -m testbed up
+python -m testbed status | grep -q '"my-assistant"' || python -m testbed add my-assistant
+python -m testbed install-openshell "$PWD/.venv/bin" >/dev/null   # the openshell CLI stand-in
 
 cat >"$work/config.yaml" <<YAML
 version: 1
@@ -57,7 +57,7 @@ until healthy; do sleep 0.5; done
 clawguard status
 
 step "The agent writes to its memory; clawguard captures it"
-python -m clawguard.testbed exec --user sandbox my-assistant -- \
+python -m testbed exec --user sandbox my-assistant -- \
   sh -c 'echo "the user prefers short answers" >> /sandbox/.openclaw-data/workspace/MEMORY.md'
 written=$(date +%s)
 captured() {
@@ -70,7 +70,7 @@ until captured "$written"; do sleep 0.5; done
 echo "captured"
 
 step "The pod restarts: new container ID, empty overlay, no gateway"
-new_id=$(python -m clawguard.testbed restart my-assistant)
+new_id=$(python -m testbed restart my-assistant)
 echo "new pod: ${new_id:0:12}"
 until healthy "$new_id"; do sleep 0.2; done
 grep -E 'event=(sandbox\.detected|restore\.step|restore\.done|gateway\.)' "$work/daemon.log" | tail -n 14 | cut -c1-160
@@ -80,9 +80,9 @@ clawguard status
 
 step "From inside the sandbox, as the agent sees it"
 inside sh -c 'ls -l /sandbox/.openclaw/exec-approvals.json; ls -ld /sandbox/.openclaw-data/telegram; ls /sandbox/.openclaw-data/skills/'
-echo "gateway: $(python -m clawguard.testbed gateway-status my-assistant)"
+echo "gateway: $(python -m testbed gateway-status my-assistant)"
 echo "the agent's memory, brought back:"
 inside tail -n 3 /sandbox/.openclaw-data/workspace/MEMORY.md
 
 echo
-echo "The testbed is still running: python -m clawguard.testbed status | down"
+echo "The testbed is still running: python -m testbed status | down"

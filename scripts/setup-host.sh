@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 (bookworm) host, as root, for clawguard's tests and its
-# test bed (python -m clawguard.testbed): install the Debian packages it needs
+# test bed (python -m testbed): install the Debian packages it needs
 # and make sure a Docker daemon answers. Idempotent and fast when already done.
 set -euo pipefail
 

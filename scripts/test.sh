@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
 bash scripts/venv.sh
-.venv/bin/ruff check clawguard tests bench
-.venv/bin/ruff format --check clawguard tests bench
-.venv/bin/mypy clawguard
+.venv/bin/ruff check clawguard testbed tests bench
+.venv/bin/ruff format --check clawguard testbed tests bench
+.venv/bin/mypy clawguard testbed
 exec .venv/bin/pytest -ra "$@"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from clawguard import __version__
-from clawguard.testbed.systemd import SystemdHost
+from testbed.systemd import SystemdHost
 from tests.integration.conftest import SANDBOX, sandbox_exec, wait_for
 
 pytestmark = pytest.mark.integration

@@ -38,7 +38,7 @@ def require_docker() -> None:
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[object]:
     require_docker()
-    from clawguard.testbed import Testbed
+    from testbed import Testbed
 
     bed = Testbed()
     bed.up()

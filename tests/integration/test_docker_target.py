@@ -22,7 +22,7 @@ import pytest
 from clawguard import TargetError, load_config
 from clawguard.targets import make_target
 from clawguard.targets.docker import DockerTarget, nemoclaw_labels
-from clawguard.testbed import DockerSandboxes, Testbed
+from testbed import DockerSandboxes, Testbed
 
 from .conftest import FIGURES_DIR, REPO, SANDBOX, clawguard, clawguard_env, sandbox_exec, sandbox_snapshot, wait_for
 from .test_daemon import DaemonProcess

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from clawguard.testbed.systemd import SystemdHost
+from testbed.systemd import SystemdHost
 
 from .conftest import require_docker
 

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from clawguard.testbed import Testbed
+from testbed import Testbed
 
 from .engine import SANDBOXES, Soak
 

@@ -3,11 +3,11 @@
 ``Testbed`` starts a Docker container named ``openshell-cluster-<gateway>``
 running a real containerd (state dir ``/run/k3s/containerd``); sandboxes are
 real containerd containers in namespace ``k8s.io`` with 64-hex IDs and
-Kubernetes pod labels. See :mod:`clawguard.testbed._testbed` for details and
-``python -m clawguard.testbed --help`` for the CLI.
+Kubernetes pod labels. See :mod:`testbed._testbed` for details and
+``python -m testbed --help`` for the CLI.
 
 Each pod also has what clawguard talks to in a real NemoClaw sandbox (see
-:mod:`clawguard.testbed.standins`): a stand-in OpenClaw gateway
+:mod:`testbed.standins`): a stand-in OpenClaw gateway
 (``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &``, answering
 ``http://127.0.0.1:18789/``), and Debian's real ``sshd``, reached with the real
 OpenSSH client through the ``openshell`` stand-in
@@ -20,7 +20,7 @@ Every new pod has a new SSH host key (:meth:`Testbed.known_hosts_line`).
 :class:`DockerSandboxes` adds OpenShell "generation 2" sandboxes beside it: plain
 Docker containers from the same sandbox root filesystem, named and labelled like
 OpenShell's Docker driver does, reached through the same ``openshell`` stand-in
-(see :mod:`clawguard.testbed._docker_sandbox`).
+(see :mod:`testbed._docker_sandbox`).
 """
 
 from ._docker_sandbox import DockerSandboxes

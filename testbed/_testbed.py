@@ -8,8 +8,8 @@ each sandbox "pod" is one real containerd container with a random 64-hex ID,
 Kubernetes-style labels and a real overlay rootfs mounted at
 ``/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/rootfs``.
 
-Inside each pod (see :mod:`clawguard.testbed._images` and
-:mod:`clawguard.testbed.standins`):
+Inside each pod (see :mod:`testbed._images` and
+:mod:`testbed.standins`):
 
 * the main command is ``tini -- /usr/local/bin/sandbox-init``: sandbox-init
   generates the pod's own SSH host key (``/etc/ssh/ssh_host_ed25519_key``, in
@@ -87,8 +87,9 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from ..targets._docker import ExecTimeout, exec_in
-from ..targets.base import ExecResult
+from clawguard.targets._docker import ExecTimeout, exec_in
+from clawguard.targets.base import ExecResult
+
 from . import _containers, standins
 from . import _images as images
 from ._images import (
@@ -99,7 +100,7 @@ from ._images import (
     ImageBuildError,
 )
 
-log = logging.getLogger("clawguard.testbed")
+log = logging.getLogger("testbed")
 
 K8S_NAMESPACE = "k8s.io"
 POD_NAMESPACE = "openshell"
@@ -108,8 +109,8 @@ LABEL_POD_NAME = "io.kubernetes.pod.name"
 LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
 LABEL_POD_UID = "io.kubernetes.pod.uid"
-LABEL_SANDBOX_UID = "clawguard.testbed.sandbox-uid"
-LABEL_GATEWAY = "clawguard.testbed.gateway"
+LABEL_SANDBOX_UID = "testbed.sandbox-uid"
+LABEL_GATEWAY = "testbed.gateway"
 
 _OCI_CACHE: dict[int, images.OCIImage] = {}
 
@@ -745,11 +746,18 @@ class Testbed(SandboxHelpers):
 
         It is a standalone stdlib-only Python script; ``openshell ssh-proxy
         --gateway-name G --name N`` is an ssh ``ProxyCommand`` into pod N's
-        sshd (see :mod:`clawguard.testbed.standins.openshell`).
+        sshd (see :mod:`testbed.standins.openshell`).
         """
         bin_dir = Path(bin_dir)
         bin_dir.mkdir(parents=True, exist_ok=True)
         dest = bin_dir / "openshell"
+        # On a real host DIR/openshell may be the real OpenShell CLI: never replace a
+        # file this stand-in did not write.
+        if (dest.exists() or dest.is_symlink()) and not standins.is_openshell_standin(dest):
+            raise TestbedError(
+                f"{dest} exists and is not the testbed's openshell stand-in; refusing to replace it "
+                "(choose another directory)"
+            )
         tmp = bin_dir / f".openshell.{os.getpid()}.tmp"
         try:
             tmp.write_bytes(standins.read(standins.OPENSHELL))

@@ -13,12 +13,13 @@ Files here (shipped with the package, read with :func:`read`):
   connection in inetd mode (``sshd -i``).
 * ``openshell.py``: the host-side ``openshell`` CLI (``ssh-proxy``,
   ``sandbox ssh-config``), a standalone stdlib-only script that
-  :meth:`clawguard.testbed.Testbed.install_openshell` copies to ``DIR/openshell``.
+  :meth:`testbed.Testbed.install_openshell` copies to ``DIR/openshell``.
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 #: Names of the stand-in files in this package.
 OPENCLAW = "openclaw.sh"
@@ -31,14 +32,25 @@ OPENSHELL = "openshell.py"
 def read(name: str) -> bytes:
     """Bytes of the stand-in file ``name``.
 
-    Non-Python files must be package data for non-editable installs
-    (``[tool.setuptools.package-data]`` ``clawguard = ["testbed/standins/*"]``).
+    The test bed runs from a source checkout (it is not part of clawguard's wheel).
     """
     path = resources.files(__name__).joinpath(name)
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:
         raise FileNotFoundError(
-            f"test-bed stand-in {name!r} is missing from {path}; "
-            "install clawguard from a source checkout (pip install -e .)"
+            f"test-bed stand-in {name!r} is missing from {path}; run the test bed from a clawguard source checkout"
         ) from exc
+
+
+#: A line only the stand-in ``openshell`` carries, so it can tell its own copies apart.
+OPENSHELL_MARKER = b"openshell: the clawguard test bed's stand-in for OpenShell's CLI"
+
+
+def is_openshell_standin(path: Path) -> bool:
+    """True when ``path`` is a copy of the ``openshell`` stand-in (any version of it)."""
+    try:
+        with open(path, "rb") as fh:
+            return OPENSHELL_MARKER in fh.read(4096)
+    except OSError:
+        return False

@@ -1,4 +1,4 @@
-"""CLI: ``python -m clawguard.testbed {up,down,status,restart,add,rm,exec,...}``.
+"""CLI: ``python -m testbed {up,down,status,restart,add,rm,exec,...}``.
 
 Also: ``install-openshell DIR`` (the ``openshell`` stand-in, for ssh's
 ProxyCommand), ``known-hosts NAME`` (the pod's current host key as a
@@ -27,7 +27,7 @@ from ._testbed import Testbed, TestbedError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m clawguard.testbed",
+        prog="python -m testbed",
         description="Fake OpenShell: a gen-1 cluster (Docker + real containerd) and gen-2 plain Docker sandboxes.",
     )
     p.add_argument("--gateway", default="nemoclaw", help="gateway name (default %(default)s)")

@@ -89,15 +89,16 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from ..targets._docker import ExecTimeout, exec_in
+from clawguard.targets._docker import ExecTimeout, exec_in
+
 from . import _containers
 
 #: Bump to rebuild the image when this module's build behaviour changes.
 BUILDER_VERSION = "1"
 
 IMAGE_REPO = "clawguard-testbed/systemd"
-HASH_LABEL = "clawguard.testbed.hash"
-ROLE_LABEL = "clawguard.testbed.role"
+HASH_LABEL = "testbed.hash"
+ROLE_LABEL = "testbed.role"
 ROLE = "systemd-host"
 
 SUITE = "bookworm"
@@ -571,9 +572,9 @@ def _exec(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m clawguard.testbed.systemd {build,up,down,shell-cmd}``."""
+    """``python -m testbed.systemd {build,up,down,shell-cmd}``."""
     p = argparse.ArgumentParser(
-        prog="python -m clawguard.testbed.systemd", description=(__doc__ or "systemd test host").splitlines()[0]
+        prog="python -m testbed.systemd", description=(__doc__ or "systemd test host").splitlines()[0]
     )
     p.add_argument("--name", default="clawguard-systemd")
     p.add_argument("--user", default="claw")

@@ -3,7 +3,7 @@
 From NemoClaw v0.0.44 (NemoClaw #3721) OpenShell's Docker driver runs each
 sandbox as an ordinary Docker container. :class:`DockerSandboxes` makes such
 containers from the *same* root filesystem as the k3s pods
-(:func:`clawguard.testbed._images.sandbox_rootfs`), imported into Docker with
+(:func:`testbed._images.sandbox_rootfs`), imported into Docker with
 ``docker import``, and names and labels them the way the driver does (OpenShell
 ``crates/openshell-driver-docker``):
 
@@ -44,13 +44,14 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from ..targets._docker import ExecTimeout, exec_in
-from ..targets.base import ExecResult
+from clawguard.targets._docker import ExecTimeout, exec_in
+from clawguard.targets.base import ExecResult
+
 from . import _images as images
 from ._images import DEFAULT_SANDBOX_UID, HASH_LABEL, ROLE_LABEL, SANDBOX_REPO, ImageBuildError
 from ._testbed import LABEL_GATEWAY, LABEL_SANDBOX_UID, POD_NAMESPACE, SandboxHelpers, TestbedError
 
-log = logging.getLogger("clawguard.testbed")
+log = logging.getLogger("testbed")
 
 MANAGED_BY_LABEL = "openshell.ai/managed-by"
 MANAGED_BY_VALUE = "openshell"
@@ -58,7 +59,7 @@ SANDBOX_ID_LABEL = "openshell.ai/sandbox-id"
 SANDBOX_NAME_LABEL = "openshell.ai/sandbox-name"
 SANDBOX_NAMESPACE_LABEL = "openshell.ai/sandbox-namespace"
 #: Set on a sandbox whose container keeps one name across recreations.
-FIXED_NAME_LABEL = "clawguard.testbed.container-name"
+FIXED_NAME_LABEL = "testbed.container-name"
 ROLE = "docker-sandbox"
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -3,7 +3,7 @@
 
 Standalone: Python 3 standard library plus the ``docker`` CLI, so it works for
 any user allowed to run ``docker``. Install it with
-``python -m clawguard.testbed install-openshell DIR`` (copies it to
+``python -m testbed install-openshell DIR`` (copies it to
 ``DIR/openshell``, mode 0755).
 
 Supported:
