@@ -75,9 +75,7 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -91,7 +89,7 @@ from docker.models.containers import Container
 
 from clawguard.targets._docker import ExecTimeout, exec_in
 
-from . import _containers
+from . import _containers, _debian
 
 #: Bump to rebuild the image when this module's build behaviour changes.
 BUILDER_VERSION = "1"
@@ -103,7 +101,7 @@ ROLE = "systemd-host"
 
 SUITE = "bookworm"
 VARIANT = "minbase"
-MIRROR = "http://deb.debian.org/debian"
+MIRROR = _debian.MIRROR
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -119,7 +117,7 @@ PACKAGES = (
     "sudo",
     "pipx",  # docs/getting-started.md installs clawguard with it
 )
-DEFAULT_CACHE = Path("/var/cache/clawguard-testbed")
+DEFAULT_CACHE = _debian.DEFAULT_CACHE
 
 #: Files added on top of the debootstrap rootfs: path inside the image -> content.
 JOURNALD_DROPIN = "etc/systemd/journald.conf.d/50-clawguard-testbed.conf"
@@ -189,7 +187,7 @@ class SystemdHost:
         return self.cache_dir / f"{SUITE}-rootfs"
 
     def _rootfs_key(self) -> str:
-        return json.dumps({"suite": SUITE, "variant": VARIANT, "packages": sorted(PACKAGES), "mirror": self.mirror})
+        return _debian.rootfs_key(PACKAGES, suite=SUITE, variant=VARIANT, mirror=self.mirror)
 
     def image_hash(self) -> str:
         """Hash of every input of the image; its tag."""
@@ -265,56 +263,15 @@ class SystemdHost:
         return ref
 
     def _ensure_rootfs(self) -> None:
-        key_file = self.rootfs_dir.with_name(self.rootfs_dir.name + ".key")
-        if self.rootfs_dir.is_dir() and key_file.is_file() and key_file.read_text() == self._rootfs_key():
-            _say(f"reusing rootfs {self.rootfs_dir}")
-            return
-        if os.geteuid() != 0:
-            raise SystemdHostError("debootstrap needs root; run the integration tests as root")
-        debootstrap = shutil.which("debootstrap") or self._install_debootstrap()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        work = self.rootfs_dir.with_name(self.rootfs_dir.name + ".tmp")
-        for stale in (work, self.rootfs_dir):
-            if stale.exists():
-                _say(f"removing stale {stale}")
-                shutil.rmtree(stale)
-        key_file.unlink(missing_ok=True)
-        argv = [
-            debootstrap,
-            f"--variant={VARIANT}",
-            f"--include={','.join(PACKAGES)}",
-            SUITE,
-            str(work),
-            self.mirror,
-        ]
-        _say(f"debootstrap {SUITE} into {work} (a minute or two)")
-        started = time.monotonic()
-        log = self.cache_dir / "debootstrap.log"
-        with log.open("wb") as out:
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
-        if proc.returncode != 0:
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            raise SystemdHostError(f"debootstrap failed ({proc.returncode}); see {log}:\n" + "\n".join(tail))
-        work.rename(self.rootfs_dir)
-        key_file.write_text(self._rootfs_key())
-        _say(f"debootstrap done in {time.monotonic() - started:.1f}s")
-
-    @staticmethod
-    def _install_debootstrap() -> str:
-        _say("installing debootstrap with apt-get")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "debootstrap"]
-        if subprocess.run(install, env=env, check=False, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update"], env=env, check=False, capture_output=True)
-            proc = subprocess.run(install, env=env, check=False, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemdHostError(f"apt-get install debootstrap failed: {proc.stderr.strip()}")
-        path = shutil.which("debootstrap") or (
-            "/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None
+        _debian.ensure_rootfs(
+            self.rootfs_dir,
+            PACKAGES,
+            say=_say,
+            error=SystemdHostError,
+            suite=SUITE,
+            variant=VARIANT,
+            mirror=self.mirror,
         )
-        if path is None:
-            raise SystemdHostError("debootstrap not found after installing it")
-        return path
 
     def _import(self, ref: str) -> None:
         tar_path = self.cache_dir / f"import-{self.image_hash()}.tar"
