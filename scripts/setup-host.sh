@@ -35,6 +35,17 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
+# npm fetches Node and the real OpenClaw for the test bed's real-agent sandboxes
+# (testbed/_agents.py). Any npm will do: keep one that is already there (e.g.
+# NodeSource's nodejs, which conflicts with Debian's npm package).
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
+# debootstrap builds the Debian root filesystems of the systemd host and the real-agent sandboxes.
+if ! command -v debootstrap >/dev/null 2>&1 && [[ ! -x /usr/sbin/debootstrap ]]; then
+  missing+=(debootstrap)
+fi
+
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
