@@ -2,7 +2,14 @@
 
 Also: ``install-openshell DIR`` (the ``openshell`` stand-in, for ssh's
 ProxyCommand), ``known-hosts NAME`` (the pod's current host key as a
-known_hosts line), ``start-gateway NAME`` and ``gateway-status NAME``.
+known_hosts line, for sandboxes with ``--host-key-file``), ``start-gateway
+NAME``, ``gateway-status NAME`` and ``openclaw NAME -- ARGS`` (the OpenClaw CLI
+inside the sandbox, as ``sandbox``).
+
+Real OpenClaw: ``build --agent 2026.9.6`` (repeatable) installs versions into
+the cache ahead of time; ``add NAME --agent 2026.9.6`` (or ``add-docker``)
+starts a sandbox running it (``--layout split|flat`` overrides the era's
+layout; ``--host-key-file`` keeps the SSH host key as a file).
 
 Generation 2 (each sandbox a plain Docker container, no cluster needed):
 ``add-docker NAME``, ``recreate-docker NAME``, ``rm-docker NAME`` and
@@ -20,9 +27,31 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._agent_image import LAYOUTS
+from ._agents import AGENT_VERSIONS, STANDIN
 from ._docker_sandbox import DockerSandboxes
 from ._images import DEFAULT_SANDBOX_UID
 from ._testbed import Testbed, TestbedError
+
+
+def _spec_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--agent, --layout, --host-key-file; ``defaults`` False: None means "keep"."""
+    versions = ", ".join(AGENT_VERSIONS)
+    parser.add_argument(
+        "--agent",
+        default=STANDIN if defaults else None,
+        help=f"'{STANDIN}' (busybox stand-in) or an OpenClaw version from npm, e.g. {versions}"
+        + (" (default %(default)s)" if defaults else " (default: keep)"),
+    )
+    parser.add_argument(
+        "--layout", choices=LAYOUTS, default=None, help="NemoClaw's ~/.openclaw layout (default: the agent's era)"
+    )
+    parser.add_argument(
+        "--host-key-file",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the SSH host key as /etc/ssh/ssh_host_ed25519_key (default: yes for the stand-in, no for OpenClaw)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway", default="nemoclaw", help="gateway name (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build", help="build/cache images only")
+    bd = sub.add_parser("build", help="build/cache images only (and, with --agent, real OpenClaw installs)")
+    bd.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="VERSION",
+        help=f"also install OpenClaw VERSION (repeatable; 'all' = {', '.join(AGENT_VERSIONS)})",
+    )
     sub.add_parser("up", help="start the cluster container (idempotent)")
     sub.add_parser("down", help="remove cluster container and volume (keeps images)")
     sub.add_parser("status", help="print cluster and sandbox state as JSON")
@@ -44,10 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--uid", type=int, default=DEFAULT_SANDBOX_UID, help="uid/gid of the sandbox user (default %(default)s)"
     )
+    _spec_options(add, defaults=True)
     rm = sub.add_parser("rm", help="delete a sandbox pod")
     rm.add_argument("name")
     rs = sub.add_parser("restart", help="replace a pod; prints the new container ID")
     rs.add_argument("name")
+    rs.add_argument("--uid", type=int, default=None, help="a new uid for the sandbox user (default: keep)")
+    _spec_options(rs, defaults=False)
     ex = sub.add_parser("exec", help="run a command in a sandbox: exec NAME -- CMD...")
     ex.add_argument("name")
     ex.add_argument("--user", "-u", default=None, help="user name, uid or uid:gid")
@@ -63,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("name")
     gs = sub.add_parser("gateway-status", help="print the gateway's JSON status (exit 1 if it is down)")
     gs.add_argument("name")
+    oc = sub.add_parser("openclaw", help="run the OpenClaw CLI in a sandbox as `sandbox`: openclaw NAME -- ARGS...")
+    oc.add_argument("name")
+    oc.add_argument("argv", nargs=argparse.REMAINDER, metavar="ARGS")
     ad = sub.add_parser(
         "add-docker", help="start a generation 2 sandbox (a plain Docker container); prints its container ID"
     )
@@ -75,10 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="a fixed container name kept across recreations (default: openshell-NAME-<sandbox id>, new each time)",
     )
+    _spec_options(ad, defaults=True)
     rd = sub.add_parser(
         "recreate-docker", help="remove and re-create a generation 2 sandbox as NemoClaw does; prints the new ID"
     )
     rd.add_argument("name")
+    rd.add_argument("--uid", type=int, default=None, help="a new uid for the sandbox user (default: keep)")
+    _spec_options(rd, defaults=False)
     xd = sub.add_parser("rm-docker", help="remove a generation 2 sandbox")
     xd.add_argument("name")
     ed = sub.add_parser("exec-docker", help="run a command in a generation 2 sandbox: exec-docker NAME -- CMD...")
@@ -120,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "build":
             print(tb.build_images([DEFAULT_SANDBOX_UID]))
+            versions = [v for a in args.agent for v in (AGENT_VERSIONS if a == "all" else [a])]
+            for install in tb.build_agents(versions):
+                print(install.usr_local)
         elif args.cmd == "up":
             tb.up()
             logging.info("%s is up (%.1fs)", tb.cluster_name, time.monotonic() - t0)
@@ -133,11 +181,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "start":
             tb.start_cluster()
         elif args.cmd == "add":
-            print(tb.add_sandbox(args.name, args.uid))
+            print(
+                tb.add_sandbox(
+                    args.name, args.uid, agent=args.agent, layout=args.layout, host_key_file=args.host_key_file
+                )
+            )
         elif args.cmd == "rm":
             tb.remove_sandbox(args.name)
         elif args.cmd == "restart":
-            print(tb.restart(args.name))
+            print(
+                tb.restart(
+                    args.name, uid=args.uid, agent=args.agent, layout=args.layout, host_key_file=args.host_key_file
+                )
+            )
         elif args.cmd == "exec":
             cmd = _command(args.argv)
             data = sys.stdin.buffer.read() if args.stdin else None
@@ -154,10 +210,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"gateway in {args.name} is not answering", file=sys.stderr)
                 return 1
             print(json.dumps(status))
+        elif args.cmd == "openclaw":
+            code, out, err = tb.agent_cli(args.name, _command(args.argv))
+            return _run_and_forward((code, out.encode(), err.encode()))
         elif args.cmd == "add-docker":
-            print(docker_sandboxes.add(args.name, args.uid, args.container_name))
+            print(
+                docker_sandboxes.add(
+                    args.name,
+                    args.uid,
+                    args.container_name,
+                    agent=args.agent,
+                    layout=args.layout,
+                    host_key_file=args.host_key_file,
+                )
+            )
         elif args.cmd == "recreate-docker":
-            print(docker_sandboxes.recreate(args.name))
+            print(
+                docker_sandboxes.recreate(
+                    args.name, uid=args.uid, agent=args.agent, layout=args.layout, host_key_file=args.host_key_file
+                )
+            )
         elif args.cmd == "rm-docker":
             docker_sandboxes.remove(args.name)
         elif args.cmd == "exec-docker":

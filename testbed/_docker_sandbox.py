@@ -16,8 +16,11 @@ containers from the *same* root filesystem as the k3s pods
   the gateway listens; ``/run`` a tmpfs, as in the pods.
 
 Inside, everything is as in a pod: PID 1 is tini running sandbox-init, which
-makes the container's own SSH host key and becomes ``sleep infinity``; the
-gateway is not started.
+makes the container's own SSH host key, starts sshd listening on 127.0.0.1 and
+becomes ``sleep infinity``; the gateway is not started. ``add(...,
+agent="2026.9.6")`` makes a real-agent sandbox instead: the Debian image of
+:mod:`testbed._agent_image` with the OpenClaw install bind-mounted read-only
+at ``/usr/local``.
 
 ``recreate(name)`` removes the container and creates a new one, as NemoClaw does
 when it recreates a sandbox: new sandbox id, new name, new container ID, a fresh
@@ -26,7 +29,8 @@ sandbox added with ``container_name=`` keeps that fixed name instead (a
 container the user runs himself: ``target: {kind: docker, container: NAME}``).
 
 SSH: the ``openshell`` stand-in's ``ssh-proxy --gateway-name G --name N`` finds
-the container by its labels and runs ``sshd -i`` in it with ``docker exec -i``.
+the container by its labels and runs ``/opt/openshell/bin/ssh-relay`` in it with
+``docker exec -i``, which connects to the sandbox's listening sshd.
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ from docker.models.containers import Container
 from clawguard.targets._docker import ExecTimeout, exec_in
 from clawguard.targets.base import ExecResult
 
+from . import _agent_image, _agents
 from . import _images as images
 from ._images import DEFAULT_SANDBOX_UID, HASH_LABEL, ROLE_LABEL, SANDBOX_REPO, ImageBuildError
-from ._testbed import LABEL_GATEWAY, LABEL_SANDBOX_UID, POD_NAMESPACE, SandboxHelpers, TestbedError
+from ._spec import SandboxSpec
+from ._testbed import LABEL_GATEWAY, POD_NAMESPACE, SandboxHelpers, TestbedError
 
 log = logging.getLogger("testbed")
 
@@ -65,14 +71,16 @@ ROLE = "docker-sandbox"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
-# Wait (up to 5 s) for sandbox-init's SSH host key; print "hostkey" once it is there.
+# Wait (up to 10 s) for sandbox-init's ready file (sshd listens) and, if given, the
+# host key file; print "ready" once they are there.
 _READY_SCRIPT = """\
+ready=$1 key=$2
 i=0
-while [ ! -s "$1" ] && [ "$i" -lt 200 ]; do
+while { [ ! -s "$ready" ] || { [ -n "$key" ] && [ ! -s "$key" ]; }; } && [ "$i" -lt 400 ]; do
   i=$((i + 1))
   sleep 0.025
 done
-[ -s "$1" ] && echo hostkey
+[ -s "$ready" ] && { [ -z "$key" ] || [ -s "$key" ]; } && echo ready
 """
 
 
@@ -131,6 +139,35 @@ class DockerSandboxes(SandboxHelpers):
                 self.client.images.remove(old)
         return tag
 
+    def ensure_agent_image(self, uid: int = DEFAULT_SANDBOX_UID, layout: str = "flat") -> str:
+        """``docker load`` the real-agent image for ``uid`` and ``layout`` unless it is cached.
+
+        The Debian base image is loaded once from its cached archive; the image
+        itself is a small top layer on it (see :mod:`testbed._agent_image`).
+        """
+        try:
+            image = _agent_image.agent_image(uid, layout, say=log.info)
+        except (ImageBuildError, ValueError) as exc:
+            raise TestbedError(str(exc)) from exc
+        try:
+            self.client.images.get(image.base.ref)
+        except docker.errors.ImageNotFound:
+            started = time.monotonic()
+            with image.base.archive.open("rb") as fh:
+                self.client.images.load(fh)
+            log.info("loaded %s in %.1fs", image.base.ref, time.monotonic() - started)
+        old: str | None = None
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            found = self.client.images.get(image.ref)
+            if found.labels.get(HASH_LABEL) == image.key:
+                return image.ref
+            old = str(found.id)
+        self.client.images.load(image.archive_bytes())
+        if old is not None:
+            with contextlib.suppress(docker.errors.APIError):  # still used by a container
+                self.client.images.remove(old)
+        return image.ref
+
     # -------------------------------------------------------------- sandboxes
 
     def _filters(self, name: str | None = None) -> dict[str, Any]:
@@ -169,35 +206,56 @@ class DockerSandboxes(SandboxHelpers):
         """Sandbox name -> container ID."""
         return {str(c.labels.get(SANDBOX_NAME_LABEL)): str(c.id) for c in self.containers()}
 
+    def sandbox_spec(self, name: str) -> SandboxSpec:
+        """What sandbox ``name`` is made of (from its labels)."""
+        return SandboxSpec.from_labels(self._require(name).labels)
+
     def status(self) -> dict[str, Any]:
-        return {
-            str(c.labels.get(SANDBOX_NAME_LABEL)): {
+        out: dict[str, Any] = {}
+        for c in self.containers():
+            spec = SandboxSpec.from_labels(c.labels)
+            out[str(c.labels.get(SANDBOX_NAME_LABEL))] = {
                 "container": c.name,
                 "container_id": c.id,
                 "status": c.status,
-                "sandbox_uid": int(c.labels.get(LABEL_SANDBOX_UID, DEFAULT_SANDBOX_UID)),
+                "sandbox_uid": spec.uid,
+                "agent": spec.agent,
+                "layout": spec.layout,
+                "host_key_file": spec.host_key_file,
                 "sandbox_id": c.labels.get(SANDBOX_ID_LABEL),
             }
-            for c in self.containers()
-        }
+        return out
 
-    def add(self, name: str, uid: int = DEFAULT_SANDBOX_UID, container_name: str | None = None) -> str:
+    def add(
+        self,
+        name: str,
+        uid: int = DEFAULT_SANDBOX_UID,
+        container_name: str | None = None,
+        *,
+        agent: str = _agents.STANDIN,
+        layout: str | None = None,
+        host_key_file: bool | None = None,
+    ) -> str:
         """Create and start sandbox ``name`` whose ``sandbox`` user has ``uid``; return its container ID.
 
         ``container_name`` fixes the container's name for good; by default it is
-        ``openshell-<name>-<sandbox id>``, new with every creation.
+        ``openshell-<name>-<sandbox id>``, new with every creation. ``agent``,
+        ``layout`` and ``host_key_file`` as for :meth:`testbed.Testbed.add_sandbox`
+        (a real agent's install is bind-mounted read-only at ``/usr/local``).
         """
         if not _NAME_RE.match(name):
             raise TestbedError(f"invalid sandbox name {name!r} (use DNS-1123 labels)")
-        if not 1 <= uid <= 65533:
-            raise TestbedError(f"sandbox uid must be in 1..65533, got {uid}")
+        try:
+            spec = SandboxSpec.make(uid, agent, layout, host_key_file)
+        except ValueError as exc:
+            raise TestbedError(str(exc)) from exc
         if container_name is not None and not _CONTAINER_NAME_RE.match(container_name):
             raise TestbedError(f"invalid container name {container_name!r}")
         if self.containers(name):
             raise TestbedError(f"Docker sandbox {name!r} already exists; use recreate")
-        return self._run(name, uid, container_name)
+        return self._run(name, spec, container_name)
 
-    def _run(self, name: str, uid: int, container_name: str | None) -> str:
+    def _run(self, name: str, spec: SandboxSpec, container_name: str | None) -> str:
         sandbox_id = str(uuid.uuid4())
         labels = {
             MANAGED_BY_LABEL: MANAGED_BY_VALUE,
@@ -206,39 +264,75 @@ class DockerSandboxes(SandboxHelpers):
             SANDBOX_NAMESPACE_LABEL: POD_NAMESPACE,
             ROLE_LABEL: ROLE,
             LABEL_GATEWAY: self.gateway,
-            LABEL_SANDBOX_UID: str(uid),
+            **spec.labels(),
         }
         if container_name is not None:
             labels[FIXED_NAME_LABEL] = container_name
+        volumes: dict[str, dict[str, str]] = {}
+        if spec.standin:
+            image = self.ensure_image(spec.uid)
+            command = images.pod_command(images.SANDBOX_INIT, spec.host_key_file)
+        else:
+            try:
+                install = _agents.build_agent(spec.agent, say=log.info)
+            except (_agents.AgentBuildError, ValueError) as exc:
+                raise TestbedError(f"cannot install OpenClaw {spec.agent}: {exc}") from exc
+            image = self.ensure_agent_image(spec.uid, spec.layout)
+            command = images.pod_command(_agent_image.AGENT_INIT, spec.host_key_file, tini=_agent_image.AGENT_TINI)
+            volumes[str(install.usr_local)] = {"bind": _agent_image.AGENT_MOUNT, "mode": "ro"}
         # kwargs via dict[str, Any]: types-docker lacks restart policy "no".
         run_kwargs: dict[str, Any] = dict(
             name=container_name or f"openshell-{name}-{sandbox_id}",
+            command=command,
             detach=True,
             hostname=name,
             labels=labels,
             network_mode="none",
             restart_policy={"Name": "no"},
             tmpfs={"/run": "rw,nosuid,nodev,exec,mode=0755"},
+            volumes=volumes,
         )
-        container = self.client.containers.run(self.ensure_image(uid), **run_kwargs)
+        container = self.client.containers.run(image, **run_kwargs)
         cid = str(container.id)
-        ready = self._exec(cid, ["sh", "-c", _READY_SCRIPT, "sh", images.SSH_HOST_PUBKEY], None, None, 60)
+        hostkey = images.SSH_HOST_PUBKEY if spec.host_key_file else ""
+        ready = self._exec(cid, ["sh", "-c", _READY_SCRIPT, "sh", images.SSH_READY, hostkey], None, None, 60)
         container.reload()
         if container.status != "running":
             logs = container.logs(tail=20).decode(errors="replace")
             raise TestbedError(f"Docker sandbox {name} ({container.name}) is {container.status}:\n{logs}")
-        if ready.stdout.strip() != b"hostkey":
-            raise TestbedError(f"Docker sandbox {name}: sandbox-init made no SSH host key ({images.SSH_HOST_KEY})")
-        log.info("Docker sandbox %s running as container %s (%s)", name, container.name, cid)
+        if ready.stdout.strip() != b"ready":
+            sshd_log = self._exec(cid, ["tail", "-n", "5", "/var/log/openshell-sshd.log"], None, None, 30)
+            wanted = images.SSH_READY + (f" and {images.SSH_HOST_PUBKEY}" if spec.host_key_file else "")
+            raise TestbedError(
+                f"Docker sandbox {name}: sandbox-init made no {wanted} (its sshd is not listening?); sshd log: "
+                + sshd_log.stdout.decode(errors="replace").strip()
+            )
+        log.info("Docker sandbox %s (%s) running as container %s (%s)", name, spec.agent, container.name, cid)
         return cid
 
-    def recreate(self, name: str) -> str:
-        """Replace sandbox ``name`` with a new container, as NemoClaw does; return the new ID."""
+    def recreate(
+        self,
+        name: str,
+        *,
+        uid: int | None = None,
+        agent: str | None = None,
+        layout: str | None = None,
+        host_key_file: bool | None = None,
+    ) -> str:
+        """Replace sandbox ``name`` with a new container, as NemoClaw does; return the new ID.
+
+        It keeps its uid, agent, layout and host-key file unless given.
+        """
         old = self._require(name)
-        uid = int(old.labels.get(LABEL_SANDBOX_UID, DEFAULT_SANDBOX_UID))
+        try:
+            spec = SandboxSpec.from_labels(old.labels).changed(
+                uid=uid, agent=agent, layout=layout, host_key_file=host_key_file
+            )
+        except ValueError as exc:
+            raise TestbedError(str(exc)) from exc
         fixed = old.labels.get(FIXED_NAME_LABEL)
         old.remove(force=True)
-        return self._run(name, uid, fixed)
+        return self._run(name, spec, fixed)
 
     def remove(self, name: str) -> None:
         for container in self.containers(name):

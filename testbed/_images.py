@@ -17,8 +17,10 @@ host's Debian packages (nothing is downloaded):
   ``bash``, procps' ``pgrep``/``pkill``, coreutils' ``nohup`` and the
   stand-ins of :mod:`testbed.standins`: ``/usr/local/bin/openclaw``
   (the gateway), ``/usr/local/bin/wget`` (busybox wget without its ``-T``
-  segfault) and ``/usr/local/bin/sandbox-init`` (which generates the pod's
-  SSH host key and then becomes ``sleep infinity``). The pod's PID 1 is
+  segfault), ``/usr/local/bin/sandbox-init`` (which generates the pod's
+  SSH host key, starts sshd listening on 127.0.0.1:2222 and then becomes
+  ``sleep infinity``) and ``/opt/openshell/bin/ssh-relay`` (busybox ``nc`` to
+  that sshd, for ``openshell ssh-proxy``). The pod's PID 1 is
   ``tini`` (Debian's static ``tini``, shipped with docker.io) running
   sandbox-init: like OpenShell's in-pod supervisor it reaps orphans, so ssh
   sessions and killed gateways leave no zombies.
@@ -48,7 +50,7 @@ from . import standins
 #: (It is part of the cluster image's key: bumping it recreates clusters.)
 BUILDER_VERSION = "3"
 #: Bump to invalidate only the sandbox images.
-SANDBOX_BUILDER_VERSION = "2"
+SANDBOX_BUILDER_VERSION = "3"
 
 SANDBOX_REPO = "clawguard-testbed/sandbox"
 CLUSTER_REPO = "clawguard-testbed/cluster"
@@ -103,8 +105,15 @@ SANDBOX_BINARIES = (
 )
 SANDBOX_SYMLINKS = {"/usr/bin/pkill": "pgrep", "/bin/sh": "dash"}
 
-#: sandbox-init makes the pod's SSH host key, then `exec sleep infinity`.
+#: sandbox-init makes the pod's SSH host key, starts a listening sshd, then `exec sleep infinity`.
 SANDBOX_INIT = "/usr/local/bin/sandbox-init"
+#: The in-sandbox end of `openshell ssh-proxy` (in every sandbox image).
+SSH_RELAY = "/opt/openshell/bin/ssh-relay"
+#: sandbox-init writes sshd's port here once it listens (on the writable layer).
+SSH_READY = "/var/lib/openshell/ssh-ready"
+SSH_PORT = 2222
+#: sandbox-init's flag that keeps the host key as a file (/etc/ssh/ssh_host_ed25519_key).
+HOST_KEY_FILE_FLAG = "--host-key-file"
 TINI = "/usr/bin/tini"
 TINI_SOURCE = "/usr/bin/tini-static"
 OPENCLAW_BIN = "/usr/local/bin/openclaw"
@@ -113,8 +122,15 @@ SSHD = "/usr/sbin/sshd"
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 SSH_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 SSH_HOST_PUBKEY = SSH_HOST_KEY + ".pub"
-#: The pod's main command. PID 1 = tini, which reaps orphans (sleep would not).
-POD_COMMAND = [TINI, "--", SANDBOX_INIT]
+
+
+def pod_command(init: str = SANDBOX_INIT, host_key_file: bool = True, *, tini: str = TINI) -> list[str]:
+    """A sandbox's main command. PID 1 = tini, which reaps orphans (sleep would not)."""
+    return [tini, "--", init, *([HOST_KEY_FILE_FLAG] if host_key_file else [])]
+
+
+#: The stand-in image's default command (keeps the host key file, as before).
+POD_COMMAND = pod_command(SANDBOX_INIT, True)
 
 _DEBIAN_HINT = (
     "install the Debian packages docker.io, containerd, runc, busybox-static, openssh-server and procps "
@@ -347,7 +363,8 @@ def sandbox_rootfs(uid: int, applets: Iterable[str] | None = None) -> RootFS:
         b"nobody:*:19700:0:99999:7:::\n",
         0o640,
     )
-    # OpenSSH server, started per connection by `openshell ssh-proxy` (sshd -i).
+    # OpenSSH server, listening on 127.0.0.1 inside the pod (sandbox-init), reached
+    # by `openshell ssh-proxy` through ssh-relay (busybox nc).
     _binaries_with_libs(fs, SANDBOX_BINARIES)
     for link, target in SANDBOX_SYMLINKS.items():
         fs.symlink(link, target)
@@ -356,6 +373,9 @@ def sandbox_rootfs(uid: int, applets: Iterable[str] | None = None) -> RootFS:
     fs.dir("/var/empty", 0o755)
     fs.copy(TINI, TINI_SOURCE, 0o755)
     fs.file(SANDBOX_INIT, standins.read(standins.SANDBOX_INIT), 0o755)
+    fs.file(SSH_RELAY, standins.read(standins.SSH_RELAY), 0o755)
+    fs.dir("/var/lib/openshell", 0o755)
+    fs.dir("/var/log", 0o755)
     fs.file(OPENCLAW_BIN, standins.read(standins.OPENCLAW), 0o755)
     fs.file(WGET_WRAPPER, standins.read(standins.WGET), 0o755)
     fs.dir("/sandbox", 0o755, uid, uid)

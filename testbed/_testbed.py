@@ -8,27 +8,37 @@ each sandbox "pod" is one real containerd container with a random 64-hex ID,
 Kubernetes-style labels and a real overlay rootfs mounted at
 ``/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/rootfs``.
 
-Inside each pod (see :mod:`testbed._images` and
-:mod:`testbed.standins`):
+Two kinds of pod (``add_sandbox(name, uid, agent=...)``):
 
-* the main command is ``tini -- /usr/local/bin/sandbox-init``: sandbox-init
-  generates the pod's own SSH host key (``/etc/ssh/ssh_host_ed25519_key``, in
-  the pod's overlay, so every new pod presents a new key) and then
-  ``exec sleep infinity``. The OpenClaw gateway is *not* started (NemoClaw
-  #2042). PID 1 is tini so that orphans (sshd's session processes, gateways
-  started over ssh) are reaped, as OpenShell's in-pod supervisor does;
-* ``/usr/local/bin/openclaw`` is a stand-in OpenClaw gateway (POSIX sh +
-  busybox): ``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &`` as
-  ``sandbox``; it answers ``http://127.0.0.1:18789/`` with a JSON status
-  (:meth:`Testbed.gateway_status`, :meth:`Testbed.start_gateway`);
-* ``/bin/sh`` is dash, as in Debian-based images (busybox ash would run its
-  own ``wget`` applet, whose ``-T`` segfaults, instead of the
-  ``/usr/local/bin/wget`` wrapper);
-* Debian's real ``sshd`` is installed but does not listen: the host-side
-  ``openshell`` stand-in (:meth:`Testbed.install_openshell`) is an ssh
-  ``ProxyCommand`` that runs ``sshd -i`` per connection through
-  ``ctr task exec``. The ``sandbox`` user has an empty password, so
-  ``ssh -o BatchMode=yes sandbox@openshell-NAME`` logs in with no key.
+* ``agent="standin"`` (the default): the busybox stand-in image of
+  :mod:`testbed._images`; ``/usr/local/bin/openclaw`` is a stand-in OpenClaw
+  gateway (POSIX sh + busybox): ``nohup openclaw gateway run >
+  /tmp/gateway.log 2>&1 &`` as ``sandbox``; it answers
+  ``http://127.0.0.1:18789/`` with a JSON status (:meth:`Testbed.gateway_status`,
+  :meth:`Testbed.start_gateway`). ``/bin/sh`` is dash, as in Debian-based
+  images (busybox ash would run its own ``wget`` applet, whose ``-T``
+  segfaults, instead of the ``/usr/local/bin/wget`` wrapper);
+* ``agent="<OpenClaw version>"``: the real OpenClaw from npm in a Debian
+  image with NemoClaw's layout of that era (:mod:`testbed._agent_image`,
+  :mod:`testbed._agents`); its ``/health`` answers ``{"ok":true,"status":"live"}``
+  8-30 s after ``openclaw gateway run``; :meth:`Testbed.agent_cli` runs its CLI.
+
+In both:
+
+* the main command is ``tini -- sandbox-init``: sandbox-init generates the
+  pod's SSH host key and starts Debian's real ``sshd`` listening on
+  127.0.0.1:2222 inside the pod's network namespace, then deletes the key
+  file, as OpenShell's supervisor keeps its key in memory (with
+  ``host_key_file=True`` it keeps ``/etc/ssh/ssh_host_ed25519_key`` instead);
+  every new pod presents a new key. Then it becomes ``sleep infinity``: the
+  OpenClaw gateway is *not* started (NemoClaw #2042). PID 1 is tini so that
+  orphans (sshd's session processes, gateways started over ssh) are reaped,
+  as OpenShell's in-pod supervisor does;
+* the host-side ``openshell`` stand-in (:meth:`Testbed.install_openshell`) is
+  an ssh ``ProxyCommand`` that runs ``/opt/openshell/bin/ssh-relay`` (socat
+  or busybox nc to that sshd) through ``ctr task exec``. The ``sandbox`` user
+  has an empty password, so ``ssh -o BatchMode=yes sandbox@openshell-NAME``
+  logs in with no key (OpenShell's SSH accepts auth "none").
 
 Lifecycle notes:
 
@@ -58,7 +68,8 @@ Gotchas of containerd 1.6 ``ctr`` (Debian bookworm) found while building this:
   ones starting with ``-``; a ``--`` there becomes argv[0] of the process.
 * ``sshd -i``'s privileged monitor exits without reaping its session child,
   so with ``sleep infinity`` as PID 1 every ssh connection left a zombie:
-  hence tini as PID 1.
+  hence tini as PID 1 (sshd now listens, but tini still reaps the gateways
+  and sessions that outlive their parents).
 * ``ssh ... "pkill -f 'openclaw gateway'; ..."`` kills its own remote shell
   (whose command line matches): the session ends with 255. A lone
   ``pkill -f 'openclaw gateway'`` also gets 255 under dash. Use
@@ -90,7 +101,7 @@ from docker.models.containers import Container
 from clawguard.targets._docker import ExecTimeout, exec_in
 from clawguard.targets.base import ExecResult
 
-from . import _containers, standins
+from . import _agent_image, _agents, _containers, standins
 from . import _images as images
 from ._images import (
     CONTAINERD_SOCK,
@@ -99,6 +110,7 @@ from ._images import (
     ROLE_LABEL,
     ImageBuildError,
 )
+from ._spec import SandboxSpec
 
 log = logging.getLogger("testbed")
 
@@ -109,7 +121,6 @@ LABEL_POD_NAME = "io.kubernetes.pod.name"
 LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
 LABEL_POD_UID = "io.kubernetes.pod.uid"
-LABEL_SANDBOX_UID = "testbed.sandbox-uid"
 LABEL_GATEWAY = "testbed.gateway"
 
 _OCI_CACHE: dict[int, images.OCIImage] = {}
@@ -118,6 +129,12 @@ TASK_DIR = "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io"
 SLEEP_FOREVER = ["sleep", "infinity"]  # what sandbox-init finally becomes
 GATEWAY_PORT = 18789
 GATEWAY_START = "nohup openclaw gateway run > /tmp/gateway.log 2>&1 &"
+#: How long start_gateway waits by default: the stand-in is up at once, the real
+#: OpenClaw in 8-30 s (slower on a busy 2-core machine).
+STANDIN_GATEWAY_TIMEOUT = 10.0
+AGENT_GATEWAY_TIMEOUT = 90.0
+AGENT_CLI_TIMEOUT = 180.0
+SANDBOX_HOME = "/sandbox"
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _USER_SPEC_RE = re.compile(r"^\d+:\d+$")
@@ -138,6 +155,7 @@ class PodInfo:
     image: str
     sandbox_uid: int
     labels: dict[str, str]
+    spec: SandboxSpec
 
 
 def rootfs_path(container_id: str) -> str:
@@ -150,7 +168,7 @@ def new_container_id() -> str:
 
 
 class SandboxHelpers:
-    """What both testbeds offer on top of ``exec_in_sandbox``: SSH host keys and the stand-in gateway."""
+    """What both testbeds offer on top of ``exec_in_sandbox``: SSH host keys, the gateway, the OpenClaw CLI."""
 
     def exec_in_sandbox(
         self,
@@ -162,11 +180,23 @@ class SandboxHelpers:
     ) -> tuple[int, bytes, bytes]:
         raise NotImplementedError
 
+    def sandbox_spec(self, name: str) -> SandboxSpec:
+        """What sandbox ``name`` is made of (uid, agent, layout, host-key file)."""
+        raise NotImplementedError
+
     def host_public_key(self, name: str) -> str:
         """Sandbox ``name``'s SSH host key, ``"ssh-ed25519 AAAA..."`` (no comment).
 
-        A new pod or container (``restart``, ``recover``, a recreate) has a new key.
+        Only for a sandbox made with ``host_key_file=True``: otherwise, as in
+        OpenShell, the key exists only in sshd's memory and this raises
+        :class:`TestbedError`. A new pod or container (``restart``, ``recover``,
+        a recreate) has a new key.
         """
+        if not self.sandbox_spec(name).host_key_file:
+            raise TestbedError(
+                f"sandbox {name!r} keeps its SSH host key only in memory, like OpenShell's "
+                "(no /etc/ssh/ssh_host_ed25519_key.pub); add it with host_key_file=True to pin its key"
+            )
         code, out, err = self.exec_in_sandbox(name, ["cat", images.SSH_HOST_PUBKEY])
         fields = out.decode().split()
         if code != 0 or len(fields) < 2:
@@ -174,32 +204,60 @@ class SandboxHelpers:
         return f"{fields[0]} {fields[1]}"
 
     def known_hosts_line(self, name: str) -> str:
-        """``known_hosts`` line for ``ssh sandbox@openshell-NAME`` via the proxy."""
+        """``known_hosts`` line for ``ssh sandbox@openshell-NAME`` via the proxy (``host_key_file`` sandboxes)."""
         return f"openshell-{name} {self.host_public_key(name)}"
 
     def gateway_status(self, name: str, port: int = GATEWAY_PORT) -> dict[str, Any] | None:
-        """The stand-in gateway's JSON status from inside sandbox ``name``; None if down."""
-        code, out, _ = self.exec_in_sandbox(
-            name, ["timeout", "5", "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/"], user="sandbox"
-        )
-        if code != 0:
-            return None
-        try:
-            status = json.loads(out)
-        except ValueError:
-            return None
-        return status if isinstance(status, dict) else None
+        """The gateway's status from inside sandbox ``name``; None if nothing answers.
 
-    def start_gateway(self, name: str, timeout: float = 10.0, port: int = GATEWAY_PORT) -> dict[str, Any]:
-        """Start the gateway as ``sandbox`` the way NemoClaw does; wait until healthy.
+        Stand-in: its JSON status from ``http://127.0.0.1:PORT/``. Real OpenClaw:
+        ``GET http://127.0.0.1:PORT/health`` with curl, as NemoClaw's health check
+        does; a 200 JSON object is returned as is (``{"ok": true, "status":
+        "live"}``); any other HTTP answer as ``{"ok": False, "http_status": CODE,
+        "body": TEXT}`` (a gateway that answers is up, even when unhealthy).
+        """
+        if self.sandbox_spec(name).standin:
+            code, out, _ = self.exec_in_sandbox(
+                name, ["timeout", "5", "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/"], user="sandbox"
+            )
+            if code != 0:
+                return None
+            try:
+                status = json.loads(out)
+            except ValueError:
+                return None
+            return status if isinstance(status, dict) else None
+        argv = ["curl", "-sS", "-m", "5", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}/health"]
+        code, out, _ = self.exec_in_sandbox(name, argv, user="sandbox", timeout=30)
+        body, _, http_code = out.decode(errors="replace").rpartition("\n")
+        if code != 0 or not http_code.isdigit() or http_code == "000":
+            return None
+        if http_code == "200":
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                return parsed
+        return {"ok": False, "http_status": int(http_code), "body": body[:500]}
+
+    def start_gateway(self, name: str, timeout: float | None = None, port: int = GATEWAY_PORT) -> dict[str, Any]:
+        """Start the gateway as ``sandbox`` the way NemoClaw does; wait until it answers.
 
         Runs ``nohup openclaw gateway run > /tmp/gateway.log 2>&1 &`` (stdin
-        from /dev/null) with ``exec_in_sandbox``, not over ssh. Returns the
-        gateway's status. If a gateway is already up, the new one exits with
-        "gateway already running" (see /tmp/gateway.log) and this returns the
-        running one's status.
+        from /dev/null; for a real agent with ``HOME=/sandbox``, in ``/sandbox``)
+        with ``exec_in_sandbox``, not over ssh. Returns :meth:`gateway_status`.
+        ``timeout`` defaults to 10 s for the stand-in and 90 s for the real
+        OpenClaw. If a gateway is already up, the new one fails (stand-in:
+        "gateway already running"; real: its port is taken; see
+        /tmp/gateway.log) and this returns the running one's status.
         """
+        spec = self.sandbox_spec(name)
+        if timeout is None:
+            timeout = STANDIN_GATEWAY_TIMEOUT if spec.standin else AGENT_GATEWAY_TIMEOUT
         start = "nohup openclaw gateway run > /tmp/gateway.log 2>&1 < /dev/null &"
+        if not spec.standin:
+            start = f"cd {SANDBOX_HOME} && HOME={SANDBOX_HOME} {start}"
         code, _, err = self.exec_in_sandbox(name, ["sh", "-c", start], "sandbox")
         if code != 0:
             raise TestbedError(f"starting the gateway in {name!r} failed: {err.decode(errors='replace').strip()}")
@@ -214,7 +272,26 @@ class SandboxHelpers:
                     f"gateway in {name!r} not healthy after {timeout:.0f}s; /tmp/gateway.log:\n"
                     + logtext.decode(errors="replace")
                 )
-            time.sleep(0.1)
+            time.sleep(0.1 if spec.standin else 0.5)
+
+    def agent_cli(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        user: str | int = "sandbox",
+        stdin: bytes | None = None,
+        timeout: float | None = AGENT_CLI_TIMEOUT,
+    ) -> tuple[int, str, str]:
+        """Run ``openclaw ARGS`` inside sandbox ``name`` as ``user`` with ``HOME=/sandbox``, in ``/sandbox``.
+
+        Returns (exit code, stdout, stderr) as text. The real OpenClaw CLI for a
+        real-agent sandbox (``openclaw config validate``, ``openclaw skills list
+        --json``...), the stand-in's for a stand-in one.
+        """
+        argv = ["env", f"HOME={SANDBOX_HOME}", "sh", "-c", 'cd "$HOME" && exec openclaw "$@"', "openclaw", *args]
+        code, out, err = self.exec_in_sandbox(name, argv, user=user, stdin=stdin, timeout=timeout)
+        return code, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 class Testbed(SandboxHelpers):
@@ -335,6 +412,48 @@ class Testbed(SandboxHelpers):
         log.info("imported %s in %.1fs", ref, time.monotonic() - t0)
         return ref
 
+    def ensure_agent_image(self, uid: int = DEFAULT_SANDBOX_UID, layout: str = "flat") -> str:
+        """Import the real-agent image for ``uid`` and ``layout`` into containerd unless present.
+
+        The base image (Debian, :mod:`testbed._agent_image`) is imported in place
+        from the cache bind-mounted into the cluster container; the image itself
+        is a small top layer on it.
+        """
+        try:
+            image = _agent_image.agent_image(uid, layout, say=log.info)
+        except (ImageBuildError, ValueError) as exc:
+            raise TestbedError(str(exc)) from exc
+        base = image.base
+        if base.ref not in self._ctr(["images", "ls", "-q", f'name=="{base.ref}"']).stdout.decode().split():
+            t0 = time.monotonic()
+            self._ctr(["images", "import", str(base.archive)], timeout=600)
+            log.info("imported %s in %.1fs", base.ref, time.monotonic() - t0)
+        flt = f'name=="{image.ref}",labels."{HASH_LABEL}"=="{image.key}"'
+        if image.ref in self._ctr(["images", "ls", "-q", flt]).stdout.decode().split():
+            return image.ref
+        t0 = time.monotonic()
+        name = f"agent-{layout}-uid-{uid}.oci.tar"
+        self._put_file("/tmp", name, image.archive_bytes())
+        self._ctr(["images", "import", f"/tmp/{name}"])
+        self._ctr(["images", "label", image.ref, f"{HASH_LABEL}={image.key}"])
+        self._cluster_exec(["rm", "-f", f"/tmp/{name}"])
+        log.info("imported %s in %.1fs", image.ref, time.monotonic() - t0)
+        return image.ref
+
+    def _agent_install(self, agent: str) -> _agents.AgentInstall:
+        try:
+            return _agents.build_agent(agent, say=log.info)
+        except (_agents.AgentBuildError, ValueError) as exc:
+            raise TestbedError(f"cannot install OpenClaw {agent}: {exc}") from exc
+
+    def build_agents(self, versions: Iterable[str]) -> list[_agents.AgentInstall]:
+        """Install (or find cached) the real OpenClaw ``versions`` and the Debian base image, two at a time."""
+        try:
+            _agent_image.ensure_base(say=log.info)
+            return _agents.build_agents(versions, say=log.info)
+        except (_agents.AgentBuildError, ImageBuildError, ValueError) as exc:
+            raise TestbedError(str(exc)) from exc
+
     # ---------------------------------------------------------------- cluster
 
     def _container(self) -> Container | None:
@@ -350,8 +469,9 @@ class Testbed(SandboxHelpers):
         if c is not None:
             c.reload()
             stale = tag not in (c.image.tags if c.image else [])
-            if stale:
-                log.info("cluster container uses an old image; recreating it")
+            mounts = {m.get("Destination") for m in c.attrs.get("Mounts") or []}
+            if stale or str(_agents.AGENT_CACHE) not in mounts:
+                log.info("cluster container uses an old image or lacks the agent cache mount; recreating it")
                 c.remove(force=True)
                 c = None
             elif c.status != "running":
@@ -359,6 +479,7 @@ class Testbed(SandboxHelpers):
                 c.start()
         if c is None:
             self._ensure_volume()
+            _agents.AGENT_CACHE.mkdir(parents=True, exist_ok=True)
             # kwargs via dict[str, Any]: types-docker lacks "unless-stopped".
             run_kwargs: dict[str, Any] = dict(
                 name=self.cluster_name,
@@ -377,6 +498,8 @@ class Testbed(SandboxHelpers):
                         "bind": images.CONTAINERD_ROOT,
                         "mode": "rw",
                     },
+                    # Real-agent installs and the agent base image, for `ctr run --mount` and import.
+                    str(_agents.AGENT_CACHE): {"bind": str(_agents.AGENT_CACHE), "mode": "ro"},
                 },
                 labels={ROLE_LABEL: "cluster", LABEL_GATEWAY: self.gateway},
             )
@@ -530,14 +653,16 @@ class Testbed(SandboxHelpers):
                 break
             obj, pos = decoder.raw_decode(text, pos)
             labels: dict[str, str] = obj.get("Labels") or {}
+            spec = SandboxSpec.from_labels(labels)
             pods.append(
                 PodInfo(
                     name=labels.get(LABEL_POD_NAME, ""),
                     container_id=obj["ID"],
                     pod_uid=labels.get(LABEL_POD_UID, ""),
                     image=obj.get("Image", ""),
-                    sandbox_uid=int(labels.get(LABEL_SANDBOX_UID, DEFAULT_SANDBOX_UID)),
+                    sandbox_uid=spec.uid,
                     labels=labels,
+                    spec=spec,
                 )
             )
         return pods
@@ -574,6 +699,13 @@ class Testbed(SandboxHelpers):
         """Sandbox name -> current container ID."""
         return {p.name: p.container_id for p in self._pods()}
 
+    def sandbox_spec(self, name: str) -> SandboxSpec:
+        """What pod ``name`` is made of (from its labels)."""
+        pods = self._pods(name)
+        if not pods:
+            raise TestbedError(f"no sandbox named {name!r} in {self.cluster_name}")
+        return pods[0].spec
+
     def status(self) -> dict[str, Any]:
         """Cluster and pod state, for humans (CLI ``status``)."""
         c = self._container()
@@ -597,48 +729,87 @@ class Testbed(SandboxHelpers):
                     "container_id": p.container_id,
                     "task": tasks.get(p.container_id, "NO TASK"),
                     "sandbox_uid": p.sandbox_uid,
+                    "agent": p.spec.agent,
+                    "layout": p.spec.layout,
+                    "host_key_file": p.spec.host_key_file,
                     "pod_uid": p.pod_uid,
                     "image": p.image,
                     "rootfs": rootfs_path(p.container_id),
                 }
         return info
 
-    def add_sandbox(self, name: str, uid: int = DEFAULT_SANDBOX_UID) -> str:
-        """Start pod ``name`` whose ``sandbox`` user has ``uid``; return its ID."""
+    def add_sandbox(
+        self,
+        name: str,
+        uid: int = DEFAULT_SANDBOX_UID,
+        *,
+        agent: str = _agents.STANDIN,
+        layout: str | None = None,
+        host_key_file: bool | None = None,
+    ) -> str:
+        """Start pod ``name`` whose ``sandbox`` user has ``uid``; return its container ID.
+
+        ``agent`` is ``"standin"`` (the busybox stand-in image) or an OpenClaw
+        version (``testbed.AGENT_VERSIONS``; any other from npm): a Debian image
+        with that version's install bind-mounted read-only at ``/usr/local``
+        (installed on first use, about a minute, then cached). ``layout`` is
+        NemoClaw's ``"split"`` or ``"flat"`` ``~/.openclaw`` (default: the
+        agent's era). ``host_key_file`` keeps the SSH host key as a file (default:
+        :data:`testbed._spec.STANDIN_HOST_KEY_FILE` for the stand-in, False for a
+        real agent).
+        """
         if not _NAME_RE.match(name):
             raise TestbedError(f"invalid sandbox name {name!r} (use DNS-1123 labels)")
-        if not 1 <= uid <= 65533:
-            raise TestbedError(f"sandbox uid must be in 1..65533, got {uid}")
+        try:
+            spec = SandboxSpec.make(uid, agent, layout, host_key_file)
+        except ValueError as exc:
+            raise TestbedError(str(exc)) from exc
         self._running_container()
         if self._pods(name):
             raise TestbedError(f"sandbox {name!r} already exists; use restart()")
-        ref = self.ensure_sandbox_image(uid)
-        return self._run_pod(name, ref, uid, str(uuid.uuid4()))
+        return self._run_pod(name, spec, str(uuid.uuid4()))
 
-    def _run_pod(self, name: str, image: str, uid: int, pod_uid: str) -> str:
+    def _run_pod(self, name: str, spec: SandboxSpec, pod_uid: str) -> str:
+        if spec.standin:
+            image = self.ensure_sandbox_image(spec.uid)
+            command = images.pod_command(images.SANDBOX_INIT, spec.host_key_file)
+            mounts: list[str] = []
+        else:
+            install = self._agent_install(spec.agent)
+            image = self.ensure_agent_image(spec.uid, spec.layout)
+            command = images.pod_command(_agent_image.AGENT_INIT, spec.host_key_file, tini=_agent_image.AGENT_TINI)
+            mounts = [f"type=bind,src={install.usr_local},dst={_agent_image.AGENT_MOUNT},options=rbind:ro"]
         cid = new_container_id()
         labels = {
             LABEL_POD_NAME: name,
             LABEL_POD_NAMESPACE: POD_NAMESPACE,
             LABEL_CONTAINER_NAME: CONTAINER_NAME,
             LABEL_POD_UID: pod_uid,
-            LABEL_SANDBOX_UID: str(uid),
+            **spec.labels(),
         }
         args = ["run", "-d", "--cgroup", f"kubepods/pod{pod_uid}/{cid}"]
         for k, v in labels.items():
             args += ["--label", f"{k}={v}"]
-        args += [image, cid, *images.POD_COMMAND]
+        for mount in mounts:
+            args += ["--mount", mount]
+        args += [image, cid, *command]
         self._ctr(args)
-        # One exec: wait for sandbox-init's host key, then read the task state.
-        hostkey = rootfs_path(cid) + images.SSH_HOST_PUBKEY
-        res = self._cluster_exec(["sh", "-c", _POD_READY_SCRIPT, "sh", K8S_NAMESPACE, cid, hostkey], timeout=60)
-        status, _, key_state = res.stdout.decode().partition("\n")
+        # One exec: wait for sandbox-init's listening sshd (and key file), then read the task state.
+        ready = rootfs_path(cid) + images.SSH_READY
+        hostkey = rootfs_path(cid) + images.SSH_HOST_PUBKEY if spec.host_key_file else ""
+        res = self._cluster_exec(["sh", "-c", _POD_READY_SCRIPT, "sh", K8S_NAMESPACE, cid, ready, hostkey], timeout=60)
+        status, _, state = res.stdout.decode().partition("\n")
         status = status.strip() or "NO TASK"
         if status != "RUNNING":
             raise TestbedError(f"pod {name} ({cid}) task is {status}, not RUNNING")
-        if key_state.strip() != "hostkey":
-            raise TestbedError(f"pod {name} ({cid}): sandbox-init made no SSH host key ({images.SSH_HOST_KEY})")
-        log.info("sandbox %s running as container %s", name, cid)
+        if state.strip() != "ready":
+            log_tail = self._task_exec(cid, ["tail", "-n", "5", "/var/log/openshell-sshd.log"], None, None, 30)
+            wanted = images.SSH_READY + (f" and {images.SSH_HOST_PUBKEY}" if spec.host_key_file else "")
+            raise TestbedError(
+                f"pod {name} ({cid}): sandbox-init made no {wanted} (its sshd is not listening?); sshd log: "
+                + log_tail.stdout.decode(errors="replace").strip()
+            )
+        log.info("sandbox %s (%s) running as container %s", name, spec.agent, cid)
         return cid
 
     def _delete_pod(self, cid: str) -> None:
@@ -652,22 +823,38 @@ class Testbed(SandboxHelpers):
         for p in self._pods(name):
             self._delete_pod(p.container_id)
 
-    def restart(self, name: str) -> str:
-        """Replace pod ``name`` (new container ID, snapshot and pod UID)."""
+    def restart(
+        self,
+        name: str,
+        *,
+        uid: int | None = None,
+        agent: str | None = None,
+        layout: str | None = None,
+        host_key_file: bool | None = None,
+    ) -> str:
+        """Replace pod ``name`` (new container ID, snapshot and pod UID).
+
+        It keeps its uid, agent, layout and host-key file unless given: a new
+        ``uid`` is a rebuilt image whose ``useradd -r`` gave another uid; a new
+        ``agent`` without ``layout`` gets that agent's era layout.
+        """
         pods = self._pods(name)
         if not pods:
             raise TestbedError(f"no sandbox named {name!r} in {self.cluster_name}")
-        old = pods[0]
+        try:
+            spec = pods[0].spec.changed(uid=uid, agent=agent, layout=layout, host_key_file=host_key_file)
+        except ValueError as exc:
+            raise TestbedError(str(exc)) from exc
         for p in pods:
             self._delete_pod(p.container_id)
-        ref = self.ensure_sandbox_image(old.sandbox_uid)
-        return self._run_pod(name, ref, old.sandbox_uid, str(uuid.uuid4()))
+        return self._run_pod(name, spec, str(uuid.uuid4()))
 
     def recover(self) -> dict[str, str]:
         """Re-create pods whose task is not running (e.g. after a cluster restart).
 
-        Like a kubelet after a node reboot: same pod (pod UID kept), new
-        container ID and a fresh snapshot. Returns name -> new container ID.
+        Like a kubelet after a node reboot: same pod (pod UID kept, and its uid,
+        agent, layout), new container ID and a fresh snapshot. Returns name -> new
+        container ID.
         """
         tasks = self._task_status()
         replaced: dict[str, str] = {}
@@ -675,8 +862,7 @@ class Testbed(SandboxHelpers):
             if tasks.get(p.container_id) == "RUNNING":
                 continue
             self._delete_pod(p.container_id)
-            ref = self.ensure_sandbox_image(p.sandbox_uid)
-            replaced[p.name] = self._run_pod(p.name, ref, p.sandbox_uid, p.pod_uid or str(uuid.uuid4()))
+            replaced[p.name] = self._run_pod(p.name, p.spec, p.pod_uid or str(uuid.uuid4()))
         return replaced
 
     # ------------------------------------------------------------------- exec
@@ -770,17 +956,17 @@ class Testbed(SandboxHelpers):
         return dest
 
 
-# Wait (up to 5 s) for the pod's SSH host key, then print the task status and
-# "hostkey" if the key is there.
+# Wait (up to 10 s) for sandbox-init's ready file (sshd listens) and, if given, the
+# host key file; then print the task status and "ready".
 _POD_READY_SCRIPT = """\
-ns=$1 id=$2 key=$3
+ns=$1 id=$2 ready=$3 key=$4
 i=0
-while [ ! -s "$key" ] && [ "$i" -lt 200 ]; do
+while { [ ! -s "$ready" ] || { [ -n "$key" ] && [ ! -s "$key" ]; }; } && [ "$i" -lt 400 ]; do
   i=$((i + 1))
   sleep 0.025
 done
 ctr -n "$ns" tasks ls | awk -v id="$id" '$1 == id { s = $3 } END { print s }'
-[ -s "$key" ] && echo hostkey
+[ -s "$ready" ] && { [ -z "$key" ] || [ -s "$key" ]; } && echo ready
 """
 
 _DELETE_SCRIPT = """\

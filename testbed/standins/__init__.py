@@ -7,10 +7,13 @@ Files here (shipped with the package, read with :func:`read`):
   sandbox image as ``/usr/local/bin/openclaw``; it doubles as the gateway's CGI.
 * ``wget.sh``: ``/usr/local/bin/wget``, busybox wget with ``-T`` done by
   ``timeout`` (Debian's busybox-static 1.35 wget segfaults on ``-T``).
-* ``sandbox-init.sh``: every pod's main command: generates the pod's SSH host
-  key, then ``exec sleep infinity``.
-* ``sshd_config``: Debian's OpenSSH server in the sandbox, started per
-  connection in inetd mode (``sshd -i``).
+* ``sandbox-init.sh``: every sandbox's main command (stand-in and real-agent
+  images): generates the sandbox's SSH host key, starts a listening ``sshd`` on
+  127.0.0.1 inside the sandbox, deletes the key file (unless asked to keep it),
+  then ``exec sleep infinity``.
+* ``ssh-relay.sh``: ``/opt/openshell/bin/ssh-relay``, the in-sandbox end of
+  ``openshell ssh-proxy`` (socat, or busybox nc, to that sshd).
+* ``sshd_config``: Debian's OpenSSH server in the sandbox.
 * ``openshell.py``: the host-side ``openshell`` CLI (``ssh-proxy``,
   ``sandbox ssh-config``), a standalone stdlib-only script that
   :meth:`testbed.Testbed.install_openshell` copies to ``DIR/openshell``.
@@ -24,6 +27,7 @@ from pathlib import Path
 #: Names of the stand-in files in this package.
 OPENCLAW = "openclaw.sh"
 SANDBOX_INIT = "sandbox-init.sh"
+SSH_RELAY = "ssh-relay.sh"
 WGET = "wget.sh"
 SSHD_CONFIG = "sshd_config"
 OPENSHELL = "openshell.py"

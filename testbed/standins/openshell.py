@@ -9,8 +9,9 @@ any user allowed to run ``docker``. Install it with
 Supported:
 
 ``openshell ssh-proxy --gateway-name G --name N``
-    The ssh ``ProxyCommand``: connects stdin/stdout to a fresh ``sshd -i``
-    inside sandbox N's running container: a pod in cluster
+    The ssh ``ProxyCommand``: connects stdin/stdout to the SSH server listening
+    on 127.0.0.1 inside sandbox N's running container (as OpenShell relays to
+    its in-pod supervisor's SSH server): a pod in cluster
     ``openshell-cluster-G`` or, in generation 2, its own Docker container::
 
         ssh -o ProxyCommand='openshell ssh-proxy --gateway-name nemoclaw --name my-assistant' \\
@@ -19,15 +20,17 @@ Supported:
     Generation 2 first: if a Docker container carries the labels of OpenShell's
     Docker driver for N (``openshell.ai/managed-by=openshell``,
     ``openshell.ai/sandbox-name=N``), it replaces itself (``execv``) with
-    ``docker exec -i <container> /usr/sbin/sshd -i -e``. Otherwise (generation 1)
-    it replaces itself with one ``docker exec -i`` into the cluster container,
-    running a small script that finds the pod's container by its Kubernetes
-    labels, checks it has a task and ``exec``\\ s
-    ``ctr -n k8s.io task exec --exec-id <unique> <id> /usr/sbin/sshd -i -e``.
+    ``docker exec -i <container> /opt/openshell/bin/ssh-relay``. Otherwise
+    (generation 1) it replaces itself with one ``docker exec -i`` into the
+    cluster container, running a small script that finds the pod's container by
+    its Kubernetes labels, checks it has a task and ``exec``\\ s
+    ``ctr -n k8s.io task exec --exec-id <unique> <id> /opt/openshell/bin/ssh-relay``.
+    ssh-relay (socat, or busybox nc) connects to the sandbox's sshd on
+    127.0.0.1:2222, started by the sandbox's init with an in-memory host key.
     The real gateway finds Docker sandboxes by its own labels; the stand-in does
     not check that a Docker sandbox belongs to gateway G.
     ``--server``/``--workspace`` are accepted and ignored. sshd logs errors
-    only; set ``OPENSHELL_STANDIN_SSHD_LOGLEVEL=DEBUG`` (or ``INFO``...) for more.
+    to ``/var/log/openshell-sshd.log`` inside the sandbox.
 
 ``openshell sandbox ssh-config N [--gateway-name G]``
     Prints the ssh_config block the real CLI prints.
@@ -56,8 +59,8 @@ K8S_NAMESPACE = "k8s.io"
 POD_NAMESPACE = "openshell"
 CONTAINERD_SOCK = "/run/k3s/containerd/containerd.sock"
 TASK_DIR = "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io"
-SSHD = "/usr/sbin/sshd"
-SSHD_CONFIG = "/etc/ssh/sshd_config"
+#: In every test-bed sandbox: relays stdin/stdout to the sandbox's listening sshd.
+SSH_RELAY = "/opt/openshell/bin/ssh-relay"
 # Labels of OpenShell's Docker driver (generation 2: each sandbox a Docker container).
 MANAGED_BY_LABEL = "openshell.ai/managed-by=openshell"
 SANDBOX_NAME_LABEL = "openshell.ai/sandbox-name"
@@ -66,7 +69,7 @@ EXIT_PROXY_FAILED = 255  # what ssh reports for a dead transport
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
-# Runs in the cluster container: $1 sandbox name, $2 exec id, $3.. sshd argv.
+# Runs in the cluster container: $1 sandbox name, $2 exec id, $3.. the relay's argv.
 # Looks the pod up exactly like the test bed does (labels), then becomes
 # `ctr task exec`, whose stdin/stdout are the ssh transport.
 _PROXY_SCRIPT = """\
@@ -115,15 +118,12 @@ def ssh_proxy(gateway: str, name: str) -> int:
     docker = shutil.which("docker")
     if docker is None:
         return _fail("the docker CLI is not on PATH", EXIT_PROXY_FAILED)
-    sshd = [SSHD, "-i", "-e", "-f", SSHD_CONFIG]
-    level = os.environ.get("OPENSHELL_STANDIN_SSHD_LOGLEVEL")
-    if level:
-        sshd += ["-o", f"LogLevel={level}"]
+    relay = [SSH_RELAY]
     found = _docker_sandbox(docker, name)
     if isinstance(found, int):
         return found
     if found is not None:
-        return _exec(docker, ["docker", "exec", "-i", found, *sshd])
+        return _exec(docker, ["docker", "exec", "-i", found, *relay])
     exec_id = f"ssh-proxy-{os.getpid()}-{secrets.token_hex(4)}"
     argv = [
         "docker",
@@ -144,7 +144,7 @@ def ssh_proxy(gateway: str, name: str) -> int:
         "openshell-ssh-proxy",
         name,
         exec_id,
-        *sshd,
+        *relay,
     ]
     return _exec(docker, argv)
 
