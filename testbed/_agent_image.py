@@ -55,7 +55,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time
@@ -231,6 +230,7 @@ def ensure_base(say: Callable[[str], None] = lambda _msg: None) -> BaseImage:
         write_archive(tmp, ref, config, [_Layer(diff_id, size, path=layer)])
         tmp.rename(archive)
         meta.write_text(json.dumps({"diff_id": diff_id, "size": size, "ref": ref}))
+        remove_stale_archives(keep=archive)
     finally:
         for leftover in (tmp, layer):
             with contextlib.suppress(FileNotFoundError):
@@ -433,11 +433,8 @@ def _write_archive_to(fh: Any, ref: str, config: dict[str, Any], layers: Sequenc
 
 
 def remove_stale_archives(keep: Path) -> None:
-    """Delete base archives of older builds."""
+    """Delete the base archives of older builds (``keep`` is the current one)."""
     for old in IMAGES_DIR.glob("agent-base-*"):
         if old.name.split(".")[0] != keep.name.split(".")[0]:
             with contextlib.suppress(OSError):
-                if old.is_dir():
-                    shutil.rmtree(old)
-                else:
-                    old.unlink()
+                old.unlink()

@@ -55,9 +55,10 @@ Cache: ``/var/cache/clawguard-testbed/agents/openclaw-<version>-node-<node>-b<bu
 (``usr-local/``, ``build.json``, ``install.log``), built in a ``.tmp-<pid>``
 directory beside it and renamed when complete, so a directory that exists is
 complete. npm's download cache is ``/var/cache/clawguard-testbed/npm-cache``.
-Measured on a 2-core VM: 26-32 s per version from a cold npm cache, about two
-minutes for 2026.3.31 (the dependency repair re-resolves ~400 packages); 0.5 GB
-(2026.4.24, 2026.6.10) to 1.3 GB (2026.3.31) each.
+Measured on a 2-core VM from a cold npm cache, two builds at a time: 47-52 s
+for 2026.4.24, 2026.6.10 and 2026.9.6, 86 s for 2026.3.31 (the dependency
+repair adds ~400 packages); with Node, 0.5 GB (2026.4.24, 2026.6.10), 1.1 GB
+(2026.9.6) and 1.4 GB (2026.3.31) on disk.
 
 The sandboxes see it through a read-only bind mount at ``/usr/local`` (see
 :mod:`testbed._agent_image` for why a bind mount and not image layers).
