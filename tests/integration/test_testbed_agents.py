@@ -169,21 +169,23 @@ def test_a_real_openclaw_sandbox(
     spec = testbed.sandbox_spec(name)
     assert (spec.agent, spec.layout, spec.host_key_file, spec.uid) == (version, layout_for(version), False, 998)
 
+    check_layout(testbed, name, layout_for(version))  # before the gateway touches ~/.openclaw
+
+    # Like OpenShell's endpoint: no host key anywhere in the pod, and ssh through the proxy still works.
+    # The gateway started over ssh must outlive the session; it boots while the checks below run.
+    assert run(testbed, name, FIND_HOST_KEYS) == ""
+    with pytest.raises(TestbedError, match="only in memory"):
+        testbed.known_hosts_line(name)
+    done = ssh_untrusted(openshell, name, "id -un; echo $HOME; " + GATEWAY_START)
+    assert done.returncode == 0 and done.stdout.split() == ["sandbox", "/sandbox"], done.stderr
+    key_before = seen_host_key(openshell, name, tmp_path / "known_hosts.1")
+
     # Inside, as the sandbox user: the real CLI of that version, accepting the image's config.
     code, out, err = testbed.agent_cli(name, ["--version"])
     assert code == 0 and version in out, (out, err)
     code, out, err = testbed.agent_cli(name, ["config", "validate"])
     assert code == 0, out + err
-    check_layout(testbed, name, layout_for(version))
 
-    # Like OpenShell's endpoint: no host key anywhere in the pod, and ssh through the proxy still works.
-    assert run(testbed, name, FIND_HOST_KEYS) == ""
-    with pytest.raises(TestbedError, match="only in memory"):
-        testbed.known_hosts_line(name)
-    key_before = seen_host_key(openshell, name, tmp_path / "known_hosts.1")
-    done = ssh_untrusted(openshell, name, "id -un; echo $HOME; " + GATEWAY_START)
-    assert done.returncode == 0 and done.stdout.split() == ["sandbox", "/sandbox"], done.stderr
-    # The gateway started over ssh outlives the session and becomes healthy.
     status = wait_for_gateway(testbed, name)
     assert status.get("ok") is True, status
 
