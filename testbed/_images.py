@@ -129,8 +129,15 @@ def pod_command(init: str = SANDBOX_INIT, host_key_file: bool = True, *, tini: s
     return [tini, "--", init, *([HOST_KEY_FILE_FLAG] if host_key_file else [])]
 
 
-#: The stand-in image's default command (keeps the host key file, as before).
-POD_COMMAND = pod_command(SANDBOX_INIT, True)
+#: THE SWITCH for stand-in sandboxes' SSH host key: True keeps it as a file at
+#: /etc/ssh/ssh_host_ed25519_key(.pub) by default (what clawguard's ``host_key: pin``
+#: reads); False makes stand-in sandboxes like OpenShell's and the real-agent ones (the
+#: key only in sshd's memory). Real-agent sandboxes default to False. Either can be
+#: chosen per sandbox with ``host_key_file=``. (Re-exported as testbed.STANDIN_HOST_KEY_FILE.)
+STANDIN_HOST_KEY_FILE = True
+
+#: The stand-in image's default command.
+POD_COMMAND = pod_command(SANDBOX_INIT, STANDIN_HOST_KEY_FILE)
 
 _DEBIAN_HINT = (
     "install the Debian packages docker.io, containerd, runc, busybox-static, openssh-server and procps "

@@ -12,19 +12,14 @@ from dataclasses import dataclass, replace
 
 from ._agent_image import check_layout
 from ._agents import STANDIN, check_agent, layout_for
-from ._images import DEFAULT_SANDBOX_UID
+from ._images import DEFAULT_SANDBOX_UID, STANDIN_HOST_KEY_FILE
 
 LABEL_SANDBOX_UID = "testbed.sandbox-uid"
 LABEL_AGENT = "testbed.agent"
 LABEL_LAYOUT = "testbed.layout"
 LABEL_HOST_KEY_FILE = "testbed.host-key-file"
 
-#: THE SWITCH for stand-in sandboxes' host key: True keeps the key as a file at
-#: /etc/ssh/ssh_host_ed25519_key(.pub) by default (what clawguard's ``host_key: pin``
-#: reads); False makes stand-in sandboxes like OpenShell's and the real-agent ones
-#: (key only in sshd's memory). Real-agent sandboxes default to False. Either can be
-#: chosen per sandbox with ``host_key_file=``.
-STANDIN_HOST_KEY_FILE = True
+__all__ = ["STANDIN_HOST_KEY_FILE", "SandboxSpec"]
 
 
 @dataclass(frozen=True)

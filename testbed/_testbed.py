@@ -755,7 +755,7 @@ class Testbed(SandboxHelpers):
         (installed on first use, about a minute, then cached). ``layout`` is
         NemoClaw's ``"split"`` or ``"flat"`` ``~/.openclaw`` (default: the
         agent's era). ``host_key_file`` keeps the SSH host key as a file (default:
-        :data:`testbed._spec.STANDIN_HOST_KEY_FILE` for the stand-in, False for a
+        :data:`testbed._images.STANDIN_HOST_KEY_FILE` for the stand-in, False for a
         real agent).
         """
         if not _NAME_RE.match(name):
