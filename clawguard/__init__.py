@@ -6,6 +6,7 @@ The public API is small: load a config, build and inspect a plan, restore.
 from __future__ import annotations
 
 from .config import Config, SandboxConfig, load_config, parse_config
+from .converge import Convergence
 from .errors import (
     ArchiveError,
     ClawguardError,
@@ -16,7 +17,7 @@ from .errors import (
     TargetError,
 )
 from .plan import Plan, build_plan
-from .restore import RestoreReport, StepReport, restore, run_plan
+from .restore import RestoreReport, StepReport
 
 __version__ = "0.2.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "ClawguardError",
     "Config",
     "ConfigError",
+    "Convergence",
     "InputError",
     "Plan",
     "RestoreFailed",
@@ -37,6 +39,4 @@ __all__ = [
     "build_plan",
     "load_config",
     "parse_config",
-    "restore",
-    "run_plan",
 ]

@@ -33,7 +33,7 @@ sandboxes:
     archive: ~/sandbox-restore
     user: sandbox
     layout:
-      exec_approvals: symlink
+      style: auto                  # split (until 2026-05) or flat; auto reads it from each pod
     plan:                          # optional; see docs/archive.md
       - {kind: exec_approvals}
       - {kind: chown, path: /sandbox/.openclaw-data/telegram}
@@ -73,6 +73,12 @@ EXAMPLES = {
     "on_drift": "[logger, -t, clawguard, drift]",
     "timeout": "30",
     "ssh_options": '["ServerAliveInterval=15"]',
+    "config_dir": "/sandbox/.openclaw",
+    "data_dir": "/sandbox/.openclaw-data",
+    "workspace": "/sandbox/.openclaw-data/workspace",
+    "telegram_dir": "/sandbox/.openclaw-data/telegram",
+    "script_links": "false",
+    "stop": "openclaw gateway stop --force",
 }
 RECORD_EXAMPLE = "(the keys below)"
 

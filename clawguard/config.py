@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from . import _yaml, redact
+from .agent.settings import AGENT_SCHEMA, AgentSettings
 from .entries import OwnerRef
 from .errors import ConfigError
 from .gateway import GATEWAY_SCHEMA
 from .hooks import HOOKS_SCHEMA, SANDBOX_HOOKS_SCHEMA
 from .hooks import merged as merged_hooks
-from .layout import LAYOUT_SCHEMA, Layout
-from .persist import default_paths as default_persist
+from .layout import LAYOUT_SCHEMA, LayoutSettings
 from .schema import Bool, Context, Field, HostPath, Int, ListOf, MapOf, Owner, Record, SandboxPath, Str, Tagged
 from .steps import REGISTRY as STEP_KINDS
 from .targets import REGISTRY as TARGET_KINDS
@@ -52,10 +52,12 @@ def sandbox_schema() -> Record:
             "persist": Field(
                 ListOf(SandboxPath()),
                 "Paths the agent writes, captured from the live sandbox and restored into the next pod "
-                "(globs allowed). Default: the telegram offset file, <workspace>/MEMORY.md and "
-                "<workspace>/memory. An empty list turns persistence off.",
+                "(globs allowed; a *.sqlite file is copied with SQLite's online backup). Default, by the "
+                "agent's version: the telegram offset files or <config_dir>/state/openclaw.sqlite, "
+                "<workspace>/MEMORY.md and <workspace>/memory. An empty list turns persistence off.",
             ),
             "layout": Field(LAYOUT_SCHEMA, "Where things live inside the sandbox.", {}),
+            "agent": Field(AGENT_SCHEMA, "The OpenClaw agent in the sandbox and its own CLI.", {}),
             "limits": Field(LIMITS_SCHEMA, "Sanity limits on the archive.", {}),
             "gateway": Field(GATEWAY_SCHEMA, "Starting and health-checking the OpenClaw gateway.", {}),
             "hooks": Field(
@@ -134,8 +136,9 @@ class SandboxConfig:
     archive: Path
     user: OwnerRef
     plan: list[Mapping[str, Any]] | None
-    persist: list[str]
-    layout: Layout
+    persist: list[str] | None  # None: chosen per pod, from the agent's version
+    layout: LayoutSettings
+    agent: AgentSettings
     limits: Limits
     gateway: Mapping[str, Any]
     hooks: Mapping[str, Any]
@@ -210,8 +213,9 @@ def _build(document: _yaml.Located, file: Path) -> Config:
             archive=raw["archive"],
             user=raw["user"],
             plan=raw["plan"],
-            persist=raw["persist"] if raw["persist"] is not None else default_persist(Layout(**raw["layout"])),
-            layout=Layout(**raw["layout"]),
+            persist=raw["persist"],
+            layout=LayoutSettings(dict(raw["layout"])),
+            agent=AgentSettings.from_config(dict(raw["agent"])),
             limits=Limits(**raw["limits"]),
             gateway=raw["gateway"],
             hooks=merged_hooks(data["hooks"], raw["hooks"]),

@@ -9,16 +9,17 @@ from typing import Any
 from .archive import check_inside, check_name
 from .config import SandboxConfig
 from .errors import ArchiveError
+from .layout import Layout
 from .steps import REGISTRY, Origin, Step
 from .steps.base import join
 
 KNOWN = ("exec-approvals.json", "openclaw.json", "SOUL.md", "credentials/", "scripts/", "skills/")
 
 
-def derive_steps(sandbox: SandboxConfig) -> list[Step]:
+def derive_steps(sandbox: SandboxConfig, layout: Layout) -> list[Step]:
     """Steps in restore order: exec-approvals and the telegram directory's owner come
     first, because a gateway that starts without them is broken until restarted."""
-    archive, layout = sandbox.archive, sandbox.layout
+    archive = sandbox.archive
     names = set(os.listdir(archive))
     for name in sorted(names):
         if not name.startswith("."):

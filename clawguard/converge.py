@@ -9,17 +9,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from . import hooks, persist
+from .agent import SandboxFacts, probe
 from .config import SandboxConfig
 from .errors import SandboxGone, TargetError
 from .gateway import Gateway, GatewayError, Health
 from .plan import Plan, build_plan
-from .restore import CHANGED, OK, Progress, RestoreReport, StepReport, restore_persisted, run_plan
+from .pod import Pod
+from .restore import CHANGED, FAILED, PERSISTED, Progress, RestoreReport, run_plan
+from .sandboxfs import SandboxCommandFailed
 from .state import sandbox_dir, sandbox_lock, update_state
 from .targets import Instance, Target, make_target
 
@@ -37,6 +41,7 @@ class Convergence:
     report: RestoreReport
     gateway: Health | None
     gateway_error: str | None = None
+    plan: Plan | None = None  # the plan made for this pod (it carries the pod's facts)
 
     @property
     def ok(self) -> bool:
@@ -55,8 +60,33 @@ class Convergence:
         return line
 
 
-def make_gateway(sandbox: SandboxConfig, target: Target, state_root: Path | None = None) -> Gateway:
-    return Gateway(sandbox.name, dict(sandbox.gateway), target, sandbox_dir(sandbox.name, state_root))
+def make_gateway(sandbox: SandboxConfig, state_root: Path | None = None) -> Gateway:
+    return Gateway(sandbox.name, dict(sandbox.gateway), sandbox_dir(sandbox.name, state_root))
+
+
+def open_pod(sandbox: SandboxConfig, target: Target, instance: Instance, known: SandboxFacts | None = None) -> Pod:
+    """The pod ``instance`` with its facts: ``known`` when they are this pod's, else read now."""
+    if known is None or known.container_id != instance.id:
+        try:
+            known = probe(
+                target,
+                instance,
+                user=sandbox.user,
+                split_dirs=sandbox.layout.split_dirs(),
+                command=sandbox.agent.command,
+                version=sandbox.agent.pinned_version,
+            )
+        except SandboxCommandFailed as exc:
+            raise TargetError(str(exc)) from None
+        log.info("sandbox.facts", sandbox=sandbox.name, container_id=instance.short_id, agent=known.describe())
+    return Pod(target, instance, known, sandbox.user, sandbox.agent.command)
+
+
+def plan_for(sandbox: SandboxConfig, pod: Pod, plan: Plan | None = None) -> Plan:
+    """``plan`` when it was made for this pod, else the full plan for it (validated whole)."""
+    if plan is not None and plan.facts is not None and plan.facts.container_id == pod.id:
+        return plan
+    return build_plan(sandbox, pod.facts)
 
 
 def converge(
@@ -65,6 +95,7 @@ def converge(
     plan: Plan | None = None,
     target: Target | None = None,
     gateway: Gateway | None = None,
+    facts: SandboxFacts | None = None,
     dry_run: bool = False,
     with_gateway: bool = True,
     progress: Progress | None = None,
@@ -76,21 +107,23 @@ def converge(
 ) -> Convergence:
     """Restore ``sandbox`` and bring its gateway up; record the outcome in its state.
 
-    ``replaced(container_id)`` is asked between steps: when it says the pod was
-    replaced, the run is abandoned and started over on the new pod.
+    ``plan`` is used when it was made for the pod found (a subset of steps, for a live
+    re-sync); otherwise the pod's facts are read and a full plan is made for it.
+    ``replaced(container_id)`` is asked between steps and while waiting for the
+    gateway: when it says the pod was replaced, the run is abandoned and started
+    over on the new pod.
     """
-    plan = plan or build_plan(sandbox)
     target = target or make_target(sandbox.name, sandbox.target)
     use_gateway = with_gateway and not dry_run and bool(sandbox.gateway["enabled"])
     if use_gateway and gateway is None:
-        gateway = make_gateway(sandbox, target, state_root)
+        gateway = make_gateway(sandbox, state_root)
 
     with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout):
         for _attempt in range(MAX_POD_CHANGES):
             instance = target.locate()
             bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)
 
-            def step_done(index: int, total: int, step: StepReport, current: str = instance.id) -> None:
+            def step_done(index: int, total: int, step: Any, current: str = instance.id) -> None:
                 heartbeat()
                 if progress:
                     progress(index, total, step)
@@ -98,26 +131,35 @@ def converge(
                     raise SandboxGone("the pod was replaced during the restore")
 
             try:
-                if plan.persist and not dry_run:
-                    capture_before_restore(sandbox, plan, target, instance, state_root)
-                report = run_plan(plan, target, instance, dry_run=dry_run, progress=step_done)
-                if report.ok and plan.persist:
-                    persisted = _restore_persisted(plan, target, instance, dry_run, state_root)
-                    if persisted is not None:
-                        report.steps.append(persisted)
-                        report.duration += persisted.duration
-                        step_done(len(report.steps), len(report.steps), persisted)
+                pod = open_pod(sandbox, target, instance, facts)
+                facts = pod.facts
+                this_plan = plan_for(sandbox, pod, plan)
+                if this_plan.persist and not dry_run:
+                    capture_before_restore(sandbox, this_plan, pod, state_root)
+                latest = _capture_to_restore(this_plan, pod, dry_run, state_root)
+                report = run_plan(this_plan, pod, dry_run=dry_run, progress=step_done, persisted=latest)
+                fresh = False
+                if latest is not None and not dry_run and _persisted_ok(report):
+                    persist.set_persist_state(
+                        sandbox.name,
+                        state_root,
+                        live_pod=pod.id,
+                        restored={"generation": latest.generation, "into": pod.id, "at": time.time()},
+                    )
+                    fresh = reason == "pod replaced"  # a new pod never runs a gateway (NemoClaw #2042)
                 health: Health | None = None
                 gateway_error = None
                 if use_gateway and report.ok and gateway is not None:
                     # A change the gateway only reads at start (SOUL.md) restarts a running one.
                     restart = [
                         r.name
-                        for p, r in zip(plan.steps, report.steps, strict=False)
+                        for p, r in zip(this_plan.steps, report.steps, strict=False)
                         if r.outcome == CHANGED and p.step.restart_gateway
                     ]
                     try:
-                        health = gateway.ensure(instance, heartbeat, restart_for=restart)
+                        health = gateway.ensure(
+                            pod, heartbeat, restart_for=restart, replaced=partial(replaced, pod.id), fresh=fresh
+                        )
                     except GatewayError as exc:
                         gateway_error = str(exc)
                     bound.log(
@@ -131,7 +173,7 @@ def converge(
             except SandboxGone as exc:
                 bound.warning("restore.restart", reason=str(exc))
                 continue
-            result = Convergence(sandbox.name, instance.id, report, health, gateway_error)
+            result = Convergence(sandbox.name, instance.id, report, health, gateway_error, this_plan)
             if not dry_run:
                 record(sandbox.name, result, reason, state_root)
                 _announce(sandbox, result, reason, state_root)
@@ -145,50 +187,71 @@ DRIFT_CHECK = "drift check"
 RESYNC = "archive changed"
 
 
-def capture_before_restore(
-    sandbox: SandboxConfig, plan: Plan, target: Target, instance: Instance, state_root: Path | None
-) -> None:
+def _persisted_ok(report: RestoreReport) -> bool:
+    return any(step.name == PERSISTED and step.outcome != FAILED for step in report.steps)
+
+
+def _capture_to_restore(plan: Plan, pod: Pod, dry_run: bool, state_root: Path | None) -> persist.Capture | None:
+    """The capture to write into this pod: the latest good one, unless the pod is live already
+    (its persisted paths are the agent's own) or the capture came from this very pod."""
+    name = plan.sandbox.name
+    if not plan.persist or persist.live_pod(name, state_root) == pod.id:
+        return None
+    latest = persist.CaptureStore(name, plan.sandbox.config.daemon.persist_keep, state_root).latest_good()
+    if latest is None or latest.container_id == pod.id:
+        # Nothing captured yet, or the capture came from this very pod: its files are the agent's own.
+        if not dry_run:
+            persist.set_persist_state(name, state_root, live_pod=pod.id)
+        return None
+    return latest
+
+
+def capture_before_restore(sandbox: SandboxConfig, plan: Plan, pod: Pod, state_root: Path | None) -> None:
     """Save the agent's latest state before a restore touches the pod (it is skipped on a new pod)."""
     try:
-        persist.capture(
-            sandbox.name,
-            plan.persist,
-            sandbox.layout.root,
-            target,
-            instance,
-            keep=sandbox.config.daemon.persist_keep,
-            max_bytes=sandbox.limits.max_persist_bytes,
-            reason="before restore",
-            state_root=state_root,
-        )
+        take_capture(sandbox, plan, pod, "before restore", state_root)
     except TargetError as exc:
         if isinstance(exc, SandboxGone):
             raise
         log.warning("persist.capture_failed", sandbox=sandbox.name, error=str(exc))
 
 
-def _restore_persisted(
-    plan: Plan, target: Target, instance: Instance, dry_run: bool, state_root: Path | None
-) -> StepReport | None:
-    """On a pod the persisted paths were not restored into yet, write the latest capture back."""
-    name = plan.sandbox.name
-    if persist.live_pod(name, state_root) == instance.id:
-        return None
-    latest = persist.CaptureStore(name, plan.sandbox.config.daemon.persist_keep, state_root).latest_good()
-    if latest is None or latest.container_id == instance.id:
-        # Nothing captured yet, or the capture came from this very pod: its files are the agent's own.
-        if not dry_run:
-            persist.set_persist_state(name, state_root, live_pod=instance.id)
-        return None
-    report = restore_persisted(plan, target, instance, latest, dry_run=dry_run)
-    if report.outcome in (OK, CHANGED) and not dry_run:
-        persist.set_persist_state(
-            name,
-            state_root,
-            live_pod=instance.id,
-            restored={"generation": latest.generation, "into": instance.id, "at": time.time()},
-        )
-    return report
+def take_capture(
+    sandbox: SandboxConfig, plan: Plan, pod: Pod, reason: str, state_root: Path | None
+) -> persist.CaptureOutcome:
+    """Capture ``plan``'s persisted paths from ``pod``. Call with the sandbox lock held."""
+    return persist.capture(
+        sandbox.name,
+        plan.persist,
+        pod,
+        keep=sandbox.config.daemon.persist_keep,
+        max_bytes=sandbox.limits.max_persist_bytes,
+        reason=reason,
+        node=sandbox.agent.node,
+        state_root=state_root,
+    )
+
+
+def capture_sandbox(
+    sandbox: SandboxConfig,
+    *,
+    reason: str = "manual",
+    target: Target | None = None,
+    instance: Instance | None = None,
+    facts: SandboxFacts | None = None,
+    lock_timeout: float | None = 60.0,
+    state_root: Path | None = None,
+) -> persist.CaptureOutcome:
+    """Locate the sandbox and capture its persisted paths once, under its lock.
+
+    Raises state.Busy when a restore holds the lock past ``lock_timeout``, InputError
+    for a plan that does not validate, and TargetError when the sandbox cannot be
+    reached or read.
+    """
+    target = target or make_target(sandbox.name, sandbox.target)
+    with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout):
+        pod = open_pod(sandbox, target, instance or target.locate(), facts)
+        return take_capture(sandbox, build_plan(sandbox, pod.facts), pod, reason, state_root)
 
 
 def _announce(sandbox: SandboxConfig, result: Convergence, reason: str, state_root: Path | None) -> None:
@@ -246,3 +309,14 @@ def record(sandbox: str, result: Convergence, reason: str, state_root: Path | No
             else {"healthy": False, "status": result.gateway_error, "checked_at": time.time()}
         )
     update_state(sandbox, state_root, **changes)
+
+
+def plan_live(sandbox: SandboxConfig, target: Target | None = None) -> tuple[Plan, Pod | None, str]:
+    """The plan for the sandbox's live pod, read without writing anything; or, when the pod
+    cannot be reached, the plan from the config alone. The third item says which."""
+    target = target or make_target(sandbox.name, sandbox.target)
+    try:
+        pod = open_pod(sandbox, target, target.locate())
+    except TargetError as exc:
+        return build_plan(sandbox), None, f"pod not reachable ({exc}): planned from the config alone"
+    return build_plan(sandbox, pod.facts), pod, f"pod {pod.short_id}: {pod.facts.describe()}"

@@ -26,9 +26,9 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from . import persist
+from .agent import SandboxFacts
 from .config import Config, SandboxConfig
-from .converge import DRIFT_CHECK, RESYNC, Convergence, converge, make_gateway
+from .converge import DRIFT_CHECK, RESYNC, Convergence, capture_sandbox, converge, make_gateway, open_pod
 from .errors import ClawguardError, InputError
 from .plan import Plan, PlannedStep, build_plan
 from .state import Busy, state_dir, update_state_when_free, write_json
@@ -92,11 +92,12 @@ class SandboxWorker(threading.Thread):
         self.on_change = on_change
         self.state_root = state_root
         self.target = target or make_target(sandbox.name, sandbox.target)
-        self.gateway = make_gateway(sandbox, self.target, state_root)
+        self.gateway = make_gateway(sandbox, state_root)
         self.status = WorkerStatus(beat=time.monotonic())
         self.wake = threading.Event()
         self.last_id: str | None = None  # in memory only: a restarted daemon verifies again
         self.last_instance: Instance | None = None
+        self.facts: SandboxFacts | None = None  # of the last pod restored: read once per pod
         self.changed_files: set[str] = set()  # archive paths changed since the plan was built
         self.changed_at: float | None = None
         self.generation = 0  # bumped by every event, so a restore can tell it was overtaken
@@ -200,7 +201,7 @@ class SandboxWorker(threading.Thread):
         self.changed_files.clear()
         self.changed_at = None
         try:
-            plan = build_plan(self.sandbox)
+            plan = build_plan(self.sandbox, self.facts)
         except InputError as exc:
             # The last valid plan stays in force; the next edit is validated again.
             self._set(f"{self.sandbox.name}: archive invalid, the last valid plan stays in force: {exc}")
@@ -224,11 +225,12 @@ class SandboxWorker(threading.Thread):
         if not self.plan.persist or self.last_id != instance.id:
             return
         try:
-            persist.capture_sandbox(
+            capture_sandbox(
                 self.sandbox,
                 reason=reason,
                 target=self.target,
                 instance=instance,
+                facts=self.facts,
                 lock_timeout=lock_timeout,
                 state_root=self.state_root,
             )
@@ -267,6 +269,7 @@ class SandboxWorker(threading.Thread):
                 plan=plan or self.plan,
                 target=self.target,
                 gateway=self.gateway,
+                facts=self.facts,
                 heartbeat=self.heartbeat,
                 replaced=lambda current: self.generation != started_generation and self._pod_changed(current),
                 state_root=self.state_root,
@@ -284,6 +287,10 @@ class SandboxWorker(threading.Thread):
         finally:
             self.status.busy_until = 0.0
         self._set(result.status_line())
+        if result.plan is not None and result.plan.facts is not None:
+            self.facts = result.plan.facts
+            if plan is None:  # a full plan for this pod: the base for re-syncs and drift checks
+                self.plan = result.plan
         # A failed restore is retried at the next poll or event; a good one is remembered.
         self.last_id = result.container_id if result.ok else None
         if result.ok:
@@ -298,7 +305,7 @@ class SandboxWorker(threading.Thread):
 
     def _check_health(self, instance: Instance) -> None:
         try:
-            health = self.gateway.probe(instance)
+            health = self.gateway.probe(open_pod(self.sandbox, self.target, instance, self.facts))
         except ClawguardError as exc:
             self.log.warning("gateway.probe_failed", error=str(exc))
             return

@@ -18,13 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .config import Config, SandboxConfig, default_path, load_config
-from .converge import make_gateway
+from .converge import make_gateway, open_pod
 from .entries import Entry, Inspection
 from .errors import ClawguardError, InputError
 from .plan import Plan, build_plan
+from .pod import Pod
 from .restore import FAILED, WOULD_CHANGE, run_plan
-from .sandboxfs import SandboxCommandFailed, SandboxFS
-from .targets import Instance, Target, make_target
+from .sandboxfs import SandboxCommandFailed
+from .targets import Target, make_target
 
 PASS, FAIL, SKIP = "ok", "failed", "skipped"
 
@@ -119,19 +120,19 @@ def _sandbox(sandbox: SandboxConfig, docker_ok: bool, target: Target | None) -> 
             yield check(item, SKIP, f"needs {why}")
 
     later = ("plan", "exec-approvals", "telegram directory", "gateway")
-    plan: Plan | None = None
+    static: Plan | None = None
     try:
-        plan = build_plan(sandbox)
+        static = build_plan(sandbox)
     except InputError as exc:
         yield check("archive", FAIL, str(exc), f"fix the archive, then `clawguard check {name}`")
     else:
-        yield check("archive", PASS, f"{sandbox.archive}: {len(plan.steps)} steps, {len(plan.entries)} paths")
+        yield check("archive", PASS, f"{sandbox.archive}: {len(static.steps)} steps, {len(static.entries)} paths")
     if not docker_ok:
-        yield from skipped("sandbox", "user", *later, why="Docker")
+        yield from skipped("sandbox", "agent", "user", *later, why="Docker")
         return
     target = target or make_target(name, sandbox.target)
     try:
-        instance = target.locate()
+        pod = open_pod(sandbox, target, target.locate())
     except ClawguardError as exc:
         yield check(
             "sandbox",
@@ -139,36 +140,67 @@ def _sandbox(sandbox: SandboxConfig, docker_ok: bool, target: Target | None) -> 
             str(exc),
             "start the sandbox (`nemoclaw <name> connect` or `openshell sandbox create`), or fix `target:`",
         )
-        yield from skipped("user", *later, why="the sandbox")
+        yield from skipped("agent", "user", *later, why="the sandbox")
         return
-    yield check("sandbox", PASS, f"{instance.short_id} ({instance.where})")
-    fs = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin))
-    layout = sandbox.layout
-    approvals = str(PurePosixPath(layout.config_dir, "exec-approvals.json"))
-    approvals_data = str(PurePosixPath(layout.data_dir, "exec-approvals.json"))
-    probe = [Entry(approvals, "file"), Entry(approvals_data, "file"), Entry(layout.telegram_dir, "dir")]
+    yield check("sandbox", PASS, f"{pod.short_id} ({pod.instance.where})")
+    yield _agent_check(name, pod)
     try:
-        users, seen = fs.users_and_inspect(probe)
-        ids = users.resolve(sandbox.user)
-    except SandboxCommandFailed as exc:
-        yield check("user", FAIL, str(exc), "check that the sandbox has /etc/passwd and a POSIX shell")
-        return
+        ids = pod.ids
     except LookupError as exc:
         yield check("user", FAIL, str(exc), f"set sandboxes.{name}.user to the agent's user (NemoClaw: sandbox)")
         yield from skipped(*later, why="the sandbox user")
         return
     yield check("user", PASS, f"{sandbox.user} is uid {ids.uid}, gid {ids.gid}")
-    yield _plan_check(name, plan, target, instance)
-    yield _approvals_check(name, seen, approvals)
-    yield _telegram_check(name, seen, layout.telegram_dir, ids.uid)
-    yield _gateway_check(sandbox, target, instance)
-
-
-def _plan_check(name: str, plan: Plan | None, target: Target, instance: Instance) -> Check:
-    if plan is None:
-        return Check("plan", SKIP, "needs a valid archive", sandbox=name)
+    plan: Plan | None = None
+    if static is not None:
+        try:
+            plan = build_plan(sandbox, pod.facts)
+        except InputError as exc:
+            yield check(
+                "plan", FAIL, str(exc), f"fix the config or archive for this pod, then `clawguard check {name}`"
+            )
+    if plan is not None:
+        yield _plan_check(name, plan, pod)
+    layout = plan.layout if plan is not None else sandbox.layout.resolve(pod.facts.style)
+    approvals = str(PurePosixPath(layout.config_dir, "exec-approvals.json"))
+    probe = [
+        Entry(approvals, "file"),
+        Entry(str(PurePosixPath(layout.data_dir, "exec-approvals.json")), "file"),
+        Entry(layout.telegram_dir, "dir"),
+    ]
     try:
-        report = run_plan(plan, target, instance, dry_run=True)
+        seen = pod.fs().inspect(probe)
+    except SandboxCommandFailed as exc:
+        yield check("exec-approvals", FAIL, str(exc), "check that the sandbox has a POSIX shell")
+        return
+    yield _approvals_check(name, pod, seen, approvals)
+    yield _telegram_check(name, seen, layout.telegram_dir, ids.uid)
+    yield _gateway_check(sandbox, pod)
+
+
+def _agent_check(name: str, pod: Pod) -> Check:
+    facts = pod.facts
+    if facts.version is None:
+        return Check(
+            "agent",
+            FAIL,
+            f"cannot tell which OpenClaw runs here ({facts.version_text}); clawguard assumes the seed's era",
+            f"check `{pod.command} --version` in the sandbox, or set sandboxes.{name}.agent.version",
+            name,
+        )
+    row = facts.capabilities
+    store = "SQLite (through `openclaw approvals`)" if row.approvals == "cli" else "a file"
+    return Check(
+        "agent",
+        PASS,
+        f"{facts.describe()}: approvals in {store}, telegram offset in {row.state} (docs/compatibility.md)",
+        sandbox=name,
+    )
+
+
+def _plan_check(name: str, plan: Plan, pod: Pod) -> Check:
+    try:
+        report = run_plan(plan, pod, dry_run=True)
     except ClawguardError as exc:
         return Check("plan", FAIL, str(exc), f"`clawguard restore {name} --dry-run -v` shows more", name)
     drifted = [s for s in report.steps if s.outcome in (WOULD_CHANGE, FAILED)]
@@ -179,8 +211,31 @@ def _plan_check(name: str, plan: Plan | None, target: Target, instance: Instance
     return Check("plan", FAIL, f"{len(drifted)} step(s) drifted: {listing}{more}", f"clawguard restore {name}", name)
 
 
-def _approvals_check(name: str, seen: Inspection, path: str) -> Check:
+def _approvals_check(name: str, pod: Pod, seen: Inspection, path: str) -> Check:
     found = seen.found.get(path)
+    if pod.facts.capabilities.approvals == "cli":
+        if found is not None:
+            return Check(
+                "exec-approvals",
+                FAIL,
+                f"{path} exists, but {pod.facts.describe().split(',')[0]} keeps approvals in its database: "
+                "a leftover file blocks every approval (ExecApprovalsMigrationRequiredError)",
+                f"clawguard restore {name} removes it and sets the approvals through `openclaw approvals set`",
+                name,
+            )
+        try:
+            answer = pod.agent().approvals_get()
+        except (ClawguardError, LookupError) as exc:
+            return Check("exec-approvals", FAIL, str(exc), f"`clawguard restore {name}`", name)
+        if not answer.get("exists"):
+            return Check(
+                "exec-approvals",
+                FAIL,
+                f"no approvals in {answer.get('path')}: the gateway falls back to its defaults",
+                f"put exec-approvals.json in the archive, then `clawguard restore {name}`",
+                name,
+            )
+        return Check("exec-approvals", PASS, f"stored in {answer.get('path')}", sandbox=name)
     target = found
     if found is not None and found.kind == "symlink" and found.link:
         link = found.link if found.link.startswith("/") else str(PurePosixPath(path).parent / found.link)
@@ -214,12 +269,12 @@ def _telegram_check(name: str, seen: Inspection, path: str, uid: int) -> Check:
     return Check("telegram directory", PASS, f"{path} owned by uid {uid}", sandbox=name)
 
 
-def _gateway_check(sandbox: SandboxConfig, target: Target, instance: Instance) -> Check:
+def _gateway_check(sandbox: SandboxConfig, pod: Pod) -> Check:
     name = sandbox.name
     if not sandbox.gateway["enabled"]:
         return Check("gateway", SKIP, "gateway.enabled is false", sandbox=name)
     try:
-        health = make_gateway(sandbox, target).probe(instance)
+        health = make_gateway(sandbox).probe(pod)
     except ClawguardError as exc:
         return Check("gateway", FAIL, str(exc), "see gateway.host_key in docs/daemon.md", name)
     if health.healthy:

@@ -8,13 +8,16 @@ without any sandbox.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-EntryKind = Literal["file", "dir", "symlink"]
+EntryKind = Literal["file", "dir", "symlink", "absent"]
+# Whether two contents of a file mean the same to the agent (desired, found): for files
+# the agent rewrites in its own format (openclaw.json, exec-approvals.json).
+Equivalence = Callable[[bytes, bytes], bool]
 OwnerRef = str | int  # "sandbox", "root", "user:group", or a uid
 
 
@@ -32,6 +35,16 @@ class Entry:
     recursive_owner: bool = False  # every descendant must have ``owner`` too (chown -R)
     exact: bool = False  # a directory whose undeclared descendants are removed
     if_present: bool = False  # only kept in shape if it already exists (e.g. .config-hash)
+    equivalent: Equivalence | None = None  # content that differs but means the same is not drift
+    secret: bool | None = None  # None: a file nobody but its owner may read (mode ..00) is one
+    why: str = ""  # for an "absent" entry: why it must not exist
+
+    @property
+    def private(self) -> bool:
+        """A credential: its content must never reach a log line, nor be readable on the host."""
+        if self.secret is not None:
+            return self.secret
+        return self.kind == "file" and self.mode is not None and not self.mode & 0o077
 
     @property
     def recursive(self) -> bool:
@@ -79,6 +92,8 @@ class Inspection:
     # Paths whose nearest existing ancestor resolves somewhere else: writing there
     # would follow a symlink the plan did not declare.
     unsafe: dict[str, str] = field(default_factory=dict)
+    # Contents read for entries with an ``equivalent``, where the hash alone said "differs".
+    contents: dict[str, bytes] = field(default_factory=dict)
 
     def descendants(self, root: str) -> Iterable[Observed]:
         prefix = root.rstrip("/") + "/"
@@ -116,6 +131,12 @@ def compare(
         drift.unsafe = True
         return drift
     seen = inspection.found.get(entry.path)
+    if entry.kind == "absent":
+        if seen is None:
+            return None
+        problems.append(f"must not exist: {entry.why}" if entry.why else "must not exist")
+        drift.remove.append(entry.path)
+        return drift
     if seen is None:
         if entry.if_present:
             return None
@@ -127,7 +148,7 @@ def compare(
         drift.write = True
         drift.remove.append(entry.path)
         return drift
-    if entry.kind == "file" and seen.sha256 != entry.sha256:
+    if entry.kind == "file" and seen.sha256 != entry.sha256 and not _equivalent(entry, inspection):
         problems.append("content differs")
         drift.write = True
         drift.remove.append(entry.path)
@@ -155,9 +176,22 @@ def compare(
     return drift if problems else None
 
 
+def _equivalent(entry: Entry, inspection: Inspection) -> bool:
+    found = inspection.contents.get(entry.path)
+    return entry.equivalent is not None and found is not None and entry.equivalent(entry.data(), found)
+
+
+def needs_content(entry: Entry, inspection: Inspection) -> bool:
+    """Whether ``entry``'s drift depends on the content found, not only its hash."""
+    seen = inspection.found.get(entry.path)
+    return (
+        entry.equivalent is not None
+        and seen is not None
+        and seen.kind == "file"
+        and seen.sha256 != entry.sha256
+        and entry.path not in inspection.contents
+    )
+
+
 def declared_paths(entries: Iterable[Entry]) -> frozenset[str]:
     return frozenset(e.path for e in entries)
-
-
-def index_by_path(entries: Iterable[Entry]) -> Mapping[str, Entry]:
-    return {e.path: e for e in entries}

@@ -1,21 +1,33 @@
-"""Starting the OpenClaw gateway over the OpenShell SSH proxy, and checking its health.
+"""Starting the OpenClaw gateway over the OpenShell SSH proxy, checking it, stopping it.
 
-After a pod restart the gateway does not come back by itself (NemoClaw #2042);
-NemoClaw's own recovery probes http://127.0.0.1:18789/ inside the sandbox and, if
-it is down, runs ``nohup openclaw gateway run``. We do the same, with the real
-OpenSSH client.
+After a pod restart the gateway does not come back by itself (NemoClaw #2042). Like
+NemoClaw's own recovery, clawguard runs ``nohup openclaw gateway run`` over the
+OpenShell SSH proxy, as the sandbox user, and then waits until the gateway answers.
 
-Host keys: every new pod has a new host key, so a fixed known_hosts entry cannot
-work, and ``StrictHostKeyChecking=no`` would trust anyone. With ``host_key: pin``
-(the default) clawguard reads the pod's public host key through the target (the
-Docker channel it already trusts) each time the pod changes, writes it to its own
-known_hosts file for that sandbox, and runs ssh with ``StrictHostKeyChecking=yes``
-against that file only.
+Health: every OpenClaw from 2026.3 to 2026.9 answers ``GET /health`` with 200
+``{"ok":true,"status":"live"}`` once it listens, without a token. A gateway that
+answers with an error instead (2026.3.31 does when a bundled plugin's dependency is
+missing) is asked through its own CLI, ``openclaw health``, before it is called down.
+
+Host keys: OpenShell's SSH endpoint is not OpenSSH. The sandbox supervisor generates
+a new Ed25519 host key in memory every time it starts and keeps no key file, and
+OpenShell's own CLI connects with ``StrictHostKeyChecking=no``: the authenticated
+``ssh-proxy`` relay is the trust anchor. ``host_key: proxy`` (the default) does the
+same. ``pin`` (read the pod's key file through the target, the Docker channel
+clawguard already trusts), ``accept-new`` and ``strict`` are for endpoints that have
+a stable or readable key.
+
+Stopping: ``openclaw gateway stop`` does not stop a gateway started with nohup
+(2026.3 to 2026.6 only disable a service, 2026.9 wants a terminal or ``--force``),
+and a gateway asked to stop may drain for minutes. The built-in stop signals the
+processes serving the gateway's port, as root through the target, then kills what
+is left after ``stop_timeout``, and is done only when nothing listens on the port.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -25,13 +37,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from .errors import ClawguardError
+from .agent import AgentError
+from .errors import ClawguardError, SandboxGone
+from .pod import Pod
 from .schema import Bool, Field, Int, ListOf, Record, SandboxPath, Str
-from .targets import Instance, Target
 
 log = structlog.get_logger("clawguard.gateway")
 
@@ -48,42 +62,110 @@ GATEWAY_SCHEMA = Record(
         "ssh_options": Field(ListOf(Str(pattern=r"[A-Za-z]+=[^\n]*")), "Extra ssh -o options.", []),
         "start": Field(
             Str(),
-            "Command that starts the gateway in the sandbox.",
+            "Command that starts the gateway in the sandbox (over ssh, as ssh_user).",
             "nohup openclaw gateway run > /tmp/gateway.log 2>&1 &",
         ),
         "stop": Field(
             Str(),
-            "Command that stops the gateway in the sandbox, for restarts after a change it only reads at start.",
-            "openclaw gateway stop",
+            "Command that stops the gateway (over ssh), for restarts after a change it only reads at start. "
+            "Default: signal the processes serving the gateway's port (SIGTERM, then SIGKILL after "
+            "stop_timeout), as root through the target.",
         ),
         "health_url": Field(
             Str(pattern=r"https?://[^\s'\"]+"),
-            "Probed from inside the sandbox; 200 or 401 means up.",
-            "http://127.0.0.1:18789/",
+            'Probed from inside the sandbox: 200 (with {"ok": true} when it is JSON) or 401 is up; another '
+            "answer is checked with `openclaw health`. Its port is the gateway's port.",
+            "http://127.0.0.1:18789/health",
         ),
         "host_key": Field(
-            Str(choices=("pin", "accept-new", "strict")),
-            "pin: read each new pod's host key through the target; accept-new: trust the first key of each pod; "
-            "strict: only your own known_hosts.",
-            "pin",
+            Str(choices=("proxy", "pin", "accept-new", "strict")),
+            "proxy: trust the authenticated OpenShell proxy, like OpenShell's CLI (its endpoint has a new "
+            "in-memory key at every start); pin: read each new pod's key file (host_key_path) through the "
+            "target; accept-new: trust the first key of each pod; strict: only your own known_hosts.",
+            "proxy",
         ),
         "host_key_path": Field(
             SandboxPath(), "The pod's public host key, for host_key: pin.", "/etc/ssh/ssh_host_ed25519_key.pub"
         ),
-        "start_timeout": Field(Int(minimum=1, maximum=600), "Seconds to wait for health after a start.", 60),
+        "start_timeout": Field(Int(minimum=1, maximum=900), "Seconds to wait for health after a start.", 120),
+        "stop_timeout": Field(Int(minimum=1, maximum=600), "Seconds a stopping gateway gets before it is killed.", 15),
         "ssh_timeout": Field(Int(minimum=1, maximum=600), "Seconds allowed for one ssh command.", 30),
     }
 )
 
-# Prints the HTTP status of $1; curl where it exists (NemoClaw's image), else busybox wget.
+_NL = "\n"
+# Argument: the URL. Prints the HTTP status (000: no answer) on the first line, then the
+# body. curl where it exists (NemoClaw's image), else busybox wget.
 _PROBE = (
-    'if command -v curl >/dev/null 2>&1; then curl -s -o /dev/null -w "%{http_code}" --max-time 5 "$1"; '
-    'else wget -S -q -O /dev/null "$1" 2>&1 | sed -n "s/^ *HTTP\\/[0-9.]* \\([0-9]*\\).*/\\1/p" | tail -n 1; fi'
+    'if command -v curl >/dev/null 2>&1; then out=$(curl -s --max-time 5 -w "\\n%{http_code}" "$1"); '
+    f'code=${{out##*"{_NL}"}}; body=${{out%"{_NL}"*}}; '
+    'else code=$(wget -S -q -O /dev/null "$1" 2>&1 | sed -n "s/^ *HTTP\\/[0-9.]* \\([0-9]*\\).*/\\1/p" | tail -n 1); '
+    'body=$(wget -q -O - "$1" 2>/dev/null); fi; printf "%s\\n%s" "${code:-000}" "$body"'
 )
+
+# Arguments: the port, the seconds before SIGKILL. Runs as root in the pod. Finds the
+# processes listening on the port (from /proc/net/tcp*: no ss or lsof needed), the
+# `openclaw` launcher above them and everything below them, SIGTERMs them all, waits,
+# SIGKILLs what is left. Exit 0 once nothing listens on the port.
+STOP_SCRIPT = r"""
+port=$(printf '%04X' "$1") grace=$2
+listeners() {
+  inodes=$(awk -v p=":$port" '$4 == "0A" && toupper(substr($2, length($2) - 4)) == p { print $10 }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+  [ -n "$inodes" ] || return 0
+  for fd in /proc/[0-9]*/fd/*; do
+    link=$(readlink "$fd" 2>/dev/null) || continue
+    for inode in $inodes; do
+      if [ "$link" = "socket:[$inode]" ]; then p=${fd#/proc/}; echo "${p%%/*}"; fi
+    done
+  done | sort -u
+}
+parents() { # "pid ppid" per process
+  for stat in /proc/[0-9]*/stat; do
+    read -r line <"$stat" 2>/dev/null && echo "$line"
+  done | sed -n 's/^\([0-9]*\) (.*) [A-Za-z] \([0-9]*\) .*/\1 \2/p'
+}
+family() { # the pids given, the openclaw launchers above them, everything below them
+  table=$(parents)
+  set -- "$@"
+  all=" $* "
+  for pid in "$@"; do
+    up=$(echo "$table" | awk -v p="$pid" '$1 == p { print $2 }')
+    while [ -n "$up" ] && [ "$up" -gt 1 ] && tr '\0' ' ' <"/proc/$up/cmdline" 2>/dev/null | grep -q '^openclaw'; do
+      all="$all$up "
+      up=$(echo "$table" | awk -v p="$up" '$1 == p { print $2 }')
+    done
+  done
+  changed=1
+  while [ "$changed" = 1 ]; do
+    changed=0
+    for child in $(echo "$table" | awk -v s="$all" 'index(s, " " $2 " ") { print $1 }'); do
+      case $all in *" $child "*) ;; *) all="$all$child "; changed=1 ;; esac
+    done
+  done
+  echo $all
+}
+pids=$(listeners)
+[ -n "$pids" ] || exit 0
+victims=$(family $pids)
+kill -TERM $victims 2>/dev/null
+i=0
+while [ "$i" -lt $((grace * 5)) ]; do
+  alive=''
+  for pid in $victims; do [ -d "/proc/$pid" ] && alive="$alive $pid"; done
+  [ -z "$alive" ] && [ -z "$(listeners)" ] && exit 0
+  sleep 0.2
+  i=$((i + 1))
+done
+left=$(listeners)
+kill -KILL $victims $([ -n "$left" ] && family $left) 2>/dev/null
+sleep 0.5
+[ -z "$(listeners)" ] || { echo "still listening on port $1 after SIGKILL" >&2; exit 1; }
+"""
 
 
 class GatewayError(ClawguardError):
-    """The gateway could not be started or did not become healthy."""
+    """The gateway could not be started or stopped, or did not become healthy."""
 
 
 @dataclass
@@ -91,16 +173,16 @@ class Health:
     healthy: bool
     status: str  # the HTTP status, or why there is none
     checked_at: float
+    answered: bool = False  # something listens on the port, healthy or not
 
     def to_dict(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "status": self.status, "checked_at": self.checked_at}
 
 
 class Gateway:
-    def __init__(self, sandbox: str, values: dict[str, Any], target: Target, state: Path) -> None:
+    def __init__(self, sandbox: str, values: dict[str, Any], state: Path) -> None:
         self.sandbox = sandbox
         self.values = values
-        self.target = target
         self.known_hosts = state / "known_hosts"
         self._pinned_for: str | None = None
 
@@ -108,7 +190,12 @@ class Gateway:
     def host(self) -> str:
         return str(self.values["ssh_host"]).replace("{sandbox}", self.sandbox)
 
-    def _ssh(self, instance: Instance, remote: str) -> subprocess.CompletedProcess[str]:
+    @property
+    def port(self) -> int:
+        url = urlsplit(self.values["health_url"])
+        return url.port or (443 if url.scheme == "https" else 80)
+
+    def _ssh(self, pod: Pod, remote: str) -> subprocess.CompletedProcess[str]:
         proxy = str(self.values["ssh_proxy"]).replace("{sandbox}", shlex.quote(self.sandbox))
         argv = [
             "ssh",
@@ -122,18 +209,7 @@ class Gateway:
             "-o",
             "LogLevel=ERROR",
         ]
-        mode = self.values["host_key"]
-        if mode == "strict":
-            argv += ["-o", "StrictHostKeyChecking=yes"]
-        else:  # clawguard's own known_hosts file for this sandbox
-            if mode == "pin":
-                self._pin(instance)
-            elif self._pinned_for != instance.id:  # accept-new, on a new pod: forget the old pod's key
-                self.known_hosts.unlink(missing_ok=True)
-                self._pinned_for = instance.id
-            checking = "yes" if mode == "pin" else "accept-new"
-            argv += ["-o", f"StrictHostKeyChecking={checking}", "-o", f"UserKnownHostsFile={self.known_hosts}"]
-            argv += ["-o", f"HostKeyAlias={self.host}"]
+        argv += self._host_key_options(pod)
         for option in self.values["ssh_options"]:
             argv += ["-o", option]
         argv += [f"{self.values['ssh_user']}@{self.host}", remote]
@@ -159,74 +235,155 @@ class Gateway:
             return subprocess.CompletedProcess(argv, 255, "", f"ssh timed out after {self.values['ssh_timeout']}s")
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
-    def _pin(self, instance: Instance) -> None:
-        if self._pinned_for == instance.id and self.known_hosts.exists():
+    def _host_key_options(self, pod: Pod) -> list[str]:
+        mode = self.values["host_key"]
+        if mode == "proxy":  # OpenShell's own CLI: the authenticated relay is the trust anchor
+            return [
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+            ]
+        if mode == "strict":
+            return ["-o", "StrictHostKeyChecking=yes"]
+        if mode == "pin":
+            self._pin(pod)
+        elif self._pinned_for != pod.id:  # accept-new, on a new pod: forget the old pod's key
+            self.known_hosts.unlink(missing_ok=True)
+            self._pinned_for = pod.id
+        checking = "yes" if mode == "pin" else "accept-new"
+        return [
+            "-o",
+            f"StrictHostKeyChecking={checking}",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            f"HostKeyAlias={self.host}",
+        ]
+
+    def _pin(self, pod: Pod) -> None:
+        if self._pinned_for == pod.id and self.known_hosts.exists():
             return
-        result = self.target.exec(instance, ["cat", self.values["host_key_path"]])
+        result = pod.exec(["cat", self.values["host_key_path"]])
         key = result.stdout.decode(errors="replace").split()
         if result.code != 0 or len(key) < 2 or not key[0].startswith(("ssh-", "ecdsa-")):
             raise GatewayError(
-                f"cannot read the sandbox's host key at {self.values['host_key_path']} "
-                "(set gateway.host_key_path, or gateway.host_key: accept-new)"
+                f"cannot read the sandbox's host key at {self.values['host_key_path']} (OpenShell's endpoint "
+                "keeps its key in memory: use gateway.host_key: proxy, the default)"
             )
         self.known_hosts.write_text(f"{self.host} {key[0]} {key[1]}\n")
-        self._pinned_for = instance.id
+        self._pinned_for = pod.id
 
-    def probe(self, instance: Instance) -> Health:
+    def probe(self, pod: Pod) -> Health:
         remote = shlex.join(["sh", "-c", _PROBE, "sh", self.values["health_url"]])
-        result = self._ssh(instance, remote)
+        result = self._ssh(pod, remote)
         now = time.time()
-        code = result.stdout.strip()
         if result.returncode == 255:
             return Health(False, f"ssh failed: {result.stderr.strip()[-200:]}", now)
-        if code in ("200", "401"):
-            return Health(True, code, now)
-        return Health(False, code or "no answer", now)
+        code, _, body = result.stdout.partition("\n")
+        code = code.strip()
+        if code == "401" or (code == "200" and _says_ok(body)):
+            return Health(True, code, now, answered=True)
+        if not code or code == "000":
+            return Health(False, "no answer", now)
+        # It answers, but not as a live gateway does: ask the agent itself (2026.3.31 answers
+        # 500 to every HTTP request when a bundled plugin's dependency is missing).
+        try:
+            answer = pod.agent().run(["health", "--json", "--timeout", "3000"])
+        except (AgentError, LookupError, ClawguardError):
+            return Health(False, f"HTTP {code}", now, answered=True)
+        if answer.code == 0 and _says_ok(answer.stdout.decode(errors="replace")):
+            return Health(True, f"HTTP {code}; openclaw health: ok", now, answered=True)
+        return Health(False, f"HTTP {code}", now, answered=True)
 
-    def start(self, instance: Instance) -> None:
+    def start(self, pod: Pod) -> None:
         # A background job that keeps the session's stdin open makes sshd (and so
         # ssh) wait forever; start it with stdin from /dev/null.
-        result = self._ssh(instance, "exec </dev/null; " + self.values["start"])
+        result = self._ssh(pod, "exec </dev/null; " + self.values["start"])
         if result.returncode != 0:
             raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
 
-    def stop(self, instance: Instance) -> None:
-        result = self._ssh(instance, "exec </dev/null; " + self.values["stop"])
-        if result.returncode == 255:
-            raise GatewayError(f"stopping the gateway failed: {result.stderr.strip()[-300:]}")
+    def stop(self, pod: Pod) -> None:
+        """Stop the gateway and make sure nothing serves its port any more."""
+        if self.values["stop"]:
+            result = self._ssh(pod, "exec </dev/null; " + self.values["stop"])
+            if result.returncode == 255:
+                raise GatewayError(f"stopping the gateway failed: {result.stderr.strip()[-300:]}")
+            return
+        grace = self.values["stop_timeout"]
+        done = pod.exec(["sh", "-c", STOP_SCRIPT, "sh", str(self.port), str(grace)])
+        if done.code != 0:
+            text = done.stderr.decode(errors="replace").strip()[-300:]
+            raise GatewayError(f"the gateway did not stop: {text or f'exit status {done.code}'}")
+        log.info("gateway.stopped", sandbox=self.sandbox, container_id=pod.short_id)
 
     def ensure(
-        self, instance: Instance, heartbeat: Callable[[], None] = lambda: None, restart_for: Sequence[str] = ()
+        self,
+        pod: Pod,
+        heartbeat: Callable[[], None] = lambda: None,
+        restart_for: Sequence[str] = (),
+        replaced: Callable[[], bool] = lambda: False,
+        fresh: bool = False,
     ) -> Health:
         """Healthy already, or start it and wait (with backoff) until it is.
 
-        ``restart_for`` names changed steps the gateway reads only at start: a
-        running gateway is stopped and started again so that it sees them.
+        ``restart_for`` names changed steps the gateway reads only at start: a running
+        gateway is stopped and started again so that it sees them. ``replaced()`` is
+        asked while waiting: a pod replaced meanwhile raises SandboxGone at once.
+        ``fresh``: a pod just restored for the first time, which never runs a gateway
+        (NemoClaw #2042): no probe before the start.
         """
-        health = self.probe(instance)
+        health = Health(False, "new pod", time.time()) if fresh else self.probe(pod)
         if health.healthy and not restart_for:
             return health
-        if health.healthy:
-            log.info("gateway.restart", sandbox=self.sandbox, container_id=instance.short_id, steps=list(restart_for))
-            self.stop(instance)
-            health = self._wait(instance, heartbeat, lambda h: not h.healthy, health)
+        if health.healthy or health.answered:
             if health.healthy:
-                raise GatewayError(f"the gateway did not stop within {self.values['start_timeout']}s")
+                log.info("gateway.restart", sandbox=self.sandbox, container_id=pod.short_id, steps=list(restart_for))
+            else:  # listening but not live: a wedged gateway holds the port a new one needs
+                log.warning("gateway.unhealthy", sandbox=self.sandbox, container_id=pod.short_id, status=health.status)
+            self.stop(pod)
+            if self.values["stop"]:  # a custom stop: wait until it took effect
+                health = self._wait(pod, heartbeat, replaced, lambda h: not h.healthy and not h.answered, health)
+                if health.healthy:
+                    raise GatewayError(f"the gateway did not stop within {self.values['start_timeout']}s")
         else:
-            log.info("gateway.start", sandbox=self.sandbox, container_id=instance.short_id, reason=health.status)
-        self.start(instance)
-        return self._wait(instance, heartbeat, lambda h: h.healthy, health)
+            log.info("gateway.start", sandbox=self.sandbox, container_id=pod.short_id, reason=health.status)
+        self.start(pod)
+        return self._wait(pod, heartbeat, replaced, lambda h: h.healthy, health)
 
     def _wait(
-        self, instance: Instance, heartbeat: Callable[[], None], done: Callable[[Health], bool], last: Health
+        self,
+        pod: Pod,
+        heartbeat: Callable[[], None],
+        replaced: Callable[[], bool],
+        done: Callable[[Health], bool],
+        last: Health,
     ) -> Health:
         """Probe with backoff until ``done`` or ``start_timeout``; the last probe's answer."""
+
+        def before(_state: object) -> None:
+            heartbeat()
+            if replaced():
+                raise SandboxGone("the pod was replaced while waiting for its gateway")
+
         waiting = Retrying(
             stop=stop_after_delay(self.values["start_timeout"]),
-            wait=wait_exponential(multiplier=0.2, max=5),
+            wait=wait_exponential(multiplier=0.2, max=3),
             retry=retry_if_result(lambda health: not done(health)),
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else last,
-            before=lambda _state: heartbeat(),
+            before=before,
+            reraise=True,
         )
-        result: Health = waiting(self.probe, instance)
+        result: Health = waiting(self.probe, pod)
         return result
+
+
+def _says_ok(body: str) -> bool:
+    """A 200 is live unless its body is JSON that says otherwise (``{"ok": false}``)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return True
+    return not (isinstance(answer, dict) and answer.get("ok") is False)

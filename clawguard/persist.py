@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import io
 import json
-import re
 import tarfile
 import time
 from collections.abc import Sequence
@@ -34,45 +33,75 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from .agent.versions import UNKNOWN, Capabilities
 from .entries import Entry, Ids
 from .errors import TargetError
 from .layout import Layout
-from .state import atomic_write, load_state, sandbox_dir, sandbox_lock, update_state
-from .targets import Instance, Target, make_target
+from .state import atomic_write, load_state, sandbox_dir, update_state
 
 if TYPE_CHECKING:
-    from .config import SandboxConfig
+    from .pod import Pod
 
 log = structlog.get_logger("clawguard.persist")
 
-# Arguments: absolute paths or glob patterns. Prints a tar stream of every match
-# (relative to /), or nothing when nothing matches. Patterns are expanded by the
-# shell's pathname expansion only: their text is never evaluated.
+# Node.js program: an online backup (VACUUM INTO) of the database argv[1] into argv[2].
+# A consistent copy while the gateway writes, without its -wal and -shm files.
+SNAPSHOT_JS = (
+    'const {DatabaseSync} = require("node:sqlite");'
+    "const db = new DatabaseSync(process.argv[1], {readOnly: true});"
+    'db.exec("VACUUM INTO \'" + process.argv[2].replace(/\'/g, "\'\'") + "\'");'
+    "db.close();"
+)
+
+# Arguments: the node command, SNAPSHOT_JS, then absolute paths or glob patterns. Runs as the sandbox
+# user. Prints a tar stream of every match (relative to /), then one more tar stream
+# holding an online-backup snapshot of each matched *.sqlite file with its directory, under
+# the same names; nothing when nothing matches. Patterns are expanded by the shell's
+# pathname expansion only: their text is never evaluated.
 CAPTURE_SCRIPT = r"""
+node=$1 snapshot=$2; shift 2
 IFS='
 '
 cd / || exit 3
-list=''
+list=''; dbs=''
 for pattern in "$@"; do
   for path in $pattern; do
-    if [ -L "$path" ] || [ -e "$path" ]; then list="$list${path#/}
-"; fi
+    if [ -f "$path" ] && [ ! -L "$path" ] && [ "${path%.sqlite}" != "$path" ]; then dbs="$dbs${path#/}
+"
+    elif [ -L "$path" ] || [ -e "$path" ]; then list="$list${path#/}
+"
+    fi
   done
 done
-[ -n "$list" ] || exit 0
 set -f
-exec tar -c -f - $list
+if [ -n "$list" ]; then tar -c -f - $list || exit 3; fi
+[ -n "$dbs" ] || exit 0
+stage=$(mktemp -d) || exit 3
+trap 'rm -rf "$stage"' EXIT
+dirs=''
+for db in $dbs; do
+  dir=${db%/*}
+  mkdir -p "$stage/$dir" || exit 3
+  chmod "$(stat -c %a "/$dir")" "$stage/$dir" || exit 3
+  "$node" -e "$snapshot" "/$db" "$stage/$db" 2>/dev/null || { echo "clawguard: snapshot of /$db failed" >&2; exit 5; }
+  chmod "$(stat -c %a "/$db")" "$stage/$db" || exit 3
+  case "
+$dirs" in *"
+$dir
+"*) ;; *) dirs="$dirs$dir
+" ;; esac
+done
+cd "$stage" && tar -c -f - $dirs || exit 3
 """
 
-_GLOB = re.compile(r"[*?\[]")
 
-
-def default_paths(layout: Layout) -> list[str]:
-    return [
-        str(PurePosixPath(layout.telegram_dir, "update-offset-default.json")),
-        str(PurePosixPath(layout.workspace, "MEMORY.md")),
-        str(PurePosixPath(layout.workspace, "memory")),
-    ]
+def default_paths(layout: Layout, agent: Capabilities = UNKNOWN) -> list[str]:
+    """What the agent writes and a pod restart must not lose, where this version keeps it."""
+    if agent.state == "sqlite":  # the telegram offset, sessions and approvals: one database
+        state = str(PurePosixPath(layout.config_dir, "state", "openclaw.sqlite"))
+    else:
+        state = str(PurePosixPath(layout.telegram_dir, "update-offset-*.json"))
+    return [state, str(PurePosixPath(layout.workspace, "MEMORY.md")), str(PurePosixPath(layout.workspace, "memory"))]
 
 
 def covered(path: str, pattern: str) -> bool:
@@ -82,8 +111,11 @@ def covered(path: str, pattern: str) -> bool:
     return len(have) >= len(want) and all(fnmatchcase(h, w) for h, w in zip(have, want, strict=False))
 
 
-def is_glob(pattern: str) -> bool:
-    return bool(_GLOB.search(pattern))
+def above(path: str, pattern: str) -> bool:
+    """True when ``path`` is a directory on the way to what ``pattern`` matches."""
+    want = PurePosixPath(pattern).parts
+    have = PurePosixPath(path).parts
+    return len(have) < len(want) and all(fnmatchcase(h, w) for h, w in zip(have, want, strict=False))
 
 
 @dataclass(frozen=True)
@@ -99,6 +131,7 @@ class Capture:
     sha256: str
     tops: list[str]
     tar: Path
+    owner: Ids | None = None  # the sandbox user's ids when it was taken (an image rebuild may change them)
 
     def read(self) -> bytes:
         data = self.tar.read_bytes()
@@ -109,6 +142,7 @@ class Capture:
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data["tar"] = str(self.tar)
+        data["owner"] = [self.owner.uid, self.owner.gid] if self.owner else None
         return data
 
 
@@ -161,12 +195,19 @@ class CaptureStore:
                 sha256=str(data["sha256"]),
                 tops=[str(t) for t in data["tops"]],
                 tar=tar,
+                owner=Ids(*(int(i) for i in data["owner"])) if data.get("owner") else None,
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None  # an unfinished or foreign file is not a generation
 
     def save(
-        self, data: bytes, container_id: str, reason: str, members: list[tarfile.TarInfo], taken_at: float | None = None
+        self,
+        data: bytes,
+        container_id: str,
+        reason: str,
+        members: list[tarfile.TarInfo],
+        taken_at: float | None = None,
+        owner: Ids | None = None,
     ) -> Capture:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         latest = self.latest()
@@ -184,6 +225,7 @@ class CaptureStore:
             sha256=hashlib.sha256(data).hexdigest(),
             tops=tops,
             tar=tar,
+            owner=owner,
         )
         # The tar first, then its metadata: a generation exists only once both are complete.
         atomic_write(tar, data)
@@ -221,12 +263,15 @@ class CaptureRejected(Exception):
     """The stream from the sandbox is not something we will store or write back."""
 
 
-def read_members(data: bytes, patterns: Sequence[str], root: str) -> list[Member]:
+def read_members(data: bytes, patterns: Sequence[str], root: str, owner: tuple[Ids, Ids] | None = None) -> list[Member]:
     """Parse a capture into entries, keeping only paths the persist list declares.
 
     The stream comes from inside the sandbox, so it is not trusted: absolute or
-    ``..`` names, paths outside ``root`` or outside every pattern, and anything
-    below a captured symlink are dropped; devices, fifos and hard links too.
+    ``..`` names, paths outside ``root`` or outside every pattern (but for the
+    directories on the way to one), and anything below a captured symlink are
+    dropped; devices, fifos and hard links too. ``owner`` maps the sandbox user's ids
+    when the capture was taken to its ids now: an image rebuilt with ``useradd -r``
+    may give it another uid, and the agent must still own its files.
     """
     if not data:
         return []
@@ -234,18 +279,22 @@ def read_members(data: bytes, patterns: Sequence[str], root: str) -> list[Member
     links: list[str] = []
     prefix = root.rstrip("/") + "/"
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:", ignore_zeros=True) as tar:
             for info in tar:
                 name = info.name.strip("/")
                 parts = name.split("/")
                 path = "/" + name
                 if not name or ".." in parts or "." in parts or any(ord(c) < 32 for c in name):
                     continue
-                if not path.startswith(prefix) or not any(covered(path, p) for p in patterns):
+                if not path.startswith(prefix) or any(path.startswith(link + "/") for link in links):
                     continue
-                if any(path.startswith(link + "/") for link in links):
+                inside = any(covered(path, p) for p in patterns)
+                if not inside and not (info.isdir() and any(above(path, p) for p in patterns)):
                     continue
                 ids = Ids(info.uid, info.gid)
+                if owner is not None:
+                    then, now = owner
+                    ids = Ids(now.uid if ids.uid == then.uid else ids.uid, now.gid if ids.gid == then.gid else ids.gid)
                 mode = info.mode & 0o777
                 if info.isdir():
                     entry = Entry(path, "dir", mode)
@@ -262,6 +311,17 @@ def read_members(data: bytes, patterns: Sequence[str], root: str) -> list[Member
     except (tarfile.TarError, EOFError) as exc:
         raise CaptureRejected(f"the capture is not a complete tar stream ({exc})") from None
     return result
+
+
+def stale_journals(members: Sequence[Member]) -> list[Entry]:
+    """A restored database must not meet another database's -wal or -shm beside it:
+    SQLite would replay that journal into it."""
+    return [
+        Entry(member.entry.path + suffix, "absent", why="the journal of another database")
+        for member in members
+        if member.entry.kind == "file" and member.entry.path.endswith(".sqlite")
+        for suffix in ("-wal", "-shm")
+    ]
 
 
 def live_pod(sandbox: str, state_root: Path | None = None) -> str | None:
@@ -289,30 +349,35 @@ class CaptureOutcome:
 def capture(
     sandbox: str,
     patterns: Sequence[str],
-    root: str,
-    target: Target,
-    instance: Instance,
+    pod: Pod,
     *,
     keep: int,
     max_bytes: int,
     reason: str,
+    node: str = "node",
     state_root: Path | None = None,
 ) -> CaptureOutcome:
-    """Capture the persisted paths of a live pod. Call with the sandbox lock held.
+    """Capture the persisted paths of a live pod, as the sandbox user. Call with the
+    sandbox lock held.
 
     Raises TargetError when the sandbox cannot be read; nothing is stored then.
     """
-    bound = log.bind(sandbox=sandbox, container_id=instance.short_id, reason=reason)
+    bound = log.bind(sandbox=sandbox, container_id=pod.short_id, reason=reason)
     if not patterns:
         return CaptureOutcome("skipped", "nothing to persist")
-    if live_pod(sandbox, state_root) != instance.id:
+    if live_pod(sandbox, state_root) != pod.id:
         # A new pod, or one whose restore has not finished: what it holds is not the agent's.
         bound.info("persist.capture_skipped", why="pod not restored yet")
         return CaptureOutcome("skipped", "this pod has not been restored yet")
+    try:
+        owner = pod.ids
+    except LookupError as exc:
+        raise TargetError(f"{sandbox}: cannot capture: {exc}") from None
     started = time.monotonic()
     # The capture holds the data as of the moment tar started reading: that is its time.
     as_of = time.time()
-    result = target.exec(instance, ["sh", "-c", CAPTURE_SCRIPT, "sh", *patterns])
+    # As the agent: its own files, and no root process reading what it wrote.
+    result = pod.exec(["sh", "-c", CAPTURE_SCRIPT, "sh", node, SNAPSHOT_JS, *patterns], as_user=True)
     if result.code != 0:
         text = result.stderr.decode(errors="replace").strip()[-300:]
         raise TargetError(f"{sandbox}: capturing persisted paths failed: {text or f'exit status {result.code}'}")
@@ -334,7 +399,7 @@ def capture(
     if latest is not None and latest.sha256 == hashlib.sha256(data).hexdigest():
         set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=latest.generation)
         return CaptureOutcome("unchanged", capture=latest)
-    saved = store.save(data, instance.id, reason, members, as_of)
+    saved = store.save(data, pod.id, reason, members, as_of, owner)
     set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=saved.generation)
     bound.info(
         "persist.captured",
@@ -350,36 +415,8 @@ def _tar_members(data: bytes) -> list[tarfile.TarInfo]:
     if not data:
         return []
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        # ignore_zeros: the capture is one stream of files and one of database snapshots.
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:", ignore_zeros=True) as tar:
             return tar.getmembers()
     except (tarfile.TarError, EOFError) as exc:
         raise CaptureRejected(f"the capture is not a complete tar stream ({exc})") from None
-
-
-def capture_sandbox(
-    sandbox: SandboxConfig,
-    *,
-    reason: str = "manual",
-    target: Target | None = None,
-    instance: Instance | None = None,
-    lock_timeout: float | None = 60.0,
-    state_root: Path | None = None,
-) -> CaptureOutcome:
-    """Locate the sandbox and capture its persisted paths once, under its lock.
-
-    Raises state.Busy when a restore holds the lock past ``lock_timeout``, and
-    TargetError when the sandbox cannot be reached or read.
-    """
-    target = target or make_target(sandbox.name, sandbox.target)
-    with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout):
-        return capture(
-            sandbox.name,
-            sandbox.persist,
-            sandbox.layout.root,
-            target,
-            instance or target.locate(),
-            keep=sandbox.config.daemon.persist_keep,
-            max_bytes=sandbox.limits.max_persist_bytes,
-            reason=reason,
-            state_root=state_root,
-        )

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 
+from .agent import Capabilities, SandboxFacts, Version, capabilities
+from .agent.state import AgentState, Preflight
 from .config import SandboxConfig
 from .conventions import derive_steps
 from .entries import Entry
 from .errors import ArchiveError, ConfigError, InputError
+from .layout import Layout
 from .persist import covered
+from .persist import default_paths as default_persist
 from .steps import REGISTRY, Origin, Step, StepContext
 
 log = structlog.get_logger("clawguard.plan")
@@ -22,6 +26,8 @@ log = structlog.get_logger("clawguard.plan")
 class PlannedStep:
     step: Step
     entries: list[Entry]
+    agent_states: list[AgentState] = field(default_factory=list)  # restored through the agent's CLI
+    preflights: list[Preflight] = field(default_factory=list)  # the agent must accept before any write
 
 
 @dataclass(frozen=True)
@@ -30,29 +36,55 @@ class Plan:
     steps: list[PlannedStep]
     persist: list[str] = field(default_factory=list)  # validated persisted paths and globs
     warnings: list[str] = field(default_factory=list)  # safe to restore, but the user should know
+    layout: Layout = field(default_factory=Layout)
+    facts: SandboxFacts | None = None  # the pod this plan was made for; None: from the config alone
 
     def subset(self, steps: list[PlannedStep]) -> Plan:
-        return Plan(self.sandbox, steps, self.persist, self.warnings)
+        return replace(self, steps=steps)
 
     @property
     def entries(self) -> list[Entry]:
         return [entry for planned in self.steps for entry in planned.entries]
 
+    @property
+    def agent(self) -> Capabilities:
+        return capabilities(self.version)
 
-def build_plan(sandbox: SandboxConfig) -> Plan:
-    """Validate the whole plan and archive. Raises InputError; writes nothing."""
+    @property
+    def version(self) -> Version | None:
+        if self.facts is not None:
+            return self.facts.version
+        pinned = self.sandbox.agent.pinned_version
+        return Version.parse(pinned) if pinned else None
+
+
+def build_plan(sandbox: SandboxConfig, facts: SandboxFacts | None = None) -> Plan:
+    """Validate the whole plan and archive for one pod (``facts``), or from the config
+    alone. Raises InputError; writes nothing."""
     archive = sandbox.archive
     if not archive.is_dir():
         raise _error_at(
             sandbox, f"{sandbox.key}.archive", f"{archive} is not a directory (or does not exist)", cls=ArchiveError
         )
-    _check_layout(sandbox)
-    steps = _explicit_steps(sandbox) if sandbox.plan is not None else derive_steps(sandbox)
-    ctx = StepContext(archive, sandbox.layout, sandbox.user)
-    planned = [PlannedStep(step, _entries(sandbox, step, ctx)) for step in steps]
+    layout = sandbox.layout.resolve(facts.style if facts else None)
+    _check_layout(sandbox, layout)
+    steps = _explicit_steps(sandbox) if sandbox.plan is not None else derive_steps(sandbox, layout)
+    pinned = sandbox.agent.pinned_version
+    version = facts.version if facts is not None else (Version.parse(pinned) if pinned else None)
+    ctx = StepContext(
+        archive,
+        layout,
+        sandbox.user,
+        capabilities(version),
+        version,
+        # Only an agent that can be asked: the pod's, known by its version.
+        validate_config=sandbox.agent.validate_config and version is not None and facts is not None,
+    )
+    planned = [_planned(sandbox, step, ctx) for step in steps]
     # Paths and sizes first: a 300 MiB stray file is refused from its size, not read.
-    _check_paths(sandbox, planned)
-    _check_persist(sandbox, planned)
+    _check_paths(sandbox, layout, planned)
+    persist = sandbox.persist if sandbox.persist is not None else default_persist(layout, ctx.agent)
+    _check_persist(sandbox, layout, planned, persist)
     for item in planned:
         for entry in item.entries:
             if entry.kind == "file":
@@ -60,7 +92,8 @@ def build_plan(sandbox: SandboxConfig) -> Plan:
                     _ = entry.sha256  # read now: the plan is pinned to the content it validated
                 except OSError as exc:
                     raise ArchiveError(f"cannot read {entry.source}: {exc.strerror}", file=entry.source) from None
-    return Plan(sandbox, planned, list(sandbox.persist), _warn_readable_secrets(sandbox, planned))
+    warnings = [w for item in planned for w in item.step.warnings(ctx)] + _warn_readable_secrets(sandbox, planned)
+    return Plan(sandbox, planned, list(persist), warnings, layout, facts)
 
 
 def _error_at(
@@ -76,9 +109,9 @@ def _error_at(
     return cls(message, file=config.path, key=key, line=line)
 
 
-def _check_layout(sandbox: SandboxConfig) -> None:
+def _check_layout(sandbox: SandboxConfig, layout: Layout) -> None:
     """Every layout directory is under the root, or every conventional step would write outside it."""
-    layout, key = sandbox.layout, f"{sandbox.key}.layout"
+    key = f"{sandbox.key}.layout"
     if layout.root == "/":
         raise _error_at(sandbox, f"{key}.root", "must be a directory below /, such as /sandbox")
     for name in ("config_dir", "data_dir", "workspace", "telegram_dir"):
@@ -95,11 +128,17 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _entries(sandbox: SandboxConfig, step: Step, ctx: StepContext) -> list[Entry]:
-    """The step's entries. A config step that reads a bad archive file is reported at the
-    config line that names the file, with the archive it was looked for in."""
+def _planned(sandbox: SandboxConfig, step: Step, ctx: StepContext) -> PlannedStep:
+    """The step's entries and agent work. A config step that reads a bad archive file is
+    reported at the config line that names the file, with the archive it was looked for in."""
     try:
-        return step.entries(ctx)
+        return PlannedStep(step, step.entries(ctx), step.agent_states(ctx), step.preflights(ctx))
+    except ConfigError as exc:
+        if exc.file is not None:
+            raise
+        key = exc.key or ""
+        key = key if key.startswith("sandboxes.") else f"{sandbox.key}.{key}"
+        raise _error_at(sandbox, key, exc.message, f"{sandbox.key}.layout") from None
     except ArchiveError as exc:
         if _from_archive(step):
             raise
@@ -150,17 +189,15 @@ def _fail(sandbox: SandboxConfig, step: Step, message: str, path: str | None = N
     return ConfigError(message, file=step.origin.file, key=key, line=line)
 
 
-def _check_paths(sandbox: SandboxConfig, planned: list[PlannedStep]) -> None:
-    root = sandbox.layout.root.rstrip("/") + "/"
+def _check_paths(sandbox: SandboxConfig, layout: Layout, planned: list[PlannedStep]) -> None:
+    root = layout.root.rstrip("/") + "/"
     owners: dict[str, Step] = {}
     total = count = 0
     largest: tuple[int, Path | None] = (0, None)
     for item in planned:
         for entry in item.entries:
             if not entry.path.startswith(root):
-                raise _fail(
-                    sandbox, item.step, f"{entry.path} is outside the sandbox root {sandbox.layout.root}", entry.path
-                )
+                raise _fail(sandbox, item.step, f"{entry.path} is outside the sandbox root {layout.root}", entry.path)
             if (
                 entry.kind == "symlink"
                 and entry.link
@@ -170,7 +207,7 @@ def _check_paths(sandbox: SandboxConfig, planned: list[PlannedStep]) -> None:
                 raise _fail(
                     sandbox,
                     item.step,
-                    f"symlink {entry.path} -> {entry.link} points outside {sandbox.layout.root}",
+                    f"symlink {entry.path} -> {entry.link} points outside {layout.root}",
                     entry.link,
                 )
             if entry.path in owners:
@@ -219,7 +256,7 @@ def _warn_readable_secrets(sandbox: SandboxConfig, planned: list[PlannedStep]) -
     warnings = []
     for item in planned:
         for entry in item.entries:
-            if entry.source is None or entry.mode is None or entry.mode & 0o077:
+            if entry.source is None or entry.mode is None or not entry.private:
                 continue
             if not _readable_by_others(sandbox.archive, entry.source):
                 continue
@@ -254,18 +291,18 @@ def _readable_by_others(archive: Path, path: Path) -> bool:
     )
 
 
-def _check_persist(sandbox: SandboxConfig, planned: list[PlannedStep]) -> None:
+def _check_persist(sandbox: SandboxConfig, layout: Layout, planned: list[PlannedStep], persist: list[str]) -> None:
     """Persisted paths belong to the agent: under the root, and never written by a step."""
     config = sandbox.config
-    root = sandbox.layout.root.rstrip("/") + "/"
-    for index, pattern in enumerate(sandbox.persist):
+    root = layout.root.rstrip("/") + "/"
+    for index, pattern in enumerate(persist):
         key = f"{sandbox.key}.persist[{index}]"
 
         def fail(message: str, key: str = key) -> ConfigError:
             return ConfigError(message, file=config.path, key=key, line=config.lines.get(key))
 
         if not pattern.startswith(root):
-            raise fail(f"{pattern} is outside the sandbox root {sandbox.layout.root}")
+            raise fail(f"{pattern} is outside the sandbox root {layout.root}")
         for item in planned:
             for entry in item.entries:
                 if covered(entry.path, pattern):

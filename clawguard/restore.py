@@ -11,13 +11,12 @@ from typing import Any
 import structlog
 
 from . import redact
-from .config import SandboxConfig
-from .entries import Drift, Entry, Ids, Inspection, SourceChanged, compare, declared_paths
-from .errors import ConfigError, TargetError
-from .persist import Capture, CaptureRejected, read_members
-from .plan import Plan, build_plan
+from .entries import Drift, Entry, Ids, Inspection, SourceChanged, compare, declared_paths, needs_content
+from .errors import ConfigError, InputError, TargetError
+from .persist import Capture, CaptureRejected, read_members, stale_journals
+from .plan import Plan, PlannedStep
+from .pod import Pod
 from .sandboxfs import SandboxCommandFailed, SandboxFS, UserTable, Write
-from .targets import Instance, Target, make_target
 
 log = structlog.get_logger("clawguard.restore")
 
@@ -63,50 +62,63 @@ class RestoreReport:
 Progress = Callable[[int, int, StepReport], None]
 
 
-def restore(
-    sandbox: SandboxConfig,
-    *,
-    dry_run: bool = False,
-    target: Target | None = None,
-    progress: Progress | None = None,
-) -> RestoreReport:
-    """Bring one sandbox to the state its plan declares, and verify it from inside.
-
-    Raises InputError (nothing written) for a bad plan, archive or owner, and
-    TargetError when the sandbox cannot be reached. Step failures are reported,
-    not raised: check ``report.ok``.
-    """
-    plan = build_plan(sandbox)
-    target = target or make_target(sandbox.name, sandbox.target)
-    instance = target.locate()
-    return run_plan(plan, target, instance, dry_run=dry_run, progress=progress)
+class AgentRejected(InputError):
+    """The agent's own validator refused a file of the archive; nothing was written."""
 
 
 def run_plan(
     plan: Plan,
-    target: Target,
-    instance: Instance,
+    pod: Pod,
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    persisted: Capture | None = None,
 ) -> RestoreReport:
+    """Bring ``pod`` to the state ``plan`` declares and verify it from inside.
+
+    In order: read everything (one exec), have the agent accept what it must
+    (openclaw.json), write every file step and ``persisted`` (a capture of the
+    agent's own state, for a new pod) in one exec that reads them back, then restore
+    what the agent keeps itself through its CLI, each verified by reading it again.
+    Raises InputError (nothing written) for an owner the pod does not have or a file
+    the agent rejects, and TargetError when the pod cannot be reached.
+    """
     started = time.monotonic()
-    bound = log.bind(sandbox=plan.sandbox.name, container_id=instance.short_id)
+    bound = log.bind(sandbox=plan.sandbox.name, container_id=pod.short_id)
     for entry in plan.entries:
-        if entry.kind == "file" and entry.mode is not None and not entry.mode & 0o077:
+        if entry.private:
             with contextlib.suppress(SourceChanged, OSError):  # the step itself reports those
                 redact.remember_private_content(entry.data())  # a credential: never let it reach a log line
-    fs = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin))
+    fs = pod.fs()
+    ids = resolve_owners(plan, pod.facts.users)
+    groups = [Group(p.step.name, p.step.kind, p.entries) for p in plan.steps]
+    unusable: StepReport | None = None
+    if persisted is not None:
+        try:
+            group, member_ids = _persisted_group(plan, pod, persisted)
+        except (CaptureRejected, TargetError, OSError, LookupError) as exc:
+            unusable = StepReport(PERSISTED, "persist", FAILED, 0.0, error=str(exc))
+        else:
+            groups.append(group)
+            ids.update(member_ids)
+    entries = [entry for group in groups for entry in group.entries]
     try:
-        users, before = fs.users_and_inspect(plan.entries)  # one exec reads everything
+        before = fs.inspect(entries)  # one exec reads everything
     except SandboxCommandFailed as exc:
         raise TargetError(str(exc)) from None
-    ids = resolve_owners(plan, users)
-    declared = declared_paths(plan.entries)
-    report = RestoreReport(plan.sandbox.name, instance.id, dry_run)
-    bound.info("restore.start", steps=len(plan.steps), dry_run=dry_run)
-    groups = [Group(p.step.name, p.step.kind, p.entries) for p in plan.steps]
-    for index, step_report in enumerate(apply_groups(groups, fs, before, ids, declared, dry_run), 1):
+    try:
+        before.contents.update(fs.read_files([e.path for e in entries if needs_content(e, before)]))
+    except SandboxCommandFailed as exc:  # unread, they count as different: rewritten, and verified
+        bound.warning("restore.read_failed", error=str(exc))
+    declared = declared_paths(entries)
+    _preflight(plan, pod, before, ids, declared)
+    report = RestoreReport(plan.sandbox.name, pod.id, dry_run)
+    bound.info("restore.start", steps=len(groups), dry_run=dry_run)
+    reports = apply_groups(groups, fs, before, ids, declared, dry_run) + ([unusable] if unusable else [])
+    for planned, step_report in zip(plan.steps, reports, strict=False):
+        if planned.agent_states and step_report.outcome != FAILED:
+            _restore_agent_states(planned, step_report, pod, dry_run)
+    for index, step_report in enumerate(reports, 1):
         report.steps.append(step_report)
         bound.log(
             40 if step_report.outcome == FAILED else 20,
@@ -119,7 +131,7 @@ def run_plan(
             error=step_report.error,
         )
         if progress:
-            progress(index, len(plan.steps), step_report)
+            progress(index, len(reports), step_report)
     report.duration = time.monotonic() - started
     bound.log(
         20 if report.ok else 40,
@@ -130,6 +142,60 @@ def run_plan(
         dry_run=dry_run,
     )
     return report
+
+
+def _preflight(
+    plan: Plan, pod: Pod, before: Inspection, ids: Mapping[Entry, Ids | None], declared: frozenset[str]
+) -> None:
+    """Ask the agent to accept what a step is about to write (openclaw.json) before any write."""
+    for planned in plan.steps:
+        if not planned.preflights or not _drifts(planned.entries, before, ids, declared):
+            continue  # nothing would be written: the running file is the archive's already
+        objections = preflight_objections(planned, pod)
+        if objections:
+            raise objections[0]
+
+
+def preflight_objections(planned: PlannedStep, pod: Pod) -> list[AgentRejected]:
+    """What the agent in ``pod`` says against ``planned``'s files, as errors to raise or show."""
+    found = []
+    for check in planned.preflights:
+        objections = check.objections(pod.agent())
+        if objections:
+            agent = f"OpenClaw {pod.facts.version}" if pod.facts.version else "the agent"
+            found.append(
+                AgentRejected(
+                    f"{agent} rejects it: " + "; ".join(objections) + " (nothing was written; the running "
+                    "config stays)",
+                    file=check.source,
+                )
+            )
+    return found
+
+
+def _restore_agent_states(planned: PlannedStep, report: StepReport, pod: Pod, dry_run: bool) -> None:
+    """Read each state through the agent's CLI; write it when it differs; read it back."""
+    started = time.monotonic()
+    try:
+        cli = pod.agent()
+        for state in planned.agent_states:
+            problems = state.problems(cli)
+            if not problems:
+                continue
+            report.changes += problems
+            if dry_run:
+                report.outcome = WOULD_CHANGE
+                continue
+            state.write(cli)
+            left = state.problems(cli)
+            if left:
+                report.outcome, report.error = FAILED, "still wrong after apply: " + "; ".join(left)
+                return
+            report.outcome = CHANGED
+    except (TargetError, LookupError) as exc:
+        report.outcome, report.error = FAILED, str(exc)
+    finally:
+        report.duration += time.monotonic() - started
 
 
 def resolve_owners(plan: Plan, users: UserTable) -> dict[Entry, Ids | None]:
@@ -256,38 +322,23 @@ def _apply_one(
 PERSISTED = "persisted state"
 
 
-def restore_persisted(
-    plan: Plan, target: Target, instance: Instance, capture: Capture, *, dry_run: bool = False
-) -> StepReport:
-    """Write one capture's paths back into a new pod, with their captured owners and modes."""
-    started = time.monotonic()
-    report = StepReport(PERSISTED, "persist", FAILED, 0.0)
-    try:
-        members = read_members(capture.read(), plan.persist, plan.sandbox.layout.root)
-    except (CaptureRejected, TargetError, OSError) as exc:
-        report.error = str(exc)
-        return report
-    fs = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin))
-    entries = [m.entry for m in members]
-    try:
-        before = fs.inspect(entries)
-    except SandboxCommandFailed as exc:
-        raise TargetError(str(exc)) from None
+def _persisted_group(plan: Plan, pod: Pod, capture: Capture) -> tuple[Group, dict[Entry, Ids | None]]:
+    """One capture's paths as a group of the write, with their captured owners and modes
+    (the sandbox user's mapped to its ids in this pod). Raises CaptureRejected, TargetError
+    or OSError when the capture cannot be used."""
+    now = pod.ids
+    members = read_members(
+        capture.read(), plan.persist, plan.layout.root, (capture.owner, now) if capture.owner else None
+    )
+    entries = [m.entry for m in members] + stale_journals(members)
     ids: dict[Entry, Ids | None] = {m.entry: m.ids for m in members}
-    [report] = apply_groups([Group(PERSISTED, "persist", entries)], fs, before, ids, declared_paths(entries), dry_run)
-    report.duration = time.monotonic() - started
-    log.log(
-        40 if report.outcome == FAILED else 20,
-        "restore.step",
+    ids.update((entry, None) for entry in entries if entry.kind == "absent")
+    log.info(
+        "restore.persisted",
         sandbox=plan.sandbox.name,
-        container_id=instance.short_id,
-        step=PERSISTED,
-        kind="persist",
-        outcome=report.outcome,
+        container_id=pod.short_id,
         generation=capture.generation,
         captured_from=capture.container_id[:12],
-        paths=len(entries),
-        duration=round(report.duration, 3),
-        error=report.error,
+        paths=len(members),
     )
-    return report
+    return Group(PERSISTED, "persist", entries), ids

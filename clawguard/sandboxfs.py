@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .entries import Entry, Ids, Inspection, Observed
 from .targets.base import ExecResult
@@ -220,21 +220,32 @@ class UserTable:
 
     users: dict[str, tuple[int, int]]
     groups: dict[str, int]
+    homes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str) -> UserTable:
         passwd, _, group = text.partition("--clawguard--")
         users: dict[str, tuple[int, int]] = {}
+        homes: dict[str, str] = {}
         for line in passwd.splitlines():
             fields = line.split(":")
             if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
                 users.setdefault(fields[0], (int(fields[2]), int(fields[3])))
+                if len(fields) >= 6 and fields[5].startswith("/"):
+                    homes.setdefault(fields[0], fields[5])
         groups: dict[str, int] = {}
         for line in group.splitlines():
             fields = line.split(":")
             if len(fields) >= 3 and fields[2].isdigit():
                 groups.setdefault(fields[0], int(fields[2]))
-        return cls(users, groups)
+        return cls(users, groups, homes)
+
+    def home(self, owner: str | int, default: str = "/sandbox") -> str:
+        """The home directory of ``owner`` (a name or a uid), from the sandbox's /etc/passwd."""
+        name = str(owner).partition(":")[0]
+        if name.isdigit():
+            name = next((user for user, (uid, _) in self.users.items() if uid == int(name)), name)
+        return self.homes.get(name, default)
 
     def resolve(self, owner: str | int) -> Ids:
         """Turn an owner reference into ids, or raise LookupError with the reason."""
@@ -286,6 +297,28 @@ class SandboxFS:
         if not args:
             return Inspection()
         return parse_inspection(self._check("inspecting files", ["sh", "-c", INSPECT_SCRIPT, "sh", *args]))
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
+        """The contents of regular files, in one exec (a tar stream: any name survives)."""
+        if not paths:
+            return {}
+        argv = ["sh", "-c", 'cd / && exec tar -c -f - "$@"', "sh", *(p.lstrip("/") for p in paths)]
+        result = self._run(argv, None)
+        if result.code != 0:
+            text = result.stderr.decode(errors="replace").strip()[-400:] or f"exit status {result.code}"
+            raise SandboxCommandFailed(f"reading files failed inside the sandbox: {text}")
+        contents: dict[str, bytes] = {}
+        wanted = set(paths)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(result.stdout), mode="r:") as tar:
+                for info in tar:
+                    path = "/" + info.name.strip("/")
+                    handle = tar.extractfile(info) if info.isfile() and path in wanted else None
+                    if handle is not None:
+                        contents[path] = handle.read()
+        except (tarfile.TarError, EOFError) as exc:
+            raise SandboxCommandFailed(f"reading files: not a tar stream ({exc})") from None
+        return contents
 
     def apply(self, write: Write, verify: Iterable[Entry]) -> Inspection:
         """Apply ``write``, then inspect ``verify`` again, in one exec."""

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..config import load_config
-from ..persist import capture_sandbox
+from ..converge import capture_sandbox
 from ..plan import build_plan
 
 HELP = "Capture each sandbox's persisted paths (telegram offset, MEMORY.md, memory/) from the live pod, once."
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = capture_sandbox(sandbox)
         capture = outcome.capture
         # "skipped" because the pod was never restored is a refusal the user must act on.
-        failed = failed or (outcome.outcome == "skipped" and bool(sandbox.persist))
+        failed = failed or (outcome.outcome == "skipped" and outcome.reason != "nothing to persist")
         rows.append(
             {
                 "sandbox": sandbox.name,

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..config import load_config
+from ..converge import plan_live
 from ..entries import Entry
 from ..plan import build_plan
 
@@ -36,7 +37,11 @@ def _describe(entry: Entry) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    plans = [build_plan(sandbox) for sandbox in config.select(args.sandbox)]
+    sandboxes = config.select(args.sandbox)
+    for sandbox in sandboxes:  # every archive first: a bad one fails before any sandbox is read
+        build_plan(sandbox)
+    live = [plan_live(sandbox) for sandbox in sandboxes]
+    plans = [plan for plan, _, _ in live]
     if args.json:
         print(
             json.dumps(
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
                             "kind": s.step.kind,
                             "from": s.step.origin.key,
                             "entries": [_describe(e) for e in s.entries],
+                            "agent": [state.label for state in s.agent_states],
                         }
                         for s in p.steps
                     ]
@@ -56,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    for plan in plans:
-        print(f"{plan.sandbox.name}: {len(plan.steps)} steps from {plan.sandbox.archive}")
+    for plan, _, where in live:
+        print(f"{plan.sandbox.name}: {len(plan.steps)} steps from {plan.sandbox.archive} ({where})")
         for index, planned in enumerate(plan.steps, 1):
             print(f"  {index:>2}. {planned.step.kind:<15} {planned.step.name}  ({planned.step.origin.key})")
             if args.verbose:
@@ -65,4 +71,6 @@ def run(args: argparse.Namespace) -> int:
                     d = _describe(entry)
                     extra = " ".join(f"{k}={v}" for k, v in d.items() if k not in ("path", "kind"))
                     print(f"        {entry.kind:<7} {entry.path} {extra}")
+                for state in planned.agent_states:
+                    print(f"        agent   {state.label}")
     return 0

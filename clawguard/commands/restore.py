@@ -6,12 +6,12 @@ import argparse
 import json
 from functools import partial
 
-from ..config import load_config
-from ..converge import converge
+from ..agent import SandboxFacts
+from ..config import SandboxConfig, load_config
+from ..converge import converge, open_pod
 from ..errors import TargetError
-from ..plan import Plan, build_plan
+from ..plan import build_plan
 from ..restore import StepReport, resolve_owners
-from ..sandboxfs import SandboxCommandFailed, SandboxFS
 from ..targets import make_target
 from . import output
 
@@ -31,15 +31,19 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # Validate every selected plan before touching any sandbox.
-    plans = [build_plan(sandbox) for sandbox in config.select(args.sandbox)]
-    if len(plans) > 1:
-        for plan in plans:
-            check_owners(plan)
+    sandboxes = config.select(args.sandbox)
+    for sandbox in sandboxes:
+        build_plan(sandbox)
+    facts = {sandbox.name: check_pod(sandbox) for sandbox in sandboxes} if len(sandboxes) > 1 else {}
     results = []
-    for plan in plans:
+    for sandbox in sandboxes:
         progress = None if args.json else partial(_progress, verbose=args.verbose)
         result = converge(
-            plan.sandbox, plan=plan, dry_run=args.dry_run, with_gateway=not args.no_gateway, progress=progress
+            sandbox,
+            facts=facts.get(sandbox.name),
+            dry_run=args.dry_run,
+            with_gateway=not args.no_gateway,
+            progress=progress,
         )
         results.append(result)
         if not args.json:
@@ -63,16 +67,17 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def check_owners(plan: Plan) -> None:
-    """Resolve the plan's users in its sandbox (a read), so that an unknown uid in the
-    second sandbox stops the command before the first one is written."""
-    target = make_target(plan.sandbox.name, plan.sandbox.target)
+def check_pod(sandbox: SandboxConfig) -> SandboxFacts | None:
+    """Plan for the sandbox's pod and resolve its users (reads only), so that an unknown uid
+    or a layout the pod cannot take in the second sandbox stops the command before the
+    first one is written."""
+    target = make_target(sandbox.name, sandbox.target)
     try:
-        instance = target.locate()
-        users = SandboxFS(lambda argv, stdin: target.exec(instance, argv, stdin)).users()
-    except (TargetError, SandboxCommandFailed):
-        return  # unreachable now: its own restore reports that, and writes nothing
-    resolve_owners(plan, users)
+        pod = open_pod(sandbox, target, target.locate())
+    except TargetError:
+        return None  # unreachable now: its own restore reports that, and writes nothing
+    resolve_owners(build_plan(sandbox, pod.facts), pod.facts.users)
+    return pod.facts
 
 
 def _progress(index: int, total: int, step: StepReport, *, verbose: bool) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+from ..agent.state import AgentState, Preflight
+from ..agent.versions import UNKNOWN, Capabilities, Version
 from ..entries import Entry, OwnerRef
 from ..layout import Layout
 from ..schema import Bool, Field
@@ -34,6 +36,12 @@ class StepContext:
     archive: Path
     layout: Layout
     user: OwnerRef  # the sandbox user from the config
+    agent: Capabilities = UNKNOWN  # what the agent's version needs (agent/versions.py)
+    version: Version | None = None  # the agent's version, when known
+    validate_config: bool = False  # the agent is there to accept openclaw.json first
+
+    def describe_agent(self) -> str:
+        return f"OpenClaw {self.version}" if self.version else "this OpenClaw version"
 
 
 class Step(ABC):
@@ -72,14 +80,22 @@ class Step(ABC):
     def entries(self, ctx: StepContext) -> list[Entry]:
         """The desired state. Validates the archive files it reads (ArchiveError)."""
 
+    def agent_states(self, ctx: StepContext) -> list[AgentState]:
+        """State the agent keeps itself and this step restores through its CLI (after the files)."""
+        return []
+
+    def preflights(self, ctx: StepContext) -> list[Preflight]:
+        """What the agent must accept before this step writes anything."""
+        return []
+
+    def warnings(self, ctx: StepContext) -> list[str]:
+        """Safe to restore, but the user should know."""
+        return []
+
     @property
     def restart_gateway(self) -> bool:
         value = self.values.get("restart_gateway")
         return self.restarts_gateway if value is None else bool(value)
-
-    def sources(self) -> list[str]:
-        """Archive paths this step reads, relative to the archive."""
-        return [v for k, v in self.values.items() if k == "source" and isinstance(v, str)]
 
     def owner(self, ctx: StepContext) -> OwnerRef:
         value = self.values.get("owner")

@@ -2,46 +2,161 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from ..agent.cli import AgentCLI
+from ..agent.state import AgentState
 from ..archive import source_file
 from ..entries import Entry
-from ..errors import ArchiveError
+from ..errors import ArchiveError, ConfigError
 from ..schema import ArchivePath, Field, Mode, Str
 from .base import Step, StepContext, join
 
 _SECURITY = ("deny", "allowlist", "full")
 _ASK = ("off", "on-miss", "always")
+# What the agent adds to the file it was given, which is not a difference in policy.
+_GENERATED = ("socket",)
+_GENERATED_RULE = ("id", "lastUsedAt", "lastUsedCommand", "lastResolvedPath")
 
 
 class ExecApprovalsStep(Step):
-    """exec-approvals.json must exist before the gateway starts, or every tool call is
-    denied with "exec denied: allowlist miss" (seed 000, what broke #2)."""
+    """exec approvals must be in place before the gateway starts, or every tool call is
+    denied with "exec denied: allowlist miss" (seed 000, what broke #2).
+
+    Where they go depends on the agent: a file for OpenClaw before 2026.8.1 (linked from
+    ~/.openclaw in NemoClaw's split layout), its own SQLite database after, written with
+    ``openclaw approvals set`` and read back with ``approvals get``.
+    """
 
     kind = "exec_approvals"
-    summary = "Install exec-approvals.json, as a symlink into the data dir or as a real file."
-    restarts_gateway = True  # the gateway reads it at start; without it every exec is denied
+    summary = "Install exec approvals: a file, a symlink into the data dir, or through `openclaw approvals set`."
+    restarts_gateway = True  # the gateway reads them at start; without them every exec is denied
     params = {
         "name": Field(Str(), "Label shown in progress and reports."),
         "source": Field(ArchivePath(), "The file, relative to the archive.", "exec-approvals.json"),
-        "layout": Field(Str(choices=("symlink", "file")), "Overrides layout.exec_approvals for this step."),
-        "mode": Field(Mode(), "Mode of the real file.", 0o644),
+        "layout": Field(
+            Str(choices=("symlink", "file", "cli")), "Overrides layout.exec_approvals for this step (auto when unset)."
+        ),
+        "mode": Field(Mode(), "Mode of the real file (the agent itself keeps it 0600).", 0o600),
     }
 
     def default_name(self) -> str:
         return "exec-approvals"
 
-    def entries(self, ctx: StepContext) -> list[Entry]:
+    def how(self, ctx: StepContext) -> str:
+        chosen = self.values["layout"] or ctx.layout.exec_approvals
+        if chosen != "auto":
+            return str(chosen)
+        if ctx.agent.approvals == "cli":
+            return "cli"
+        if ctx.layout.style == "split" and ctx.agent.approvals_symlink != "refused":
+            return "symlink"
+        return "file"
+
+    def _source(self, ctx: StepContext) -> Path:
         path = source_file(ctx.archive, self.values["source"], self.origin.key)
         validate(path, ctx.archive, self.values["source"], self.origin.key)
+        return path
+
+    def entries(self, ctx: StepContext) -> list[Entry]:
+        path = self._source(ctx)
+        how = self.how(ctx)
         link = join(ctx.layout.config_dir, "exec-approvals.json")
-        owner = ctx.user
-        if (self.values["layout"] or ctx.layout.exec_approvals) == "file":
-            return [Entry(link, "file", self.values["mode"], owner, source=path)]
+        if how == "cli":
+            # 2026.8.1+ imports a legacy file once and deletes it, or, once its state
+            # exists, blocks every approval until `openclaw doctor --fix`; a symlink stops it.
+            why = f"{ctx.describe_agent()} keeps approvals in its database; a legacy file there blocks them"
+            return [Entry(link, "absent", why=why)]
+        if how == "symlink" and ctx.agent.approvals_symlink == "refused":
+            raise ConfigError(
+                f"exec_approvals: symlink: {ctx.describe_agent()} refuses a symlinked exec-approvals.json "
+                "(its gateway exits at start); use auto or cli",
+                key=f"{self.origin.key}.layout" if self.values["layout"] else "layout.exec_approvals",
+            )
+        # 0600 like the agent keeps it, but a policy, not a credential.
+        mode, owner = self.values["mode"], ctx.user
+        if how == "file":
+            return [Entry(link, "file", mode, owner, source=path, equivalent=same_approvals, secret=False)]
         real = join(ctx.layout.data_dir, "exec-approvals.json")
         return [
-            Entry(real, "file", self.values["mode"], owner, source=path),
+            Entry(real, "file", mode, owner, source=path, equivalent=same_approvals, secret=False),
             Entry(link, "symlink", link=real),
         ]
+
+    def agent_states(self, ctx: StepContext) -> list[AgentState]:
+        if self.how(ctx) != "cli":
+            return []
+        path = self._source(ctx)
+        return [ApprovalsInAgent(path.read_bytes(), path)]
+
+    def warnings(self, ctx: StepContext) -> list[str]:
+        how = self.how(ctx)
+        if how in ("file", "symlink") and ctx.agent.approvals == "cli":
+            return [
+                f"{self.name}: {ctx.describe_agent()} keeps exec approvals in its database; a file is imported "
+                "once and deleted, then blocks approvals (set layout.exec_approvals to auto)"
+            ]
+        if how == "symlink" and ctx.agent.approvals_symlink == "read-only":
+            return [
+                f"{self.name}: {ctx.describe_agent()} reads a symlinked exec-approvals.json but cannot save "
+                "an approval through it"
+            ]
+        return []
+
+
+class ApprovalsInAgent(AgentState):
+    """Approvals that live in the agent's database: ``openclaw approvals set``, verified by ``get``."""
+
+    label = "exec approvals (agent database)"
+
+    def __init__(self, data: bytes, source: Path) -> None:
+        self.data = data
+        self.source = source
+        self.wanted = normalize(json.loads(data))
+
+    def problems(self, cli: AgentCLI) -> list[str]:
+        answer = cli.approvals_get()
+        if not answer.get("exists"):
+            return [f"{answer.get('path', 'the agent database')}: no approvals stored"]
+        if normalize(answer.get("file") or {}) != self.wanted:
+            return [f"{answer.get('path', 'the agent database')}: approvals differ from {self.source.name}"]
+        return []
+
+    def write(self, cli: AgentCLI) -> None:
+        cli.approvals_set(self.data)
+
+
+def normalize(document: Any) -> Any:
+    """The policy in an approvals document, without what the agent generates (socket, rule ids)."""
+    if not isinstance(document, dict):
+        return document
+    result = {key: value for key, value in document.items() if key not in _GENERATED}
+    agents = result.get("agents")
+    if isinstance(agents, dict):
+        result["agents"] = {
+            name: (
+                {
+                    **agent,
+                    "allowlist": [
+                        {k: v for k, v in rule.items() if k not in _GENERATED_RULE} if isinstance(rule, dict) else rule
+                        for rule in agent.get("allowlist") or []
+                    ],
+                }
+                if isinstance(agent, dict) and "allowlist" in agent
+                else agent
+            )
+            for name, agent in agents.items()
+        }
+    return result
+
+
+def same_approvals(wanted: bytes, found: bytes) -> bool:
+    """The agent rewrites the file it reads (pretty-printed, with a socket and rule ids):
+    the same policy is not drift, or every drift check would fight it."""
+    try:
+        return bool(normalize(json.loads(wanted)) == normalize(json.loads(found)))
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def validate(path: Path, archive: Path, rel: str, key: str) -> None:

@@ -55,8 +55,12 @@ class Target(ABC):
         """Find the running sandbox. Raises TargetError when it cannot be found."""
 
     @abstractmethod
-    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
-        """Run argv as root inside the sandbox. Raises SandboxGone if it was replaced."""
+    def exec(
+        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+    ) -> ExecResult:
+        """Run argv inside the sandbox, as root or as ``user`` ("UID:GID", numeric: a name
+        would be looked up outside the sandbox by some runtimes). Raises SandboxGone if
+        it was replaced."""
 
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
         """Call ``wake(reason)`` whenever the sandbox may have changed, until ``stop``.

@@ -179,7 +179,9 @@ class DockerTarget(Target):
 
     # ------------------------------------------------------------------ exec
 
-    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+    def exec(
+        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+    ) -> ExecResult:
         # No inspect first: exec_create itself answers 404 (removed, i.e. recreated)
         # or 409 (stopped), which saves a Docker round trip on every command.
         try:
@@ -189,7 +191,7 @@ class DockerTarget(Target):
                 argv,
                 stdin,
                 self.values.get("timeout") or 120,
-                user="0:0",
+                user=user or "0:0",
                 privileged=bool(self.values.get("privileged")),
             )
         except docker.errors.NotFound:

@@ -260,9 +260,14 @@ class K3sTarget(Target):
                 with contextlib.suppress(OSError):
                     getattr(sock, "_sock", sock).close()
 
-    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+    def exec(
+        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+    ) -> ExecResult:
         exec_id = f"clawguard-{os.getpid()}-{next(_counter)}"
-        command = [*self._ctr(), "tasks", "exec", "--exec-id", exec_id, instance.id, *argv]
+        # Numeric UID:GID only: ctr resolves a name by mounting the pod's active snapshot a
+        # second time, which breaks the running pod's rootfs (testbed notes).
+        as_user = ["--user", user] if user else []
+        command = [*self._ctr(), "tasks", "exec", "--exec-id", exec_id, *as_user, instance.id, *argv]
         result = self._cluster_exec(command, stdin)
         if result.code != 0 and _gone(result.stderr):
             raise SandboxGone(f"sandbox container {instance.short_id} is gone ({_tail(result.stderr)})")

@@ -15,6 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clawguard.config import SandboxConfig
+from clawguard.converge import open_pod
+from clawguard.pod import Pod
 from clawguard.targets.base import ExecResult, Instance, Target
 
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
@@ -26,7 +29,10 @@ APPLETS = [
     "chown",
     "dirname",
     "echo",
+    "env",
     "find",
+    "grep",
+    "head",
     "ls",
     "mkdir",
     "pwd",
@@ -42,11 +48,28 @@ APPLETS = [
 ]
 
 
-def make_sandbox_root(root: Path, uid: int = 998) -> Path:
+# A stand-in for the agent's CLI, enough for the facts and the preflight of a restore:
+# `--version`, and `config validate --json`, which accepts any JSON object on stdin.
+FAKE_OPENCLAW = """#!/bin/sh
+case "$*" in
+  --version) echo "OpenClaw $VERSION (unit)" ;;
+  "config validate --json") if head -c 1 | grep -q '{'; then echo '{"valid":true,"path":"/dev/stdin"}'; \
+    else echo '{"valid":false,"path":"/dev/stdin","issues":[{"path":"<root>","message":"not an object"}]}'; exit 1; fi ;;
+  *) echo "openclaw $*: not in the unit-test stand-in" >&2; exit 2 ;;
+esac
+"""
+
+
+def make_sandbox_root(root: Path, uid: int = 998, agent: str | None = "2026.3.31") -> Path:
+    """A chroot with NemoClaw's split layout and, unless ``agent`` is None, a stand-in
+    ``openclaw`` that says it is that version."""
     (root / "bin").mkdir(parents=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     for applet in APPLETS:
         (root / "bin" / applet).symlink_to("busybox")
+    if agent is not None:
+        (root / "bin" / "openclaw").write_text(FAKE_OPENCLAW.replace("$VERSION", agent))
+        (root / "bin" / "openclaw").chmod(0o755)
     (root / "etc").mkdir()
     (root / "etc" / "passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}::/sandbox:/bin/sh\n")
     (root / "etc" / "group").write_text(f"root:x:0:\nsandbox:x:{uid}:\n")
@@ -83,10 +106,13 @@ class ChrootTarget(Target):
     def locate(self) -> Instance:
         return self.instance
 
-    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+    def exec(
+        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+    ) -> ExecResult:
         self.calls.append(list(argv))
+        as_user = [f"--userspec={user}"] if user else []
         done = subprocess.run(
-            [CHROOT, str(self.root), *argv],
+            [CHROOT, *as_user, str(self.root), *argv],
             input=stdin or b"",
             capture_output=True,
             env={"PATH": "/bin"},
@@ -107,3 +133,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int, bytes | str | None]]:
             content = path.read_bytes()
         result[str(path.relative_to(root))] = (info.st_mode, info.st_uid, info.st_gid, content)
     return result
+
+
+def pod_of(target: Target, sandbox: SandboxConfig) -> Pod:
+    """The target's pod with its facts read as a restore reads them (no agent: version unknown)."""
+    return open_pod(sandbox, target, target.locate())

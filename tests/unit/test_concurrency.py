@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clawguard import converge as converge_module
+import clawguard.converge as converge_module
 from clawguard import log, parse_config
 from clawguard.converge import converge
 from clawguard.daemon import Daemon
@@ -32,10 +32,12 @@ class SlowPod(PodTarget):
 
     writes: list[tuple[int, float, float]]
 
-    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+    def exec(
+        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+    ) -> ExecResult:
         time.sleep(0.01)
         started = time.monotonic()
-        result = super().exec(instance, argv, stdin)
+        result = super().exec(instance, argv, stdin, user=user)
         if APPLY_SCRIPT in argv:
             self.writes.append((threading.get_ident(), started, time.monotonic()))
         return result

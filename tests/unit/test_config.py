@@ -16,7 +16,18 @@ def test_minimal_config_gets_defaults(archive: Path, write_config) -> None:  # t
     assert sandbox.target["kind"] == "k3s"
     assert sandbox.target["namespace"] == "openshell"
     assert sandbox.target["locate"] == "auto"
-    assert sandbox.layout == Layout()
+    assert sandbox.layout.style == "auto"
+    # With no pod to read the style from, the seeds' split layout; a flat pod gets flat paths.
+    assert sandbox.layout.resolve() == Layout()
+    flat = sandbox.layout.resolve("flat")
+    assert (flat.config_dir, flat.data_dir, flat.workspace) == (
+        "/sandbox/.openclaw",
+        "/sandbox/.openclaw",
+        "/sandbox/.openclaw/workspace",
+    )
+    assert flat.script_links is False and not flat.config_owner_root
+    assert sandbox.agent.version == "auto" and sandbox.agent.validate_config
+    assert sandbox.persist is None  # chosen per pod, from the agent's version
     assert sandbox.plan is None
     assert sandbox.limits.max_archive_bytes == 256 * 1024 * 1024
 

@@ -41,8 +41,10 @@ class PodTarget(ChrootTarget):
             raise TargetError("cluster container openshell-cluster-nemoclaw is exited, not running")
         return self.instance
 
-    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
-        return super().exec(instance, argv, stdin)
+    def exec(
+        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+    ) -> ExecResult:
+        return super().exec(instance, argv, stdin, user=user)
 
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
         self.woken = wake
@@ -219,7 +221,7 @@ class FakeGateway:
 
         return Health(self.healthy, "200" if self.healthy else "no answer", time.time())
 
-    def ensure(self, instance: Instance, heartbeat: object = None, restart_for: object = ()) -> object:
+    def ensure(self, instance: Instance, heartbeat: object = None, restart_for: object = (), **_: object) -> object:
         if not self.healthy:
             self.starts += 1
             self.healthy = True

@@ -62,6 +62,7 @@ def test_a_wiped_pod_shows_each_trap_with_its_fix(archive: Path, tmp_path: Path,
         )
     }
     assert checks["sandbox"].outcome == PASS and checks["user"].detail == "sandbox is uid 998, gid 998"
+    assert checks["agent"].outcome == PASS and checks["agent"].detail.startswith("OpenClaw 2026.3.31, split layout")
     assert checks["plan"].outcome == FAIL and "drifted" in checks["plan"].detail
     assert checks["exec-approvals"].outcome == FAIL and "allowlist miss" in checks["exec-approvals"].detail
     assert checks["exec-approvals"].fix.startswith("put exec-approvals.json in the archive")
@@ -89,6 +90,7 @@ def test_after_a_restore_the_sandbox_lines_pass(archive: Path, tmp_path: Path, w
         "config",
         "archive",
         "sandbox",
+        "agent",
         "user",
         "plan",
         "exec-approvals",
@@ -134,3 +136,20 @@ def test_cli_exit_status_and_json(tmp_path: Path, write_config, docker_ok: None,
     assert "✗ config:" in out and "    fix: " in out and "\033[" not in out
     assert main(["-c", str(config), "doctor", "--json"]) == 1
     assert {c["name"] for c in json.loads(capsys.readouterr().out)} >= {"docker", "config", "service"}
+
+
+@needs_root
+def test_an_agent_that_cannot_tell_its_version_is_a_failed_line(
+    archive: Path, tmp_path: Path, write_config, docker_ok: None
+) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from clawguard import log
+
+    log.configure("error", io.StringIO())
+    config = write_config(basic_config(archive, "    gateway: {enabled: false}\n"))
+    target = ChrootTarget(make_sandbox_root(tmp_path / "root", agent=None))
+    checks = {c.name: c for c in diagnose(config, targets={"my-assistant": target}, runner=Host())}
+    assert checks["agent"].outcome == FAIL and "cannot tell which OpenClaw" in checks["agent"].detail
+    assert "agent.version" in checks["agent"].fix
+    assert checks["user"].outcome == PASS  # the rest still runs, on the seed's assumptions

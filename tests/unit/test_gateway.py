@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import os
-import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from clawguard.agent import SandboxFacts
 from clawguard.config import parse_config
-from clawguard.gateway import Gateway, GatewayError
+from clawguard.errors import SandboxGone
+from clawguard.gateway import STOP_SCRIPT, Gateway, GatewayError
+from clawguard.pod import Pod
+from clawguard.sandboxfs import UserTable
 from clawguard.targets.base import ExecResult, Instance, Target
 
 from .conftest import basic_config
@@ -17,88 +20,157 @@ from .conftest import basic_config
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExample root@pod"
 
 
-class KeyTarget(Target):
-    def __init__(self, key: str = KEY) -> None:
+class FakePodTarget(Target):
+    """Answers what the gateway asks of the pod itself: its key file, the stop script and
+    `openclaw health`; ``on_stop`` is what stopping does to the fake gateway."""
+
+    def __init__(self, key: str = KEY, health: bytes = b'{"ok": false}', on_stop: Callable[[], None] = lambda: None):
         super().__init__("my-assistant", {})
         self.key = key
-        self.reads = 0
+        self.health = health
+        self.on_stop = on_stop
+        self.calls: list[tuple[list[str], str | None]] = []
 
     def locate(self) -> Instance:
         return Instance("a" * 64, "test")
 
-    def exec(self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
-        self.reads += 1
+    def exec(
+        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+    ) -> ExecResult:
+        self.calls.append((list(argv), user))
+        if STOP_SCRIPT in argv:
+            self.on_stop()
+            return ExecResult(0, b"", b"")
+        if "health" in argv:
+            return ExecResult(0, self.health, b"")
         return ExecResult(0 if self.key else 1, self.key.encode(), b"")
+
+    @property
+    def key_reads(self) -> int:
+        return sum(1 for argv, _ in self.calls if argv[0] == "cat")
+
+
+def _pod(target: Target) -> Pod:
+    users = UserTable({"sandbox": (998, 998)}, {"sandbox": 998}, {"sandbox": "/sandbox"})
+    facts = SandboxFacts("a" * 64, users, "flat", None, "test")
+    return Pod(target, target.locate(), facts, "sandbox")
+
+
+def _ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "ssh").write_text("#!/bin/sh\n" + body)
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
 
 @pytest.fixture
 def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An `ssh` on PATH that records its argv and answers like the gateway would."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "ssh"
-    script.write_text(
-        "#!/bin/sh\n"
+    _ssh(
+        tmp_path,
+        monkeypatch,
         f'printf "%s\\n" "$@" > {tmp_path}/ssh-argv\n'
-        'case "$*" in *curl*) echo "${FAKE_HTTP:-200}";; *) echo started;; esac\n'
+        'case "$*" in *curl*) printf "%s\\n%s" "${FAKE_HTTP:-200}" "${FAKE_BODY:-}";; *) echo started;; esac\n',
     )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return tmp_path / "ssh-argv"
 
 
-def _gateway(archive: Path, tmp_path: Path, target: Target, extra: str = "") -> Gateway:
+def _gateway(archive: Path, tmp_path: Path, extra: str = "") -> Gateway:
     config = parse_config(basic_config(archive, extra), "c.yaml")
-    return Gateway("my-assistant", dict(config.sandboxes["my-assistant"].gateway), target, tmp_path)
+    return Gateway("my-assistant", dict(config.sandboxes["my-assistant"].gateway), tmp_path)
 
 
-def test_defaults_follow_nemoclaw(archive: Path, tmp_path: Path) -> None:
-    values = _gateway(archive, tmp_path, KeyTarget()).values
+def test_defaults_follow_nemoclaw_and_openshell(archive: Path, tmp_path: Path) -> None:
+    values = _gateway(archive, tmp_path).values
     assert values["ssh_proxy"] == "openshell ssh-proxy --gateway-name nemoclaw --name {sandbox}"
     assert values["start"] == "nohup openclaw gateway run > /tmp/gateway.log 2>&1 &"
-    assert values["health_url"] == "http://127.0.0.1:18789/"
+    assert values["health_url"] == "http://127.0.0.1:18789/health"
+    assert values["host_key"] == "proxy" and values["stop"] is None
+    assert _gateway(archive, tmp_path).port == 18789
+
+
+def test_the_proxy_is_the_trust_anchor_by_default(archive: Path, tmp_path: Path, fake_ssh: Path) -> None:
+    """OpenShell's endpoint has a new in-memory host key at every start and no key file:
+    like OpenShell's own CLI, trust the authenticated proxy, and read nothing in the pod."""
+    target = FakePodTarget(key="")
+    health = _gateway(archive, tmp_path).probe(_pod(target))
+    assert health.healthy and health.status == "200"
+    argv = fake_ssh.read_text().splitlines()
+    for option in ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "GlobalKnownHostsFile=/dev/null"):
+        assert option in argv
+    assert "ProxyCommand=openshell ssh-proxy --gateway-name nemoclaw --name my-assistant" in argv
+    assert "sandbox@openshell-my-assistant" in argv
+    assert target.key_reads == 0 and not (tmp_path / "known_hosts").exists()
 
 
 def test_pinned_host_key_and_strict_checking(archive: Path, tmp_path: Path, fake_ssh: Path) -> None:
-    target = KeyTarget()
-    gateway = _gateway(archive, tmp_path, target)
-    instance = target.locate()
-    health = gateway.probe(instance)
+    target = FakePodTarget()
+    gateway = _gateway(archive, tmp_path, "    gateway: {host_key: pin}\n")
+    pod = _pod(target)
+    health = gateway.probe(pod)
     assert health.healthy and health.status == "200"
     argv = fake_ssh.read_text().splitlines()
     assert "StrictHostKeyChecking=yes" in argv
     assert "StrictHostKeyChecking=no" not in argv
     assert f"UserKnownHostsFile={tmp_path}/known_hosts" in argv
-    assert "ProxyCommand=openshell ssh-proxy --gateway-name nemoclaw --name my-assistant" in argv
-    assert "sandbox@openshell-my-assistant" in argv
     assert (tmp_path / "known_hosts").read_text() == "openshell-my-assistant ssh-ed25519 " + KEY.split()[1] + "\n"
-    gateway.probe(instance)
-    assert target.reads == 1  # pinned once per pod
+    gateway.probe(pod)
+    assert target.key_reads == 1  # pinned once per pod
+
+
+def test_unreadable_host_key_names_the_default_that_works(archive: Path, tmp_path: Path, fake_ssh: Path) -> None:
+    gateway = _gateway(archive, tmp_path, "    gateway: {host_key: pin}\n")
+    with pytest.raises(GatewayError, match="cannot read the sandbox's host key.*host_key: proxy"):
+        gateway.probe(_pod(FakePodTarget(key="")))
 
 
 def test_health_url_travels_quoted(archive: Path, tmp_path: Path, fake_ssh: Path) -> None:
-    gateway = _gateway(
-        archive, tmp_path, KeyTarget(), '    gateway:\n      health_url: "http://127.0.0.1:18789/?a=1&b=$(id)"\n'
-    )
-    gateway.probe(KeyTarget().locate())
+    gateway = _gateway(archive, tmp_path, '    gateway:\n      health_url: "http://127.0.0.1:18789/?a=1&b=$(id)"\n')
+    gateway.probe(_pod(FakePodTarget()))
     remote = fake_ssh.read_text().splitlines()[-1]
     assert "'http://127.0.0.1:18789/?a=1&b=$(id)'" in remote
 
 
-def test_401_is_up_and_500_is_down(
+def test_live_json_and_401_are_up(
     archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gateway = _gateway(archive, tmp_path, KeyTarget())
+    gateway = _gateway(archive, tmp_path)
+    monkeypatch.setenv("FAKE_BODY", '{"ok":true,"status":"live"}')
+    assert gateway.probe(_pod(FakePodTarget())).healthy
     monkeypatch.setenv("FAKE_HTTP", "401")
-    assert gateway.probe(KeyTarget().locate()).healthy
+    monkeypatch.setenv("FAKE_BODY", "")
+    assert gateway.probe(_pod(FakePodTarget())).healthy
+
+
+def test_an_error_answer_asks_the_agent_before_calling_it_down(
+    archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2026.3.31 answers 500 to every HTTP request when a plugin dependency is missing,
+    while its WebSocket (and `openclaw health`) works."""
+    gateway = _gateway(archive, tmp_path)
     monkeypatch.setenv("FAKE_HTTP", "500")
-    assert not gateway.probe(KeyTarget().locate()).healthy
+    up = FakePodTarget(health=b'{"ok": true, "durationMs": 19}')
+    health = gateway.probe(_pod(up))
+    assert health.healthy and health.status == "HTTP 500; openclaw health: ok"
+    [(argv, user)] = [call for call in up.calls if "health" in call[0]]
+    assert argv[-4:] == ["health", "--json", "--timeout", "3000"] and user == "998:998"
+    assert "HOME=/sandbox" in argv
+    down = gateway.probe(_pod(FakePodTarget(health=b'{"ok": false}')))
+    assert not down.healthy and down.answered and down.status == "HTTP 500"
+    monkeypatch.setenv("FAKE_HTTP", "200")
+    monkeypatch.setenv("FAKE_BODY", '{"ok": false}')
+    assert not gateway.probe(_pod(FakePodTarget())).healthy
 
 
-def test_unreadable_host_key_is_a_clear_error(archive: Path, tmp_path: Path, fake_ssh: Path) -> None:
-    gateway = _gateway(archive, tmp_path, KeyTarget(key=""))
-    with pytest.raises(GatewayError, match="cannot read the sandbox's host key"):
-        gateway.probe(KeyTarget().locate())
+def test_no_answer_is_down_without_asking_the_agent(
+    archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_HTTP", "000")
+    target = FakePodTarget(health=b'{"ok": true}')
+    health = _gateway(archive, tmp_path).probe(_pod(target))
+    assert not health.healthy and not health.answered and health.status == "no answer"
+    assert not target.calls
 
 
 def test_bad_gateway_config(archive: Path) -> None:
@@ -109,69 +181,108 @@ def test_bad_gateway_config(archive: Path) -> None:
     assert info.value.key == "sandboxes.my-assistant.gateway.host_key"
 
 
-def test_ensure_starts_and_waits_with_backoff(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin2"
-    bin_dir.mkdir()
-    (bin_dir / "ssh").write_text(
-        "#!/bin/sh\n"
-        f"count=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((count + 1)) > {tmp_path}/n\n"
-        f'case "$*" in *curl*) if [ "$count" -ge 3 ]; then echo 200; else echo 000; fi;; *) echo start >> {tmp_path}/starts;; esac\n'
+def _counting_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, up: Path) -> None:
+    """Healthy while ``up`` exists, which `gateway run` creates (on its third probe after)."""
+    _ssh(
+        tmp_path,
+        monkeypatch,
+        'case "$*" in\n'
+        f"  *curl*) if [ -e {up} ]; then echo 200; else echo 000; fi; echo probe >> {tmp_path}/calls;;\n"
+        f"  *'gateway run'*) touch {up}; echo start >> {tmp_path}/calls;;\n"
+        "esac\n",
     )
-    (bin_dir / "ssh").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_ensure_starts_and_waits_with_backoff(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    up = tmp_path / "up"
+    _counting_ssh(tmp_path, monkeypatch, up)
     beats: list[int] = []
-    gateway = _gateway(archive, tmp_path, KeyTarget())
-    health = gateway.ensure(KeyTarget().locate(), heartbeat=lambda: beats.append(1))
+    health = _gateway(archive, tmp_path).ensure(_pod(FakePodTarget()), heartbeat=lambda: beats.append(1))
     assert health.healthy
-    assert (tmp_path / "starts").read_text() == "start\n"  # started exactly once
+    assert (tmp_path / "calls").read_text().splitlines() == ["probe", "start", "probe"]  # started exactly once
     assert beats  # the watchdog was fed while waiting
+
+
+def test_a_fresh_pod_is_started_without_a_doomed_probe(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = tmp_path / "up"
+    _counting_ssh(tmp_path, monkeypatch, up)
+    assert _gateway(archive, tmp_path).ensure(_pod(FakePodTarget()), fresh=True).healthy
+    assert (tmp_path / "calls").read_text().splitlines() == ["start", "probe"]
 
 
 def test_ensure_gives_up_after_start_timeout(
     archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_HTTP", "502")
-    gateway = _gateway(archive, tmp_path, KeyTarget(), "    gateway: {start_timeout: 1}\n")
-    health = gateway.ensure(KeyTarget().locate())
-    assert not health.healthy and health.status == "502"
+    monkeypatch.setenv("FAKE_HTTP", "000")
+    gateway = _gateway(archive, tmp_path, "    gateway: {start_timeout: 1}\n")
+    health = gateway.ensure(_pod(FakePodTarget()))
+    assert not health.healthy and health.status == "no answer"
+
+
+def test_a_pod_replaced_while_waiting_is_noticed_at_once(
+    archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: the daemon waited out a 60 s start on a pod already replaced."""
+    monkeypatch.setenv("FAKE_HTTP", "000")
+    gateway = _gateway(archive, tmp_path, "    gateway: {start_timeout: 60}\n")
+    asked: list[int] = []
+
+    def replaced() -> bool:
+        asked.append(1)
+        return len(asked) >= 2
+
+    started = time.monotonic()
+    with pytest.raises(SandboxGone):
+        gateway.ensure(_pod(FakePodTarget()), replaced=replaced)
+    assert time.monotonic() - started < 5
 
 
 def test_restart_for_a_changed_soul_stops_then_starts_once(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin3"
-    bin_dir.mkdir()
     up = tmp_path / "up"
     up.touch()  # the gateway is running
-    (bin_dir / "ssh").write_text(
-        "#!/bin/sh\n"
+    _counting_ssh(tmp_path, monkeypatch, up)
+    target = FakePodTarget(on_stop=lambda: up.unlink())
+    gateway = _gateway(archive, tmp_path)
+    assert gateway.ensure(_pod(target)).healthy
+    assert "start" not in (tmp_path / "calls").read_text()  # healthy and nothing changed: left alone
+    (tmp_path / "calls").unlink()
+    assert gateway.ensure(_pod(target), restart_for=["SOUL.md"]).healthy
+    stops = [(argv, user) for argv, user in target.calls if STOP_SCRIPT in argv]
+    # Stopped as root through the target, by the gateway's port, with the grace period.
+    assert len(stops) == 1 and stops[0][1] is None and stops[0][0][-2:] == ["18789", "15"]
+    assert (tmp_path / "calls").read_text().splitlines()[:2] == ["probe", "start"]
+
+
+def test_a_custom_stop_runs_over_ssh(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    up = tmp_path / "up"
+    up.touch()
+    _ssh(
+        tmp_path,
+        monkeypatch,
         'case "$*" in\n'
         f"  *curl*) if [ -e {up} ]; then echo 200; else echo 000; fi;;\n"
-        f"  *'gateway stop'*) rm -f {up}; echo stop >> {tmp_path}/calls;;\n"
+        f"  *'my-stop'*) rm -f {up}; echo stop >> {tmp_path}/calls;;\n"
         f"  *'gateway run'*) touch {up}; echo start >> {tmp_path}/calls;;\n"
-        "esac\n"
+        "esac\n",
     )
-    (bin_dir / "ssh").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    gateway = _gateway(archive, tmp_path, KeyTarget())
-    instance = KeyTarget().locate()
-    assert gateway.ensure(instance).healthy
-    assert not (tmp_path / "calls").exists()  # healthy and nothing changed: left alone
-    assert gateway.ensure(instance, restart_for=["SOUL.md"]).healthy
+    target = FakePodTarget()
+    gateway = _gateway(archive, tmp_path, "    gateway: {stop: my-stop}\n")
+    assert gateway.ensure(_pod(target), restart_for=["SOUL.md"]).healthy
     assert (tmp_path / "calls").read_text() == "stop\nstart\n"
+    assert not [argv for argv, _ in target.calls if STOP_SCRIPT in argv]
 
 
 def test_a_hung_proxy_is_killed_with_ssh_on_timeout(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin4"
-    bin_dir.mkdir()
     # ssh starts its ProxyCommand and waits for it, like the real client with a hung proxy.
-    (bin_dir / "ssh").write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {tmp_path}/proxy.pid\nwait\n")
-    (bin_dir / "ssh").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    gateway = _gateway(archive, tmp_path, KeyTarget(), "    gateway: {ssh_timeout: 1}\n")
-    health = gateway.probe(KeyTarget().locate())
+    _ssh(tmp_path, monkeypatch, f"sleep 300 &\necho $! > {tmp_path}/proxy.pid\nwait\n")
+    gateway = _gateway(archive, tmp_path, "    gateway: {ssh_timeout: 1}\n")
+    health = gateway.probe(_pod(FakePodTarget()))
     assert not health.healthy and "timed out after 1s" in health.status
     pid = int((tmp_path / "proxy.pid").read_text())
     time.sleep(0.2)

@@ -8,13 +8,24 @@ from pathlib import Path
 import pytest
 
 from clawguard import ConfigError, parse_config
+from clawguard.agent import Version, capabilities
 from clawguard.converge import converge
-from clawguard.persist import CaptureStore, capture, covered, live_pod, read_members, set_persist_state
+from clawguard.entries import Ids
+from clawguard.persist import (
+    CaptureStore,
+    capture,
+    covered,
+    default_paths,
+    live_pod,
+    read_members,
+    set_persist_state,
+    stale_journals,
+)
 from clawguard.plan import build_plan
 from clawguard.restore import PERSISTED
 from clawguard.targets.base import Instance
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root
+from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of
 from .conftest import basic_config
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
@@ -50,13 +61,45 @@ def test_covered_matches_the_path_and_below_with_globs() -> None:
     assert covered("/sandbox/a/x/y", "/sandbox/a/*")
 
 
-def test_default_persist_paths_follow_the_layout(archive: Path) -> None:
+def test_default_persist_paths_follow_the_layout_and_the_agent(archive: Path) -> None:
     config = parse_config(basic_config(archive, "    layout: {workspace: /sandbox/ws}\n"), "c.yaml")
-    assert config.sandboxes["my-assistant"].persist == [
-        "/sandbox/.openclaw-data/telegram/update-offset-default.json",
+    layout = config.sandboxes["my-assistant"].layout
+    # Until 2026.6.1 the telegram offset is a file per account; from then on one database.
+    assert default_paths(layout.resolve("split"), capabilities(Version(2026, 3, 31))) == [
+        "/sandbox/.openclaw-data/telegram/update-offset-*.json",
         "/sandbox/ws/MEMORY.md",
         "/sandbox/ws/memory",
     ]
+    assert default_paths(layout.resolve("flat"), capabilities(Version(2026, 9, 6))) == [
+        "/sandbox/.openclaw/state/openclaw.sqlite",
+        "/sandbox/ws/MEMORY.md",
+        "/sandbox/ws/memory",
+    ]
+    assert build_plan(config.sandboxes["my-assistant"]).persist[0].endswith("update-offset-*.json")
+
+
+def test_members_keep_the_directories_on_the_way_and_the_agent_gets_its_files_back() -> None:
+    """A database restored into a new pod needs its state/ directory as the agent made it,
+    and an image rebuilt with `useradd -r` may have given the sandbox user another uid."""
+    data = _tar(
+        (_info("sandbox/.openclaw/state", tarfile.DIRTYPE, mode=0o700), b""),
+        (_info("sandbox/.openclaw/state/openclaw.sqlite", mode=0o600), b"SQLite format 3\x00"),
+        (_info("sandbox/.openclaw/state/other.txt"), b"not declared"),
+        (_info("sandbox/.openclaw/telegram", tarfile.DIRTYPE, uid=0, gid=0), b""),
+    )
+    then, now = Ids(998, 998), Ids(1234, 1234)
+    members = read_members(data, ["/sandbox/.openclaw/state/openclaw.sqlite"], "/sandbox", (then, now))
+    assert [(m.entry.path, m.entry.kind, m.ids) for m in members] == [
+        ("/sandbox/.openclaw/state", "dir", now),
+        ("/sandbox/.openclaw/state/openclaw.sqlite", "file", now),
+    ]
+    journals = stale_journals(members)
+    assert [(e.path, e.kind) for e in journals] == [
+        ("/sandbox/.openclaw/state/openclaw.sqlite-wal", "absent"),
+        ("/sandbox/.openclaw/state/openclaw.sqlite-shm", "absent"),
+    ]
+    root_owned = read_members(data, ["/sandbox/.openclaw/telegram"], "/sandbox", (then, now))
+    assert root_owned[0].ids == Ids(0, 0)  # only the sandbox user's ids move
 
 
 @pytest.mark.parametrize(
@@ -138,11 +181,11 @@ def test_capture_only_from_a_live_pod_and_never_empty_over_good(archive: Path, s
     instance = target.locate()
     _agent_writes(sandbox_root)
 
+    pod = pod_of(target, sandbox)
+    plan = build_plan(sandbox, pod.facts)
+
     def take() -> str:
-        outcome = capture(
-            sandbox.name, sandbox.persist, "/sandbox", target, instance, keep=5, max_bytes=1 << 20, reason="test"
-        )
-        return outcome.outcome
+        return capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="test").outcome
 
     assert take() == "skipped"  # never restored: what this pod holds is not known to be the agent's
     set_persist_state(sandbox.name, live_pod=instance.id)
@@ -173,7 +216,8 @@ def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path
     assert first.ok and live_pod(sandbox.name) == "0" * 64
     assert all(s.name != PERSISTED for s in first.report.steps)  # nothing captured yet: nothing to restore
     _agent_writes(target.root)
-    capture(sandbox.name, sandbox.persist, "/sandbox", target, target.instance, keep=5, max_bytes=1 << 20, reason="t")
+    pod = pod_of(target, sandbox)
+    capture(sandbox.name, build_plan(sandbox, pod.facts).persist, pod, keep=5, max_bytes=1 << 20, reason="t")
 
     new = ChrootTarget(make_sandbox_root(tmp_path / "new"))  # the pod restarted: wiped, new ID
     new.instance = Instance("1" * 64, "new pod")
@@ -188,6 +232,7 @@ def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path
     assert offset.read_text() == '{"offset": 41}\n' and offset.stat().st_mode & 0o777 == 0o600
     assert (new.root / WORKSPACE / "memory" / "2026-11-22.md").stat().st_uid == 998
     assert live_pod(sandbox.name) == "1" * 64
+    assert CaptureStore(sandbox.name, 5).latest().owner == Ids(998, 998)  # type: ignore[union-attr]
 
     # The agent moves on in the new pod; a second restore must not roll it back.
     (new.root / WORKSPACE / "MEMORY.md").write_text("newer\n")
@@ -207,3 +252,23 @@ def test_a_damaged_latest_generation_falls_back_to_the_one_before(tmp_path: Path
     good = store.latest_good()
     assert good is not None and good.generation == 1
     assert read_members(good.read(), ["/sandbox/ws"], "/sandbox")[0].entry.data() == b"older"
+
+
+@needs_root
+def test_a_rebuilt_image_with_another_uid_gets_the_agents_files_as_its_own(archive: Path, tmp_path: Path) -> None:
+    """Issue 12: `useradd -r` may give the sandbox user another uid when the image is rebuilt;
+    restored with the old uid, the agent got EACCES on its own MEMORY.md while status said healthy."""
+    config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
+    sandbox = config.sandboxes["my-assistant"]
+    old = ChrootTarget(make_sandbox_root(tmp_path / "old"))
+    assert converge(sandbox, target=old).ok
+    _agent_writes(old.root)
+    pod = pod_of(old, sandbox)
+    capture(sandbox.name, build_plan(sandbox, pod.facts).persist, pod, keep=5, max_bytes=1 << 20, reason="t")
+
+    rebuilt = ChrootTarget(make_sandbox_root(tmp_path / "new", uid=1234))
+    rebuilt.instance = Instance("2" * 64, "rebuilt image")
+    assert converge(sandbox, target=rebuilt).ok
+    for path in (f"{WORKSPACE}/MEMORY.md", f"{WORKSPACE}/memory", f"{WORKSPACE}/memory/2026-11-22.md", OFFSET):
+        info = (rebuilt.root / path).stat()
+        assert (info.st_uid, info.st_gid) == (1234, 1234), path

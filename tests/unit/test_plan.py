@@ -177,12 +177,18 @@ def test_layout_dir_outside_the_root_names_the_layout_key(archive: Path) -> None
     assert "/var/lib/openclaw-data is outside the sandbox root /sandbox" in str(info.value)
 
 
-def test_moving_the_root_alone_says_which_default_is_left_behind(archive: Path) -> None:
+def test_moving_the_root_moves_the_defaults_below_it(archive: Path) -> None:
+    plan = _build(archive, "    layout:\n      root: /data\n")
+    assert (plan.layout.config_dir, plan.layout.data_dir) == ("/data/.openclaw", "/data/.openclaw-data")
+    assert all(entry.path.startswith("/data/") for entry in plan.entries)
+
+
+def test_a_directory_left_outside_a_moved_root_names_its_key(archive: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        _build(archive, "    layout:\n      root: /data\n")
-    assert info.value.key == "sandboxes.my-assistant.layout.config_dir"
-    assert info.value.line == 10  # no line of its own: the root's
-    assert "(its default; set config_dir under the new root too)" in str(info.value)
+        _build(archive, "    layout:\n      root: /data\n      workspace: /sandbox/ws\n")
+    assert info.value.key == "sandboxes.my-assistant.layout.workspace"
+    assert info.value.line == 11
+    assert "/sandbox/ws is outside the sandbox root /data" in str(info.value)
 
 
 def test_root_slash_is_refused(archive: Path) -> None:

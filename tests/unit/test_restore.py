@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from clawguard import ConfigError, build_plan, parse_config, run_plan
-from clawguard.restore import CHANGED, FAILED, OK, WOULD_CHANGE
+from clawguard import ConfigError, build_plan, parse_config
+from clawguard.restore import CHANGED, FAILED, OK, WOULD_CHANGE, run_plan
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root, snapshot
+from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of, snapshot
 from .conftest import basic_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
@@ -20,14 +20,18 @@ def sandbox_root(tmp_path: Path) -> Path:
     return make_sandbox_root(tmp_path / "root")
 
 
-def _plan(archive: Path, extra: str = ""):  # type: ignore[no-untyped-def]
-    config = parse_config(basic_config(archive, extra), "c.yaml")
-    return build_plan(config.sandboxes["my-assistant"])
+def _sandbox(archive: Path, extra: str = ""):  # type: ignore[no-untyped-def]
+    return parse_config(basic_config(archive, extra), "c.yaml").sandboxes["my-assistant"]
+
+
+def _run(archive: Path, target: ChrootTarget, extra: str = "", **kwargs):  # type: ignore[no-untyped-def]
+    sandbox = _sandbox(archive, extra)
+    pod = pod_of(target, sandbox)
+    return run_plan(build_plan(sandbox, pod.facts), pod, **kwargs)
 
 
 def _restore(archive: Path, root: Path, extra: str = "", **kwargs):  # type: ignore[no-untyped-def]
-    target = ChrootTarget(root)
-    return run_plan(_plan(archive, extra), target, target.locate(), **kwargs)
+    return _run(archive, ChrootTarget(root), extra, **kwargs)
 
 
 def test_restore_then_nothing_to_do(archive: Path, sandbox_root: Path) -> None:
@@ -53,7 +57,7 @@ def test_restored_files_have_the_declared_shape(archive: Path, sandbox_root: Pat
 
     assert (data / "exec-approvals.json").read_bytes() == (archive / "exec-approvals.json").read_bytes()
     assert os.readlink(conf / "exec-approvals.json") == "/sandbox/.openclaw-data/exec-approvals.json"
-    assert shape(data / "exec-approvals.json") == (0o644, 998, 998)
+    assert shape(data / "exec-approvals.json") == (0o600, 998, 998)  # as the agent itself keeps it
     assert shape(data / "telegram")[1:] == (998, 998)
     assert shape(conf / "openclaw.json") == (0o444, 0, 0)
     assert (conf / "openclaw.json").read_bytes() == (archive / "openclaw.json").read_bytes()
@@ -80,9 +84,10 @@ def test_dry_run_writes_nothing(archive: Path, sandbox_root: Path) -> None:
 def test_unknown_user_is_a_config_error_and_writes_nothing(archive: Path, sandbox_root: Path) -> None:
     before = snapshot(sandbox_root)
     config = parse_config(basic_config(archive).replace("user: sandbox", "user: nobody-here"), "c.yaml")
-    target = ChrootTarget(sandbox_root)
+    sandbox = config.sandboxes["my-assistant"]
+    pod = pod_of(ChrootTarget(sandbox_root), sandbox)
     with pytest.raises(ConfigError) as info:
-        run_plan(build_plan(config.sandboxes["my-assistant"]), target, target.locate())
+        run_plan(build_plan(sandbox, pod.facts), pod)
     assert info.value.key == "sandboxes.my-assistant.user"
     assert info.value.line == 8
     assert "'nobody-here' does not exist" in str(info.value)
@@ -160,27 +165,34 @@ def test_config_hash_not_created_when_absent(archive: Path, sandbox_root: Path) 
 
 def test_a_restore_is_one_read_and_one_write(archive: Path, sandbox_root: Path) -> None:
     target = ChrootTarget(sandbox_root)
-    report = run_plan(_plan(archive), target, target.locate())
-    assert report.ok and report.changed == len(report.steps)
-    # Users and every path read in one exec; every step written and read back in one more.
-    assert len(target.calls) == 2
+    sandbox = _sandbox(archive)
+    pod = pod_of(target, sandbox)  # the pod's facts are read once per pod, not per restore
     target.calls.clear()
-    assert run_plan(_plan(archive), target, target.locate()).changed == 0
+    report = run_plan(build_plan(sandbox, pod.facts), pod)
+    assert report.ok and report.changed == len(report.steps)
+    # Every path read in one exec, then the content of the one file whose hash differs but
+    # whose meaning may not (openclaw.json, compared as JSON), the agent's own validator on
+    # the openclaw.json about to be written, and every step written and read back in one more.
+    assert len(target.calls) == 4
+    assert "tar -c" in target.calls[1][2] and target.calls[1][4:] == ["sandbox/.openclaw/openclaw.json"]
+    assert target.calls[2][-4:] == ["openclaw", "config", "validate", "--json"]
+    target.calls.clear()
+    assert run_plan(build_plan(sandbox, pod.facts), pod).changed == 0
     assert len(target.calls) == 1  # nothing to do: one read, whatever the number of files
 
 
 class _FailingWrites(ChrootTarget):
-    def exec(self, instance, argv, stdin=None):  # type: ignore[no-untyped-def]
+    def exec(self, instance, argv, stdin=None, *, user=None):  # type: ignore[no-untyped-def]
         if "--inspect" in argv and any(a.endswith("/SOUL.md") for a in argv):
             from clawguard.targets.base import ExecResult
 
             return ExecResult(4, b"", b"tar: write error: No space left on device")
-        return super().exec(instance, argv, stdin)
+        return super().exec(instance, argv, stdin, user=user)
 
 
 def test_a_failed_write_fails_only_its_step(archive: Path, sandbox_root: Path) -> None:
     target = _FailingWrites(sandbox_root)
-    report = run_plan(_plan(archive), target, target.locate())
+    report = _run(archive, target)
     assert not report.ok
     assert report.failed_step == "SOUL.md"
     failed = report.steps[-1]

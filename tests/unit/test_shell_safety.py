@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clawguard import build_plan, parse_config, run_plan
+from clawguard import build_plan, parse_config
 from clawguard.hooks import fire
-from clawguard.restore import OK
+from clawguard.restore import OK, run_plan
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root
+from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
@@ -73,9 +73,11 @@ def test_hostile_names_are_restored_literally_and_run_nothing(archive: Path, tmp
         (skill / name).write_text(f"content of {name}\n")
     root = make_sandbox_root(tmp_path / "root")
     target = ChrootTarget(root)
-    plan = build_plan(parse_config(config_text(archive, marker), "c.yaml").sandboxes["my-assistant"])
+    sandbox = parse_config(config_text(archive, marker), "c.yaml").sandboxes["my-assistant"]
+    pod = pod_of(target, sandbox)
+    plan = build_plan(sandbox, pod.facts)
 
-    report = run_plan(plan, target, target.locate())
+    report = run_plan(plan, pod)
 
     assert report.ok, report.to_dict()
     restored = root / "sandbox/.openclaw-data/skills/shell"
@@ -86,7 +88,7 @@ def test_hostile_names_are_restored_literally_and_run_nothing(archive: Path, tmp
     assert dest.read_bytes() == (archive / "SOUL.md").read_bytes()
     assert_nothing_ran(root, marker)
     # The names also survive the way back: inspecting them again finds nothing to do.
-    again = run_plan(plan, target, target.locate())
+    again = run_plan(plan, pod)
     assert [step.outcome for step in again.steps] == [OK, OK]
     assert_nothing_ran(root, marker)
 
