@@ -91,6 +91,8 @@ AGENT_ROLE = "agent-sandbox"
 
 #: Where the real-agent image keeps the test bed's own supervisor pieces.
 AGENT_INIT = "/opt/openshell/bin/sandbox-init"
+#: The Telegram Bot API stand-in (``node TELEGRAM PORT LOG [UPDATE_ID...]``), outside /usr/local (the agent's mount).
+TELEGRAM = "/usr/lib/clawguard-testbed/telegram.js"
 AGENT_TINI = "/usr/bin/tini"
 #: Where the cached OpenClaw install is bind-mounted (read-only).
 AGENT_MOUNT = "/usr/local"
@@ -281,6 +283,7 @@ def agent_top(base: BaseImage, uid: int, layout: str) -> RootFS:
     fs.file(SSHD_CONFIG, standins.read(standins.SSHD_CONFIG))
     fs.file(AGENT_INIT, standins.read(standins.SANDBOX_INIT), 0o755)
     fs.file(SSH_RELAY, standins.read(standins.SSH_RELAY), 0o755)
+    fs.file(TELEGRAM, standins.read(standins.TELEGRAM), 0o644)
     fs.dir("/var/lib/openshell", 0o755)
     sandbox_tree(fs, uid, layout)
     return fs

@@ -128,6 +128,9 @@ _OCI_CACHE: dict[int, images.OCIImage] = {}
 TASK_DIR = "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io"
 SLEEP_FOREVER = ["sleep", "infinity"]  # what sandbox-init finally becomes
 GATEWAY_PORT = 18789
+#: Where a real-agent sandbox's Telegram stand-in listens and logs (``channels.telegram.apiRoot``).
+TELEGRAM_PORT = 18081
+TELEGRAM_LOG = "/tmp/telegram-standin.log"
 GATEWAY_START = "nohup openclaw gateway run > /tmp/gateway.log 2>&1 &"
 #: How long start_gateway waits by default: the stand-in is up at once, the real
 #: OpenClaw in 8-30 s (slower on a busy 2-core machine).
@@ -292,6 +295,24 @@ class SandboxHelpers:
         argv = ["env", f"HOME={SANDBOX_HOME}", "sh", "-c", 'cd "$HOME" && exec openclaw "$@"', "openclaw", *args]
         code, out, err = self.exec_in_sandbox(name, argv, user=user, stdin=stdin, timeout=timeout)
         return code, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def start_telegram(self, name: str, deliver: Sequence[int] = (), port: int = TELEGRAM_PORT) -> None:
+        """Start the Telegram Bot API stand-in inside real-agent sandbox ``name`` (as the
+        sandbox user, with the agent's Node.js), delivering each update id once; every
+        call it gets is logged to :data:`TELEGRAM_LOG` (see :meth:`telegram_calls`)."""
+        script = 'exec </dev/null; nohup node "$@" >/dev/null 2>&1 &'
+        argv = ["sh", "-c", script, "sh", _agent_image.TELEGRAM, str(port), TELEGRAM_LOG, *map(str, deliver)]
+        code, _, err = self.exec_in_sandbox(name, argv, user="sandbox")
+        if code != 0:
+            raise TestbedError(f"starting the Telegram stand-in in {name!r} failed: {err.decode(errors='replace')}")
+
+    def telegram_calls(self, name: str, method: str = "getUpdates") -> list[dict[str, Any]]:
+        """The calls the Telegram stand-in in ``name`` got, oldest first (``method``'s only)."""
+        code, out, _ = self.exec_in_sandbox(name, ["cat", TELEGRAM_LOG])
+        if code != 0:
+            return []
+        calls = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+        return [call for call in calls if call.get("method") == method]
 
 
 class Testbed(SandboxHelpers):

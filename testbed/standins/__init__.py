@@ -14,6 +14,8 @@ Files here (shipped with the package, read with :func:`read`):
 * ``ssh-relay.sh``: ``/opt/openshell/bin/ssh-relay``, the in-sandbox end of
   ``openshell ssh-proxy`` (socat, or busybox nc, to that sshd).
 * ``sshd_config``: Debian's OpenSSH server in the sandbox.
+* ``telegram.js``: the Telegram Bot API, a Node.js program the real agent's telegram
+  channel talks to inside a real-agent sandbox (``channels.telegram.apiRoot``).
 * ``openshell.py``: the host-side ``openshell`` CLI (``ssh-proxy``,
   ``sandbox ssh-config``), a standalone stdlib-only script that
   :meth:`testbed.Testbed.install_openshell` copies to ``DIR/openshell``.
@@ -31,6 +33,7 @@ SSH_RELAY = "ssh-relay.sh"
 WGET = "wget.sh"
 SSHD_CONFIG = "sshd_config"
 OPENSHELL = "openshell.py"
+TELEGRAM = "telegram.js"
 
 
 def read(name: str) -> bytes:
