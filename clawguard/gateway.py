@@ -106,19 +106,28 @@ _PROBE = (
 # Arguments: the port, the seconds before SIGKILL. Runs as root in the pod. Finds the
 # processes listening on the port (from /proc/net/tcp*: no ss or lsof needed), the
 # `openclaw` launcher above them and everything below them, SIGTERMs them all, waits,
-# SIGKILLs what is left. Exit 0 once nothing listens on the port.
+# SIGKILLs what is left. Exit 0 once nothing listens on the port. A pod's root has no
+# CAP_SYS_PTRACE, so another user's sockets may be unreadable: then the listener is the
+# process titled like a gateway (`openclaw-gateway`, or a bare `openclaw` in 2026.6).
 STOP_SCRIPT = r"""
 port=$(printf '%04X' "$1") grace=$2
 listeners() {
   inodes=$(awk -v p=":$port" '$4 == "0A" && toupper(substr($2, length($2) - 4)) == p { print $10 }' \
     /proc/net/tcp /proc/net/tcp6 2>/dev/null)
   [ -n "$inodes" ] || return 0
-  for fd in /proc/[0-9]*/fd/*; do
+  found=$(for fd in /proc/[0-9]*/fd/*; do
     link=$(readlink "$fd" 2>/dev/null) || continue
     for inode in $inodes; do
       if [ "$link" = "socket:[$inode]" ]; then p=${fd#/proc/}; echo "${p%%/*}"; fi
     done
-  done | sort -u
+  done | sort -u)
+  if [ -z "$found" ]; then
+    found=$(for cmdline in /proc/[0-9]*/cmdline; do
+      title=$(tr '\0' ' ' <"$cmdline" 2>/dev/null | sed 's/ *$//')
+      case $title in openclaw-gateway* | openclaw) p=${cmdline#/proc/}; echo "${p%%/*}" ;; esac
+    done)
+  fi
+  echo "$found"
 }
 parents() { # "pid ppid" per process
   for stat in /proc/[0-9]*/stat; do
