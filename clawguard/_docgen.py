@@ -79,6 +79,7 @@ EXAMPLES = {
     "telegram_dir": "/sandbox/.openclaw-data/telegram",
     "script_links": "false",
     "stop": "openclaw gateway stop --force",
+    "secret": "true",
 }
 RECORD_EXAMPLE = "(the keys below)"
 

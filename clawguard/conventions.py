@@ -54,15 +54,19 @@ def derive_steps(sandbox: SandboxConfig, layout: Layout) -> list[Step]:
     if "openclaw.json" in names:
         add("config", "openclaw.json")
     if "credentials" in names:
+        # Split: the agent's own. Flat: NemoClaw runs the gateway as a user of the sandbox
+        # group and resets this tree to 2770/660 at every start (#4538): the same here.
+        file_mode, dir_mode = (0o600, 0o700) if layout.style == "split" else (0o660, 0o2770)
         add(
             "tree",
             "credentials/",
             name="credentials",
             source="credentials",
             dest=join(layout.data_dir, "credentials"),
-            file_mode=0o600,
-            dir_mode=0o700,
+            file_mode=file_mode,
+            dir_mode=dir_mode,
             exact=False,
+            secret=True,
         )
     for script in _children(archive, "scripts", want_dirs=False):
         links = [join(layout.config_dir, script)] if layout.script_links else []

@@ -177,7 +177,9 @@ class Write:
                 else:
                     owners.setdefault(f"{ids.uid}:{ids.gid}", []).append(entry.path)
             if entry.mode is not None and entry.kind != "symlink":
-                modes.setdefault(f"{entry.mode:04o}", []).append(entry.path)
+                # Five digits: GNU chmod keeps a directory's setgid bit (NemoClaw's flat layout
+                # sets it) unless the mode has an extra leading zero; busybox reads it the same.
+                modes.setdefault(f"0{entry.mode:04o}", []).append(entry.path)
         ops += recursive
         for op, groups in (("own", owners), ("mode", modes)):
             for value, paths in groups.items():

@@ -17,6 +17,11 @@ class TreeStep(Step):
         "exact": Field(Bool(), "Remove what is in dest but not in the archive.", True),
         "file_mode": Field(Mode(), "Mode of every file; default 0755 if executable on the host, else 0644."),
         "dir_mode": Field(Mode(), "Mode of every directory.", 0o755),
+        "secret": Field(
+            Bool(),
+            "The files are credentials: their contents are masked in every log line. Default: when "
+            "file_mode lets nobody but the owner read them.",
+        ),
     }
 
     def default_name(self) -> str:
@@ -35,5 +40,5 @@ class TreeStep(Step):
                 result.append(Entry(path, "symlink", owner=owner, link=item.link))
             else:
                 mode = file_mode if file_mode is not None else (0o755 if item.mode & 0o100 else 0o644)
-                result.append(Entry(path, "file", mode, owner, source=item.path))
+                result.append(Entry(path, "file", mode, owner, source=item.path, secret=self.values["secret"]))
         return result

@@ -76,12 +76,12 @@ def test_write_args_and_tar() -> None:
         "/sandbox/a",
         "/sandbox/b",
         "mode",
-        "0600",
+        "00600",  # five digits: GNU chmod clears a directory's setgid bit only so
         "2",
         "/sandbox/a",
         "/sandbox/b",
         "mode",
-        "0700",
+        "00700",
         "1",
         "/sandbox/d",
     ]
