@@ -239,10 +239,12 @@ def capture_sandbox(
     target: Target | None = None,
     instance: Instance | None = None,
     facts: SandboxFacts | None = None,
+    plan: Plan | None = None,
     lock_timeout: float | None = 60.0,
     state_root: Path | None = None,
 ) -> persist.CaptureOutcome:
-    """Locate the sandbox and capture its persisted paths once, under its lock.
+    """Locate the sandbox and capture its persisted paths once, under its lock. ``plan``
+    (the daemon's, for this pod) saves validating the archive again for every capture.
 
     Raises state.Busy when a restore holds the lock past ``lock_timeout``, InputError
     for a plan that does not validate, and TargetError when the sandbox cannot be
@@ -251,7 +253,7 @@ def capture_sandbox(
     target = target or make_target(sandbox.name, sandbox.target)
     with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout):
         pod = open_pod(sandbox, target, instance or target.locate(), facts)
-        return take_capture(sandbox, build_plan(sandbox, pod.facts), pod, reason, state_root)
+        return take_capture(sandbox, plan_for(sandbox, pod, plan), pod, reason, state_root)
 
 
 def _announce(sandbox: SandboxConfig, result: Convergence, reason: str, state_root: Path | None) -> None:

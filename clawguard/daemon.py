@@ -126,6 +126,9 @@ class SandboxWorker(threading.Thread):
     def run(self) -> None:
         threading.Thread(target=self._watch, name=f"watch-{self.sandbox.name}", daemon=True).start()
         self._backoff = 1.0
+        self._failed_pod: str | None = None  # the pod whose last restore failed, retried at _retry_at
+        self._retry_at = 0.0
+        self._retry_delay = 1.0
         self._next_health = 0.0
         self._next_verify = 0.0
         self._next_capture = 0.0
@@ -163,6 +166,9 @@ class SandboxWorker(threading.Thread):
             self._backoff = min(self._backoff * 2, self.settings.backoff_max)
             return delay
         self._backoff = 1.0
+        if instance.id != self.last_id and instance.id == self._failed_pod and time.monotonic() < self._retry_at:
+            # This pod's restore failed a moment ago: retry with backoff, not at every poll.
+            return max(0.05, min(self._retry_at - time.monotonic(), self.settings.poll_interval))
         if instance.id != self.last_id:
             self.log.info(
                 "sandbox.detected" if self.last_id else "sandbox.verify",
@@ -231,6 +237,7 @@ class SandboxWorker(threading.Thread):
                 target=self.target,
                 instance=instance,
                 facts=self.facts,
+                plan=self.plan,
                 lock_timeout=lock_timeout,
                 state_root=self.state_root,
             )
@@ -261,6 +268,25 @@ class SandboxWorker(threading.Thread):
             self.slots.release()
 
     def _converge_now(self, reason: str, plan: Plan | None) -> None:
+        ok = False
+        try:
+            ok = self._converge_once(reason, plan)
+        finally:
+            if ok:
+                self._failed_pod, self._retry_delay = None, 1.0
+            else:  # the same pod is tried again after a growing delay (a new pod at once)
+                self._failed_pod = self._current_pod()
+                self._retry_at = time.monotonic() + self._retry_delay
+                self._retry_delay = min(self._retry_delay * 2, self.settings.backoff_max)
+
+    def _current_pod(self) -> str | None:
+        try:
+            return self.target.locate().id
+        except ClawguardError:
+            return None
+
+    def _converge_once(self, reason: str, plan: Plan | None) -> bool:
+        """One converge; whether it succeeded."""
         started_generation = self.generation
         self.status.busy_until = time.monotonic() + 300
         try:
@@ -279,11 +305,11 @@ class SandboxWorker(threading.Thread):
             self._set(f"{self.sandbox.name}: configuration error: {exc}")
             self.log.error("restore.input_error", error=str(exc))
             self.last_id = None
-            return
+            return False
         except ClawguardError as exc:
             self._set(f"{self.sandbox.name}: waiting: {exc}")
             self.log.warning("restore.interrupted", error=str(exc))
-            return
+            return False
         finally:
             self.status.busy_until = 0.0
         self._set(result.status_line())
@@ -295,6 +321,7 @@ class SandboxWorker(threading.Thread):
         self.last_id = result.container_id if result.ok else None
         if result.ok:
             self.last_instance = Instance(result.container_id, self.sandbox.name)
+        return result.ok
 
     def _pod_changed(self, current: str) -> bool:
         """Only asked after an event arrived mid-restore: one locate decides."""

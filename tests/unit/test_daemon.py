@@ -268,3 +268,40 @@ def test_a_resync_that_lands_on_a_new_pod_asks_for_a_full_restore(archive: Path,
     worker._converge("pod replaced")
     assert worker.last_id == "9" * 64
     assert (target.root / "sandbox/.openclaw-data/skills/proxmox/SKILL.md").exists()
+
+
+def test_a_failing_restore_is_retried_with_backoff_and_a_new_pod_at_once(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore that fails on a pod (here: its image has no tar) is not hammered at every
+    poll; a replacement pod is restored at once."""
+    import clawguard.converge as converge_module
+
+    log.configure("error", io.StringIO())
+    calls: list[str] = []
+    real = converge_module.run_plan
+
+    def counted(plan, pod, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(pod.id)
+        return real(plan, pod, **kwargs)
+
+    monkeypatch.setattr(converge_module, "run_plan", counted)
+    config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    (target.root / "bin" / "tar").unlink()
+    worker = Daemon(config, Recorder(), targets={"my-assistant": target}).workers[0]
+    worker._seen_generation = worker.generation
+    worker._backoff = 1.0
+    worker._next_health = worker._next_verify = worker._next_capture = time.monotonic() + 3600
+    worker._failed_pod, worker._retry_at, worker._retry_delay = None, 0.0, 1.0
+
+    worker._tick()
+    assert calls == ["0" * 64] and worker.last_id is None  # failed
+    delay = worker._tick()
+    assert calls == ["0" * 64] and 0 < delay <= 1.0  # not again at once: after the delay
+    worker._retry_at = time.monotonic()  # the delay is over
+    worker._tick()
+    assert calls == ["0" * 64] * 2 and worker._retry_delay == 4.0  # doubled after each failure
+    target.replace_pod("5" * 64)  # a new pod, with tar: restored without waiting
+    worker._tick()
+    assert calls[-1] == "5" * 64 and worker.last_id == "5" * 64 and worker._failed_pod is None
