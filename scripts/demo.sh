@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
-# clawguard's main job, on the built-in testbed: the daemon watches a sandbox;
-# its pod restarts and every hand-placed file is gone; clawguard notices, restores
-# and verifies from inside, starts the gateway over the SSH proxy and confirms it
-# is healthy.
+# clawguard's main job, on the built-in testbed with the real OpenClaw (the latest
+# version NemoClaw can run, from npm): the daemon watches a sandbox; its pod restarts
+# and every hand-placed file is gone; clawguard notices, restores and verifies from
+# inside, starts the gateway over the SSH proxy and confirms /health is live. The
+# agent's own CLI, inside the pod, judges the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ $(id -u) -ne 0 ]]; then  # Docker and the testbed's set-up need root
+  command -v sudo >/dev/null || { echo "demo: run as root (sudo is not installed)" >&2; exit 1; }
+  exec sudo --preserve-env=CLAWGUARD_DEMO_AGENT "$0" "$@"
+fi
 bash scripts/setup-host.sh
 bash scripts/venv.sh
 PATH="$PWD/.venv/bin:$PATH"
+AGENT=${CLAWGUARD_DEMO_AGENT:-$(python -c 'import testbed; print(testbed.LATEST_AGENT)')}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-inside() { python -m testbed exec my-assistant -- "$@"; }
+inside() { python -m testbed exec --user sandbox my-assistant -- "$@"; }
+# wait_for WHAT SECONDS COMMAND...: every wait has a limit and says what it waited for.
+wait_for() {
+  local what=$1 limit=$2 start=$SECONDS
+  shift 2
+  until "$@"; do
+    if ((SECONDS - start > limit)); then
+      echo "demo: gave up after ${limit}s waiting for $what (daemon log: $work/daemon.log)" >&2
+      tail -n 20 "$work/daemon.log" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  echo "($what: $((SECONDS - start))s)"
+}
 
 work=$(mktemp -d)
 daemon_pid=
@@ -21,10 +41,13 @@ cleanup() {
 trap cleanup EXIT
 export XDG_STATE_HOME="$work/state"
 
-step "Start the OpenShell testbed (Docker + real containerd) with sandbox my-assistant"
+step "Install OpenClaw $AGENT from npm (cached after the first run) and start the OpenShell testbed"
+python -m testbed build --agent "$AGENT" >/dev/null
 python -m testbed up
-python -m testbed status | grep -q '"my-assistant"' || python -m testbed add my-assistant
-python -m testbed install-openshell "$PWD/.venv/bin" >/dev/null   # the openshell CLI stand-in
+python -m testbed rm my-assistant
+python -m testbed add my-assistant --agent "$AGENT" >/dev/null
+python -m testbed install-openshell "$PWD/.venv/bin" >/dev/null # the openshell CLI stand-in (ssh-proxy)
+python -m testbed openclaw my-assistant -- --version
 
 cat >"$work/config.yaml" <<YAML
 version: 1
@@ -35,11 +58,11 @@ sandboxes:
       kind: k3s
       cluster: openshell-cluster-nemoclaw
     archive: $PWD/restore-archive
-    user: sandbox
 YAML
 export CLAWGUARD_CONFIG="$work/config.yaml"
 
-step "clawguard plan"
+step "clawguard check (the agent in the pod validates openclaw.json), then the plan made for this pod"
+clawguard check
 clawguard plan
 
 step "clawguard run (the daemon; systemd would run it with 'clawguard install-service')"
@@ -53,12 +76,11 @@ s = json.load(sys.stdin)["sandboxes"][0]
 ok = (s.get("gateway") or {}).get("healthy") and str(s.get("container_id", "")).startswith(sys.argv[1])
 sys.exit(0 if ok else 1)' "${1:-}"
 }
-until healthy; do sleep 0.5; done
+wait_for "the first restore and a live gateway" 300 healthy
 clawguard status
 
 step "The agent writes to its memory; clawguard captures it"
-python -m testbed exec --user sandbox my-assistant -- \
-  sh -c 'echo "the user prefers short answers" >> /sandbox/.openclaw-data/workspace/MEMORY.md'
+inside sh -c 'echo "the user prefers short answers" >> /sandbox/.openclaw/workspace/MEMORY.md'
 written=$(date +%s)
 captured() {
   clawguard status --json | python3 -c '
@@ -66,23 +88,30 @@ import json, sys
 s = json.load(sys.stdin)["sandboxes"][0]
 sys.exit(0 if (s.get("persist") or {}).get("last_capture_at", 0) > float(sys.argv[1]) else 1)' "$1"
 }
-until captured "$written"; do sleep 0.5; done
-echo "captured"
+wait_for "a capture of the agent's state" 60 captured "$written"
 
 step "The pod restarts: new container ID, empty overlay, no gateway"
 new_id=$(python -m testbed restart my-assistant)
 echo "new pod: ${new_id:0:12}"
-until healthy "$new_id"; do sleep 0.2; done
-grep -E 'event=(sandbox\.detected|restore\.step|restore\.done|gateway\.)' "$work/daemon.log" | tail -n 14 | cut -c1-160
+wait_for "the new pod restored and its gateway live" 300 healthy "$new_id"
+grep -E 'event=(sandbox\.(detected|facts)|restore\.(done|persisted)|gateway\.)' "$work/daemon.log" | tail -n 8 | cut -c1-170
 
 step "clawguard status"
 clawguard status
 
-step "From inside the sandbox, as the agent sees it"
-inside sh -c 'ls -l /sandbox/.openclaw/exec-approvals.json; ls -ld /sandbox/.openclaw-data/telegram; ls /sandbox/.openclaw-data/skills/'
-echo "gateway: $(python -m testbed gateway-status my-assistant)"
+step "From inside the sandbox, as the agent sees it (the agent's own CLI)"
+python -m testbed openclaw my-assistant -- config validate
+python -m testbed openclaw my-assistant -- skills list --json 2>&1 | python3 -c '
+import json, sys
+text = sys.stdin.read()
+print("skills:", ", ".join(sorted(s["name"] for s in json.loads(text[text.index("{"):])["skills"] if s.get("source") == "openclaw-managed")))'
+python -m testbed openclaw my-assistant -- approvals get --json | python3 -c '
+import json, sys
+a = json.load(sys.stdin)
+print("exec approvals:", a["path"], "security =", a["file"]["defaults"]["security"])'
+echo "gateway: $(inside curl -s http://127.0.0.1:18789/health)"
 echo "the agent's memory, brought back:"
-inside tail -n 3 /sandbox/.openclaw-data/workspace/MEMORY.md
+inside tail -n 2 /sandbox/.openclaw/workspace/MEMORY.md
 
 echo
 echo "The testbed is still running: python -m testbed status | down"
