@@ -10,6 +10,7 @@ openclaw@VERSION``)::
     usr-local/bin/npm, npx                    npm (NPM_VERSION), as node:22-slim has it
     usr-local/bin/openclaw -> ../lib/node_modules/openclaw/openclaw.mjs
     usr-local/lib/node_modules/openclaw       npm install -g openclaw@VERSION
+    usr-local/lib/clawguard-testbed-plugin-runtime-deps/   2026.4.24 only (step 5)
 
 Everything is owned by root and not writable by group or others.
 
@@ -38,14 +39,50 @@ the two tarballs):
    eagerly at all (OpenClaw stages plugin runtime deps when a plugin needs them),
    and the builder leaves them so;
 4. ``openclaw --version`` must print the version;
-5. npm's builtin config (``lib/node_modules/npm/npmrc``) gets ``offline=true``:
-   the test bed's sandboxes have no network, and OpenClaw 2026.4.x stages the
-   runtime dependencies of enabled bundled plugins (acpx, bonjour, browser) with
-   npm when the gateway starts, into ``~/.openclaw/plugin-runtime-deps``. Online,
-   npm retried each for ~70 s and the gateway answered only minutes later;
-   offline it fails at once ("ENOTCACHED", "3 plugin(s) failed to initialize")
-   and the gateway is ready in ~10 s. In NemoClaw that staging goes through the
-   sandbox's egress proxy.
+5. for a version whose gateway stages the runtime dependencies of its bundled
+   plugins with npm when it starts (of the supported ones only 2026.4.24; see
+   below), the builder stages them itself, as an image built with them would
+   have them: into ``usr-local/lib/clawguard-testbed-plugin-runtime-deps/``
+   (:data:`STAGED_RUNTIME_DEPS`), which each new pod's ``sandbox-init`` puts in
+   ``~/.openclaw/plugin-runtime-deps/``, owned by the sandbox user (the root
+   directories and manifests copied, ``node_modules`` a symlink back into this
+   read-only tree: copying its ~9,500 files cost 4-9 s per pod start);
+6. npm's builtin config (``lib/node_modules/npm/npmrc``) gets ``offline=true``:
+   the test bed's sandboxes have no network. Without step 5, OpenClaw 2026.4.24's
+   gateway tried npm for acpx, bonjour, browser and telegram at every start;
+   online, npm retried each for ~70 s and the gateway answered only minutes
+   later; offline it fails at once ("ENOTCACHED", "4 plugin(s) failed to
+   initialize", so no Telegram channel) and the gateway is ready in ~10 s. In
+   NemoClaw that staging goes through the sandbox's egress proxy.
+
+Plugin runtime dependencies at gateway start, by version (checked in the
+installs): 2026.3.31 has them in the package root (its postinstall, step 3) and
+stages nothing; 2026.6.10 and 2026.9.6 ship them as the package's own
+dependencies (``grammy``, ``@homebridge/ciao``, ``playwright-core``... in
+``node_modules/openclaw/node_modules``) and only clean up a legacy
+``plugin-runtime-deps`` directory. 2026.4.24 (``dist/bundled-runtime-deps-*.js``)
+installs them when its loader loads a bundled plugin (``ensureBundledPluginRuntimeDeps``):
+for each plugin it takes ``dependencies`` and ``optionalDependencies`` of
+``dist/extensions/<plugin>/package.json`` (``collectRuntimeDeps``, exact or
+``^``/``~`` specs, ``parseInstallableRuntimeDep``), and a dependency counts as
+installed when ``<root>/node_modules/<name>/package.json`` has a version that
+satisfies the spec (``hasDependencySentinel``); otherwise it runs ``npm install
+--ignore-scripts SPECS`` in ``<root>`` and records every spec it staged in
+``<root>/.openclaw-runtime-deps.json`` (``{"specs": [...]}``). ``<root>`` is
+``~/.openclaw/plugin-runtime-deps/openclaw-<version>-<sha256(package root)[:12]>``
+(``resolveExternalBundledRuntimeDepsInstallRoot``), the package root being
+``/usr/local/lib/node_modules/openclaw`` in the pod. It loads a plugin from a
+copy of its directory under ``<root>/dist/extensions``, so ``<root>`` must be
+writable. At start the gateway loads the enabled-by-default plugins that have no
+channel, provider or contract ("sidecars": acpx, bonjour, browser with
+dependencies) and the plugins of configured channels (telegram:
+``@grammyjs/runner``, ``@grammyjs/transformer-throttler``, ``grammy``, ``typebox``,
+``undici``). A channel plugin's entry then resolves its root once more from
+that copy (openclaw/openclaw#71818): package root ``<root>``, no version, so
+``plugin-runtime-deps/openclaw-unknown-<sha256(<root>)[:12]>`` needs the
+channel's dependencies too. The builder stages both roots with OpenClaw's npm
+flags (``--ignore-scripts``, legacy peer deps, no lock file, no save) and writes
+both manifests; ``build.json`` records them (``plugin_runtime_deps``).
 
 Node: OpenClaw 2026.9.3 and later need Node >= 24.16 (``engines``), so every
 2026.9 and later version gets :data:`NODE_24`; earlier ones get :data:`NODE_22`
@@ -67,8 +104,10 @@ The sandboxes see it through a read-only bind mount at ``/usr/local`` (see
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -94,7 +133,7 @@ NODE_22 = "22.23.3"
 NODE_24 = "24.21.0"
 NPM_VERSION = "10.9.9"
 #: Bump when the install changes, to rebuild every cached agent.
-AGENT_BUILDER_VERSION = "3"
+AGENT_BUILDER_VERSION = "4"
 
 AGENT_CACHE = DEFAULT_CACHE / "agents"
 NPM_CACHE = DEFAULT_CACHE / "npm-cache"
@@ -105,6 +144,33 @@ SANDBOX_NPMRC = "# clawguard test bed: the sandboxes have no network; fail at on
 POSTINSTALL_FAILED = "[postinstall] could not install bundled plugin deps"
 #: Bundled-plugin dependencies that npm cannot fetch without GitHub (git dependencies).
 UNFETCHABLE_PLUGIN_DEPS = frozenset({"@whiskeysockets/baileys"})
+
+#: Where the staged plugin runtime dependencies live in ``usr-local`` (so at
+#: ``/usr/local/lib/clawguard-testbed-plugin-runtime-deps`` in the pod, where
+#: ``standins/sandbox-init.sh`` looks for them): one directory per install root,
+#: named as the gateway names it under ``~/.openclaw/plugin-runtime-deps``.
+STAGED_RUNTIME_DEPS = "lib/clawguard-testbed-plugin-runtime-deps"
+#: The channel plugins whose dependencies are staged: the test bed has a Telegram stand-in.
+STAGED_CHANNEL_PLUGINS = ("telegram",)
+#: OpenClaw's package root as the gateway in the pod resolves it (``/usr/local`` is the bind mount).
+POD_PACKAGE_ROOT = "/usr/local/lib/node_modules/openclaw"
+#: The sandbox user's OpenClaw state directory in the pod (``HOME=/sandbox``).
+POD_STATE_DIR = "/sandbox/.openclaw"
+#: OpenClaw's record of the specs it staged in an install root.
+RUNTIME_DEPS_MANIFEST = ".openclaw-runtime-deps.json"
+#: Contract fields that keep an enabled-by-default plugin out of the gateway's start (loaded on use).
+_RUNTIME_CONTRACTS = (
+    "speechProviders",
+    "mediaUnderstandingProviders",
+    "documentExtractors",
+    "imageGenerationProviders",
+    "videoGenerationProviders",
+    "musicGenerationProviders",
+    "webContentExtractors",
+    "webFetchProviders",
+    "webSearchProviders",
+    "memoryEmbeddingProviders",
+)
 
 _VERSION_RE = re.compile(r"^(\d{4})\.(\d{1,2})\.(\d{1,2})(?:-[0-9A-Za-z.-]+)?$")
 _NODE_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -366,7 +432,9 @@ def _build(version: str, node: str, work: Path, say: Callable[[str], None]) -> N
         )
     shutil.rmtree(home)
     shutil.rmtree(dl)
-    # 5. npm inside the sandbox works offline (see the module docstring).
+    # 5. The plugin runtime deps its gateway would stage with npm at start, staged now.
+    runtime_deps = _stage_plugin_runtime_deps(package, prefix, bin_dir, env, log, say, version)
+    # 6. npm inside the sandbox works offline (see the module docstring).
     (npm_dir / "npmrc").write_text(SANDBOX_NPMRC)
 
     # Root-owned, not writable by group or others, readable by all (as in the image).
@@ -382,6 +450,7 @@ def _build(version: str, node: str, work: Path, say: Callable[[str], None]) -> N
         "seconds": round(time.monotonic() - started, 1),
         "size_bytes": size,
         "bundled_plugin_deps": plugin_deps,
+        "plugin_runtime_deps": runtime_deps,
     }
     (work / "build.json").write_text(json.dumps(info, indent=2) + "\n")
     say(f"OpenClaw {version} installed in {info['seconds']}s ({size / 1e6:.0f} MB)")
@@ -427,6 +496,128 @@ def _repair_plugin_deps(
         say(f"OpenClaw {version}: {exc}")
         return result
     result["installed"] = specs
+    return result
+
+
+def stages_runtime_deps_at_start(package: Path) -> bool:
+    """Whether this OpenClaw's gateway installs bundled-plugin runtime deps into
+    ``~/.openclaw/plugin-runtime-deps`` with npm when it loads a plugin (2026.4.24)."""
+    for module in (package / "dist").glob("bundled-runtime-deps-*.js"):
+        text = module.read_text(errors="replace")
+        if '"plugin-runtime-deps"' in text and RUNTIME_DEPS_MANIFEST in text:
+            return True
+    return False
+
+
+def _path_hash(path: str) -> str:
+    """OpenClaw's ``createPathHash``: sha256 of the resolved path, 12 hex digits."""
+    return hashlib.sha256(posixpath.normpath(path).encode()).hexdigest()[:12]
+
+
+def runtime_deps_roots(version: str) -> tuple[str, str]:
+    """The names of the two install roots under ``~/.openclaw/plugin-runtime-deps`` (module docstring)."""
+    segment = re.sub(r"[^A-Za-z0-9._-]+", "-", version).strip("-") or "unknown"  # sanitizePathSegment
+    primary = f"openclaw-{segment}-{_path_hash(POD_PACKAGE_ROOT)}"
+    return primary, f"openclaw-unknown-{_path_hash(f'{POD_STATE_DIR}/plugin-runtime-deps/{primary}')}"
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _starts_with_gateway(manifest: dict[str, object]) -> bool:
+    """An enabled-by-default plugin the gateway loads at start (``isGatewayStartupSidecar``):
+    no channel, provider, CLI backend, runtime contract or memory kind."""
+    if manifest.get("enabledByDefault") is not True:
+        return False
+    if manifest.get("channels") or manifest.get("providers") or manifest.get("cliBackends"):
+        return False
+    contracts = manifest.get("contracts")
+    if isinstance(contracts, dict) and any(contracts.get(name) for name in _RUNTIME_CONTRACTS):
+        return False
+    kind = manifest.get("kind")
+    return not (kind == "memory" or (isinstance(kind, list) and "memory" in kind))
+
+
+def _runtime_dep_specs(plugin_dir: Path) -> dict[str, str]:
+    """``collectRuntimeDeps`` + ``parseInstallableRuntimeDep``: name -> spec, workspace: and empty specs left out."""
+    package = _read_json(plugin_dir / "package.json")
+    specs: dict[str, str] = {}
+    for field in ("dependencies", "optionalDependencies"):
+        deps = package.get(field)
+        if not isinstance(deps, dict):
+            continue
+        for name, spec in deps.items():
+            if isinstance(spec, str) and spec.strip() and not spec.strip().lower().startswith("workspace:"):
+                specs[name] = spec.strip()
+    return specs
+
+
+def _stage_plugin_runtime_deps(
+    package: Path,
+    prefix: Path,
+    bin_dir: Path,
+    env: dict[str, str],
+    log: Path,
+    say: Callable[[str], None],
+    version: str,
+) -> dict[str, object]:
+    """Step 5 of the module docstring; returns what ``build.json`` records:
+    ``{"roots": {name: [spec, ...]}, "plugins", "seconds", "size_bytes", "error"}``."""
+    result: dict[str, object] = {"roots": {}, "plugins": [], "seconds": 0.0, "size_bytes": 0, "error": None}
+    if not stages_runtime_deps_at_start(package):
+        return result
+    started = time.monotonic()
+    extensions = package / "dist" / "extensions"
+    startup: dict[str, str] = {}  # the primary root: every plugin the gateway loads at start
+    channels: dict[str, str] = {}  # the channel entry's second root
+    plugins: list[str] = []
+    conflicts: list[str] = []
+    for plugin_dir in sorted(p for p in extensions.iterdir() if p.is_dir()):
+        channel = plugin_dir.name in STAGED_CHANNEL_PLUGINS
+        if not channel and not _starts_with_gateway(_read_json(plugin_dir / "openclaw.plugin.json")):
+            continue
+        wanted = _runtime_dep_specs(plugin_dir)
+        if not wanted:
+            continue
+        plugins.append(plugin_dir.name)
+        for target in (startup, channels) if channel else (startup,):
+            for name, spec in wanted.items():
+                if target.setdefault(name, spec) != spec:
+                    conflicts.append(f"{name}: {target[name]} vs {spec} ({plugin_dir.name})")
+    result["plugins"] = plugins
+    if conflicts:  # OpenClaw itself would refuse them too
+        result["error"] = "conflicting runtime dependency specs: " + "; ".join(sorted(set(conflicts)))
+        say(f"OpenClaw {version}: {result['error']}")
+        return result
+    primary, secondary = runtime_deps_roots(version)
+    staged = prefix / STAGED_RUNTIME_DEPS
+    roots: dict[str, list[str]] = {}
+    for root, deps in ((primary, startup), (secondary, channels)):
+        if not deps:
+            continue
+        specs = sorted(f"{name}@{spec}" for name, spec in deps.items())
+        say(f"OpenClaw {version}: staging {len(specs)} plugin runtime deps for {root}")
+        execution = prefix.parent / f".runtime-deps-{root}"
+        execution.mkdir()
+        (execution / "package.json").write_text('{"name": "openclaw-runtime-deps-install", "private": true}\n')
+        argv = [str(bin_dir / "npm"), "install", "--ignore-scripts", "--legacy-peer-deps", "--no-save"]
+        try:
+            _run([*argv, "--package-lock=false", *specs], cwd=execution, env=env, log=log,
+                 what=f"staging the plugin runtime deps of {root}")  # fmt: skip
+            (staged / root).mkdir(parents=True)
+            (execution / "node_modules").rename(staged / root / "node_modules")
+        finally:
+            shutil.rmtree(execution, ignore_errors=True)
+        (staged / root / RUNTIME_DEPS_MANIFEST).write_text(json.dumps({"specs": specs}, indent=2) + "\n")
+        roots[root] = specs
+    result["roots"] = roots
+    result["seconds"] = round(time.monotonic() - started, 1)
+    result["size_bytes"] = _tree_size(staged)
     return result
 
 
