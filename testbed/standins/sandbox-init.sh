@@ -16,6 +16,17 @@
 # --host-key-file keeps the key at /etc/ssh/ssh_host_ed25519_key (+ .pub) instead,
 # in the sandbox's own writable layer, for clawguard's `host_key: pin` mode.
 #
+# First, in a real-agent sandbox whose OpenClaw install has staged plugin runtime
+# deps (2026.4.24; see testbed/_agents.py): each staged install root is put into the
+# flat layout's ~/.openclaw/plugin-runtime-deps/, owned by the sandbox user, so every
+# new pod starts with them as if the image had been built with them (its gateway
+# would otherwise run npm for them, which fails offline). The root directory and its
+# manifest are copied (the gateway writes there: a lock, the manifest, its copies of
+# the plugins); node_modules, which it only reads, is a symlink into the read-only
+# install, because copying its ~9,500 files took 4-9 s per pod start, and over a
+# minute on a loaded 2-core machine. Done before sshd listens, so a sandbox that is
+# ready has them.
+#
 # When sshd listens, the port is written to $READY (on the writable layer, so the
 # test bed sees it from outside too). Then this becomes `sleep infinity`, as
 # NemoClaw's pods do: the OpenClaw gateway is NOT started (NemoClaw #2042).
@@ -24,8 +35,37 @@ READY=/var/lib/openshell/ssh-ready
 SSHD_LOG=/var/log/openshell-sshd.log
 KEY=/etc/ssh/ssh_host_ed25519_key
 
+STAGED_DEPS=/usr/local/lib/clawguard-testbed-plugin-runtime-deps # _agents.STAGED_RUNTIME_DEPS
+STATE=/sandbox/.openclaw
+
 keep_file=0
 [ "${1:-}" = --host-key-file ] && keep_file=1
+
+# Only the flat layout's ~/.openclaw (owned by the sandbox user; the split one is root's).
+if [ -d "$STAGED_DEPS" ] && [ -d "$STATE" ] && owner=$(stat -c %u:%g "$STATE") && [ "${owner%%:*}" != 0 ]; then
+	mkdir -p "$STATE/plugin-runtime-deps" && chown "$owner" "$STATE/plugin-runtime-deps"
+	for src in "$STAGED_DEPS"/*/; do
+		[ -d "$src" ] || continue
+		dst=$STATE/plugin-runtime-deps/$(basename "$src")
+		[ -e "$dst" ] && continue # a container restarted in place keeps what its gateway wrote
+		rm -rf "$dst.tmp"
+		ok=1
+		mkdir "$dst.tmp" || ok=0
+		for entry in "$src".* "$src"*; do
+			name=${entry##*/}
+			case $name in . | .. | '.*' | '*') continue ;; esac
+			if [ "$name" = node_modules ]; then
+				ln -s "${entry%/}" "$dst.tmp/node_modules" || ok=0
+			else
+				cp -R "$entry" "$dst.tmp/" || ok=0
+			fi
+		done
+		if [ "$ok" = 1 ] && chown -R "$owner" "$dst.tmp" && mv "$dst.tmp" "$dst"; then :; else
+			echo "sandbox-init: staging $src in $dst failed" >&2
+			rm -rf "$dst.tmp"
+		fi
+	done
+fi
 
 mkdir -p /run/sshd /var/lib/openshell /var/log && chmod 0755 /run/sshd
 rm -f "$READY"
