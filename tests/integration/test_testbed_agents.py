@@ -8,6 +8,7 @@ once (about a minute per version, two at a time) and cached in /var/cache/clawgu
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import time
@@ -28,6 +29,12 @@ FIND_HOST_KEYS = (
 )
 GATEWAY_START = "exec </dev/null; nohup openclaw gateway run > /tmp/gateway.log 2>&1 &"
 MARK = "/sandbox/.openclaw/workspace/written-before-restart"
+# The version whose gateway stages its bundled plugins' runtime deps with npm at start (testbed._agents).
+STAGING_AGENT = "2026.4.24"
+TELEGRAM_CONFIG = {
+    "gateway": {"mode": "local", "port": 18789, "bind": "loopback", "auth": {"mode": "none"}},
+    "channels": {"telegram": {"enabled": True, "botToken": "123456789:AAF-test", "apiRoot": "http://127.0.0.1:18081"}},
+}
 
 
 def _name(prefix: str, version: str) -> str:
@@ -260,3 +267,48 @@ def test_a_real_openclaw_docker_sandbox(
         assert ssh_untrusted(openshell, name, "id -u").stdout.strip() == "1234"
     finally:
         gen2.remove(name)
+
+
+def write_config(bed: Testbed, name: str, config: dict[str, Any]) -> None:
+    """``~/.openclaw/openclaw.json`` as NemoClaw's flat layout has it: written as root, the sandbox user's, 0660."""
+    path = "/sandbox/.openclaw/openclaw.json"
+    script = f"cat > {path} && chown sandbox:sandbox {path} && chmod 0660 {path}"
+    code, _, err = bed.exec_in_sandbox(name, ["sh", "-c", script], stdin=json.dumps(config).encode())
+    assert code == 0, err.decode(errors="replace")
+
+
+def wait_for_next_update(bed: Testbed, name: str, offset: int, timeout: float = 120) -> None:
+    """Until the agent's Telegram channel asks the stand-in for updates from ``offset`` on."""
+    deadline = time.monotonic() + timeout
+    while not any(call.get("offset") == offset for call in bed.telegram_calls(name)):
+        if time.monotonic() > deadline:
+            log = run(bed, name, "grep -E 'plugins|telegram' /tmp/gateway.log | tail -n 20 || true")
+            raise AssertionError(
+                f"no getUpdates with offset {offset} from {name} within {timeout}s; "
+                f"calls: {bed.telegram_calls(name)}\n{log}"
+            )
+        time.sleep(1)
+
+
+def test_the_telegram_channel_starts_offline_with_staged_plugin_runtime_deps(
+    testbed: Testbed, agents: tuple[str, ...], sandboxes: Callable[..., str]
+) -> None:
+    """2026.4.24's gateway would install its plugins' runtime deps with npm at start, which fails without a
+    network; the test bed stages them in every new pod, as an image built with them, so Telegram runs."""
+    name = _name("agent-telegram", STAGING_AGENT)
+    first = sandboxes(name, agent=STAGING_AGENT)
+    for pod in ("first pod", "after a restart"):
+        if pod != "first pod":
+            assert testbed.restart(name) != first
+        # Staged by sandbox-init before the pod was ready, the sandbox user's, as image content.
+        staged = run(testbed, name, "stat -c '%U %n' /sandbox/.openclaw/plugin-runtime-deps/*", user="sandbox")
+        roots = [line.split()[1].rsplit("/", 1)[1] for line in staged.splitlines()]
+        assert {line.split()[0] for line in staged.splitlines()} == {"sandbox"}, (pod, staged)
+        assert f"openclaw-{STAGING_AGENT}-" in " ".join(roots) and any(r.startswith("openclaw-unknown-") for r in roots)
+
+        write_config(testbed, name, TELEGRAM_CONFIG)
+        testbed.start_telegram(name, deliver=[4242])
+        assert testbed.start_gateway(name).get("ok") is True, pod
+        wait_for_next_update(testbed, name, 4243)  # took update 4242, asked for the next one
+        log = run(testbed, name, "cat /tmp/gateway.log")
+        assert "bundled runtime deps" not in log, (pod, log[-3000:])  # no npm install was needed
