@@ -17,8 +17,8 @@ client through the ``openshell`` stand-in (:meth:`Testbed.install_openshell`)::
 
 Every new pod has a new SSH host key. Like OpenShell's, it lives only in
 sshd's memory, unless the sandbox was added with ``host_key_file=True``
-(then :meth:`Testbed.known_hosts_line` reads it); stand-in sandboxes keep the
-file by default for now (:data:`STANDIN_HOST_KEY_FILE`, set in :mod:`testbed._images`).
+(then :meth:`Testbed.known_hosts_line` reads it), stand-in and real-agent
+sandboxes alike (:data:`STANDIN_HOST_KEY_FILE`, set in :mod:`testbed._images`).
 
 The agent is either the fast busybox stand-in (``agent="standin"``, a
 shell-script gateway answering ``http://127.0.0.1:18789/``) or the real

@@ -134,7 +134,7 @@ def pod_command(init: str = SANDBOX_INIT, host_key_file: bool = True, *, tini: s
 #: reads); False makes stand-in sandboxes like OpenShell's and the real-agent ones (the
 #: key only in sshd's memory). Real-agent sandboxes default to False. Either can be
 #: chosen per sandbox with ``host_key_file=``. (Re-exported as testbed.STANDIN_HOST_KEY_FILE.)
-STANDIN_HOST_KEY_FILE = True
+STANDIN_HOST_KEY_FILE = False
 
 #: The stand-in image's default command.
 POD_COMMAND = pod_command(SANDBOX_INIT, STANDIN_HOST_KEY_FILE)

@@ -21,7 +21,7 @@
 #   (atomically: temp file and rename);
 #   when that fails it logs the EACCES error of NemoClaw #975 and records the failure;
 # * answers HTTP on 127.0.0.1:<port> (busybox httpd + this script as CGI) with 200
-#   and a JSON status body.
+#   and a JSON status body, and GET /health with {"ok":true,"status":"live"}.
 # A second `gateway run` while one is up exits 1: "gateway already running".
 # It does not watch openclaw.json for changes (the real one reloads).
 set -u
@@ -239,6 +239,8 @@ gateway_run() {
 
 	mkdir -p "$RUN_DIR/www/cgi-bin"
 	ln -sf "$SELF" "$RUN_DIR/www/cgi-bin/index.cgi"
+	# GET /health, like every real OpenClaw since 2026.3 (served while this httpd lives).
+	printf '{"ok":true,"status":"live"}\n' >"$RUN_DIR/www/health"
 	httpd -f -p "127.0.0.1:$port" -h "$RUN_DIR/www" &
 	httpd_pid=$!
 	i=0

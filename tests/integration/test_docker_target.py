@@ -26,6 +26,7 @@ from testbed import DockerSandboxes, Testbed
 
 from .conftest import FIGURES_DIR, REPO, SANDBOX, clawguard, clawguard_env, sandbox_exec, sandbox_snapshot, wait_for
 from .test_daemon import DaemonProcess
+from .test_testbed_agents import seen_host_key
 
 pytestmark = pytest.mark.integration
 
@@ -130,13 +131,16 @@ def _assert_restored_from_inside(testbed: Testbed, gen2: DockerSandboxes, name: 
 # ---------------------------------------------------------------- the testbed
 
 
-def test_recreate_is_a_new_container_and_hand_placed_files_are_gone(gen2: DockerSandboxes) -> None:
+def test_recreate_is_a_new_container_and_hand_placed_files_are_gone(gen2: DockerSandboxes, tmp_path: Path) -> None:
+    openshell = Testbed.install_openshell(tmp_path / "bin")
     for name in (LABELLED, NAMED):
         sandbox_exec(gen2, name, ["sh", "-c", f"echo by hand > {DATA}/placed-by-hand"], user="sandbox")
-        old_id, old_name, old_key = gen2.container_id(name), gen2.container_name(name), gen2.host_public_key(name)
+        # Like OpenShell's endpoint, the sandbox keeps its host key in memory only: ask sshd for it.
+        old_key = seen_host_key(openshell, name, tmp_path / f"{name}.known_hosts.1")
+        old_id, old_name = gen2.container_id(name), gen2.container_name(name)
         new_id = gen2.recreate(name)
         assert new_id != old_id and len(new_id) == 64
-        assert gen2.host_public_key(name) != old_key
+        assert seen_host_key(openshell, name, tmp_path / f"{name}.known_hosts.2") != old_key
         code, _, _ = gen2.exec_in_sandbox(name, ["test", "-e", f"{DATA}/placed-by-hand"])
         assert code == 1, f"{name}: a file written by hand survived the recreation"
         if name == LABELLED:
