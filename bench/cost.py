@@ -7,8 +7,9 @@ a command starts, and the pods themselves (the inspect and apply scripts, ``tar`
 ``sha256sum``). On a machine with few cores, N sandboxes restored at once cannot
 finish before N x this cost / cores, whatever the concurrency.
 
-The restore runs in-process (``clawguard.restore``: locate, read users and
-inspect, apply, verify; no gateway), right after a pod restart, with no daemon.
+The restore runs in-process (``clawguard.converge`` without the gateway: lock,
+locate, read the pod's facts, inspect, apply, verify), right after a pod restart,
+with no daemon.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clawguard import parse_config, restore
+from clawguard import parse_config
+from clawguard.converge import converge
 from testbed import Testbed
 
 from .archive import ReferenceArchive
@@ -96,7 +98,7 @@ sandboxes:
         bed.restart(sandbox)
         time.sleep(1.0)  # the new pod's own start-up (host key) is not the restore's
         before, started = snapshot(bed, engine), time.perf_counter()
-        report = restore(config)
+        report = converge(config, with_gateway=False, state_root=workdir / f"cost-state-{i}").report
         elapsed, after = time.perf_counter() - started, snapshot(bed, engine)
         if not report.ok:
             raise RuntimeError(f"restore failed: {report.failed_step}")
@@ -108,7 +110,7 @@ sandboxes:
     totals = [sum(parts[k][i] for k in parts) for i in range(len(wall))]
     cores = os.cpu_count() or 1
     return {
-        "method": "clawguard.restore() in-process after a pod restart, no daemon, no gateway",
+        "method": "clawguard's converge in-process after a pod restart, no daemon, no gateway",
         "wall_s": summary(wall),
         "cpu_s": summary(totals),
         "cpu_s_by_place": {k: summary(v) for k, v in parts.items()},

@@ -245,7 +245,7 @@ def render_text(results: dict[str, Any]) -> str:
         f"{fmt(idle.get('cluster_container_cpu_percent'), '%')}",
         f"  events in the idle window: {idle.get('events_in_window')}",
         "",
-        "COST: CPU of one restore, wherever it runs (clawguard.restore() in-process after a pod restart)",
+        "COST: CPU of one restore, wherever it runs (clawguard's converge in-process after a pod restart, no gateway)",
         _line("wall time", _get(results, "cost", "wall_s")),
         _line("CPU, all places", _get(results, "cost", "cpu_s")),
         _line("  in the clawguard process", _get(results, "cost", "cpu_s_by_place", "clawguard")),

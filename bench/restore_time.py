@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from clawguard import log, parse_config, restore
+from clawguard import log, parse_config
+from clawguard.converge import converge
 from testbed import Testbed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,11 +57,11 @@ sandboxes:
             bed.restart(SANDBOX)
             restart.append(time.perf_counter() - started)
             started = time.perf_counter()
-            report = restore(sandbox)
+            report = converge(sandbox, with_gateway=False, state_root=Path(tmp) / "state").report
             full.append(time.perf_counter() - started)
             assert report.ok and report.changed == len(report.steps), report.to_dict()
             started = time.perf_counter()
-            report = restore(sandbox)
+            report = converge(sandbox, with_gateway=False, state_root=Path(tmp) / "state").report
             noop.append(time.perf_counter() - started)
             assert report.ok and report.changed == 0, report.to_dict()
     bed.remove_sandbox(SANDBOX)

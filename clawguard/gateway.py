@@ -53,11 +53,15 @@ GATEWAY_SCHEMA = Record(
     {
         "enabled": Field(Bool(), "Start and health-check the gateway after a restore.", True),
         "ssh_proxy": Field(
-            Str(),
+            Str(placeholders=("sandbox",)),
             "ProxyCommand for ssh; {sandbox} is replaced.",
             "openshell ssh-proxy --gateway-name nemoclaw --name {sandbox}",
         ),
-        "ssh_host": Field(Str(pattern=r"[A-Za-z0-9_.{}-]+"), "Host name given to ssh.", "openshell-{sandbox}"),
+        "ssh_host": Field(
+            Str(pattern=r"[A-Za-z0-9_.{}-]+", placeholders=("sandbox",)),
+            "Host name given to ssh; {sandbox} is replaced.",
+            "openshell-{sandbox}",
+        ),
         "ssh_user": Field(Str(pattern=r"[a-z_][a-z0-9_-]*"), "User to log in as.", "sandbox"),
         "ssh_options": Field(ListOf(Str(pattern=r"[A-Za-z]+=[^\n]*")), "Extra ssh -o options.", []),
         "start": Field(
@@ -108,12 +112,16 @@ _PROBE = (
 # `openclaw` launcher above them and everything below them, SIGTERMs them all, waits,
 # SIGKILLs what is left. Exit 0 once nothing listens on the port. A pod's root has no
 # CAP_SYS_PTRACE, so another user's sockets may be unreadable: then the listener is the
-# process titled like a gateway (`openclaw-gateway`, or a bare `openclaw` in 2026.6).
+# process titled like a gateway (`openclaw-gateway`, or a bare `openclaw` in 2026.6, or
+# `openclaw gateway run`). Exit 2 when something listens but none of that finds it.
 STOP_SCRIPT = r"""
 port=$(printf '%04X' "$1") grace=$2
+sockets() { # the inodes of the sockets listening on the port
+  awk -v p=":$port" '$4 == "0A" && toupper(substr($2, length($2) - 4)) == p { print $10 }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
 listeners() {
-  inodes=$(awk -v p=":$port" '$4 == "0A" && toupper(substr($2, length($2) - 4)) == p { print $10 }' \
-    /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+  inodes=$(sockets)
   [ -n "$inodes" ] || return 0
   found=$(for fd in /proc/[0-9]*/fd/*; do
     link=$(readlink "$fd" 2>/dev/null) || continue
@@ -124,7 +132,10 @@ listeners() {
   if [ -z "$found" ]; then
     found=$(for cmdline in /proc/[0-9]*/cmdline; do
       title=$(tr '\0' ' ' <"$cmdline" 2>/dev/null | sed 's/ *$//')
-      case $title in openclaw-gateway* | openclaw) p=${cmdline#/proc/}; echo "${p%%/*}" ;; esac
+      # (split in two, or this script's own command line would match)
+      case $title in
+        openclaw-gateway* | openclaw | *"openclaw gateway"" run"*) p=${cmdline#/proc/}; echo "${p%%/*}" ;;
+      esac
     done)
   fi
   echo "$found"
@@ -155,7 +166,11 @@ family() { # the pids given, the openclaw launchers above them, everything below
   echo $all
 }
 pids=$(listeners)
-[ -n "$pids" ] || exit 0
+if [ -z "$pids" ]; then
+  [ -z "$(sockets)" ] && exit 0  # nothing listens: stopped already
+  echo "cannot tell which process serves port $1" >&2
+  exit 2
+fi
 victims=$(family $pids)
 kill -TERM $victims 2>/dev/null
 i=0
@@ -321,8 +336,10 @@ class Gateway:
             if result.returncode == 255:
                 raise GatewayError(f"stopping the gateway failed: {result.stderr.strip()[-300:]}")
             return
-        grace = self.values["stop_timeout"]
-        done = pod.exec(["sh", "-c", STOP_SCRIPT, "sh", str(self.port), str(grace)])
+        argv = ["sh", "-c", STOP_SCRIPT, "sh", str(self.port), str(self.values["stop_timeout"])]
+        done = pod.exec(argv)  # as root: it may signal a gateway run by another user
+        if done.code == 2:  # root could not see whose socket it is: the sandbox user sees its own
+            done = pod.exec(argv, as_user=True)
         if done.code != 0:
             text = done.stderr.decode(errors="replace").strip()[-300:]
             raise GatewayError(f"the gateway did not stop: {text or f'exit status {done.code}'}")
@@ -360,6 +377,9 @@ class Gateway:
         else:
             log.info("gateway.start", sandbox=self.sandbox, container_id=pod.short_id, reason=health.status)
         self.start(pod)
+        log.info(
+            "gateway.waiting", sandbox=self.sandbox, container_id=pod.short_id, timeout=self.values["start_timeout"]
+        )
         return self._wait(pod, heartbeat, replaced, lambda h: h.healthy, health)
 
     def _wait(

@@ -69,7 +69,7 @@ def test_restore_after_restart_is_correct_from_inside(testbed: object, tmp_path:
         assert sandbox_exec(testbed, SANDBOX, ["cat", inside], user="sandbox") == (archive / host).read_text()
 
     assert _stat(testbed, f"{CONF}/openclaw.json") == "444 0:0 regular file"
-    assert _stat(testbed, f"{DATA}/exec-approvals.json") == "644 998:998 regular file"
+    assert _stat(testbed, f"{DATA}/exec-approvals.json") == "600 998:998 regular file"  # as the agent keeps it
     assert (
         sandbox_exec(testbed, SANDBOX, ["readlink", f"{CONF}/exec-approvals.json"]).strip()
         == f"{DATA}/exec-approvals.json"

@@ -138,8 +138,9 @@ def test_the_daemon_restores_what_the_real_agent_accepts(
             120,
             1,
         )
+        # The agent writes its offset once the update is handled: a moment after it asks for the next.
+        wait_for("the agent to store the offset", lambda: _stored_offset(testbed, name) == FIRST_UPDATE, 60, 0.5)
         stored_at = time.time()
-        assert _stored_offset(testbed, name) == FIRST_UPDATE
         wait_for(
             "a capture of the agent's state",
             lambda: ((_status(config, name).get("persist") or {}).get("last_capture_at") or 0) > stored_at,
