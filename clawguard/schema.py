@@ -54,6 +54,9 @@ class Str(Schema):
     choices: tuple[str, ...] = ()
     hint: str = ""
     type_name: str = "a string"
+    #: For a template (``{sandbox}`` is replaced): the placeholders it may use. A typo such
+    #: as ``{sandbx}`` would otherwise reach ssh as text.
+    placeholders: tuple[str, ...] | None = None
 
     def validate(self, node: Located, key: str, ctx: Context) -> str:
         if not isinstance(node.value, str):
@@ -65,6 +68,12 @@ class Str(Schema):
             raise ctx.error(key, f"{value!r} is not valid{': ' + self.hint if self.hint else ''}", node.line)
         if _CONTROL.search(value) and not self.pattern:
             raise ctx.error(key, "control characters are not allowed", node.line)
+        if self.placeholders is not None:
+            unknown = sorted({name for name in re.findall(r"\{([^{}]*)\}", value) if name not in self.placeholders})
+            if unknown:
+                known = ", ".join("{" + name + "}" for name in self.placeholders) or "none"
+                shown = ", ".join("{" + name + "}" for name in unknown)
+                raise ctx.error(key, f"unknown placeholder {shown}; the placeholders are {known}", node.line)
         return value
 
 
