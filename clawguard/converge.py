@@ -102,6 +102,7 @@ def converge(
     heartbeat: Callable[[], None] = lambda: None,
     replaced: Callable[[str], bool] = lambda _container_id: False,
     lock_timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
     state_root: Path | None = None,
     reason: str = "manual",
 ) -> Convergence:
@@ -118,7 +119,7 @@ def converge(
     if use_gateway and gateway is None:
         gateway = make_gateway(sandbox, state_root)
 
-    with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout):
+    with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout, on_wait=on_wait):
         for _attempt in range(MAX_POD_CHANGES):
             instance = target.locate()
             bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)
@@ -294,6 +295,7 @@ def record(sandbox: str, result: Convergence, reason: str, state_root: Path | No
     changes: dict[str, Any] = {
         "container_id": result.container_id,
         "status": result.status_line(),
+        "config_error": None,  # a plan was made and run: whatever input error there was is gone
         "last_restore": {
             "at": time.time(),
             "reason": reason,

@@ -26,11 +26,13 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from . import hooks
 from .agent import SandboxFacts
 from .config import Config, SandboxConfig
 from .converge import DRIFT_CHECK, RESYNC, Convergence, capture_sandbox, converge, make_gateway, open_pod
 from .errors import ClawguardError, InputError
 from .plan import Plan, PlannedStep, build_plan
+from .redact import redact_value
 from .state import Busy, state_dir, update_state_when_free, write_json
 from .targets import Instance, Target, make_target
 
@@ -74,14 +76,17 @@ class SandboxWorker(threading.Thread):
     def __init__(
         self,
         sandbox: SandboxConfig,
-        plan: Plan,
+        plan: Plan | None,
         settings: Config,
         stop: threading.Event,
         on_change: Callable[[], None],
         state_root: Path | None,
         target: Target | None = None,
         slots: threading.Semaphore | None = None,
+        config_error: InputError | None = None,
     ) -> None:
+        """``plan`` is None when the sandbox's archive or plan is bad (``config_error``): the
+        worker then reports it, watches the archive and starts protecting once it is fixed."""
         super().__init__(name=f"worker-{sandbox.name}", daemon=True)
         # Shared by all workers: how many restores may run at once.
         self.slots = slots or threading.BoundedSemaphore(settings.daemon.max_parallel)
@@ -98,9 +103,13 @@ class SandboxWorker(threading.Thread):
         self.last_id: str | None = None  # in memory only: a restarted daemon verifies again
         self.last_instance: Instance | None = None
         self.facts: SandboxFacts | None = None  # of the last pod restored: read once per pod
+        self.startup_error = config_error
+        self.config_error: str | None = None  # the input error in force, as reported
+        self._next_plan_try = 0.0
         self.changed_files: set[str] = set()  # archive paths changed since the plan was built
         self.changed_at: float | None = None
         self.generation = 0  # bumped by every event, so a restore can tell it was overtaken
+        self.woken_at: float | None = None  # monotonic time of the first event since the last round
         self.log = log.bind(sandbox=sandbox.name)
 
     def heartbeat(self) -> None:
@@ -114,6 +123,8 @@ class SandboxWorker(threading.Thread):
 
     def notice(self, reason: str) -> None:
         self.generation += 1
+        if self.woken_at is None:
+            self.woken_at = time.monotonic()
         self.log.debug("watch.event", reason=reason)
         self.wake.set()
 
@@ -125,6 +136,8 @@ class SandboxWorker(threading.Thread):
 
     def run(self) -> None:
         threading.Thread(target=self._watch, name=f"watch-{self.sandbox.name}", daemon=True).start()
+        if self.startup_error is not None:
+            self._report_config_error(self.startup_error, "daemon start")
         self._backoff = 1.0
         self._failed_pod: str | None = None  # the pod whose last restore failed, retried at _retry_at
         self._retry_at = 0.0
@@ -153,8 +166,11 @@ class SandboxWorker(threading.Thread):
     def _tick(self) -> float:
         """One round: locate, converge if the pod is new, probe the gateway when due.
         Returns how long to sleep before the next round (an event cuts it short)."""
+        if self.plan is None:
+            return self._retry_plan()
         woken = self.generation != self._seen_generation  # an event arrived since the last round
         self._seen_generation = self.generation
+        woken_at, self.woken_at = self.woken_at, None
         try:
             instance = self.target.locate()
         except ClawguardError as exc:
@@ -174,6 +190,8 @@ class SandboxWorker(threading.Thread):
                 "sandbox.detected" if self.last_id else "sandbox.verify",
                 container_id=instance.short_id,
                 previous=self.last_id[:12] if self.last_id else None,
+                # From the event that woke this round; None (not logged) when the poll found it.
+                since_event=round(time.monotonic() - woken_at, 3) if woken_at is not None and self.last_id else None,
             )
             self._converge("pod replaced" if self.last_id else "daemon start")
             self._next_health = time.monotonic() + self.settings.health_interval
@@ -201,6 +219,57 @@ class SandboxWorker(threading.Thread):
             return max(0.05, self.changed_at + RESYNC_DEBOUNCE - time.monotonic())
         return min(self.settings.poll_interval, max(1.0, due))
 
+    def _report_config_error(self, error: InputError, reason: str) -> None:
+        """The sandbox's input is bad: say so once per distinct error, everywhere a user looks
+        (journal at priority err, status, the systemd STATUS= line, the on_failed hook)."""
+        message = str(error)
+        self._set(f"{self.sandbox.name}: config error: {message}")
+        if message == self.config_error:
+            return
+        self.config_error = message
+        self.log.error("sandbox.config_error", error=message, reason=reason)
+        update_state_when_free(
+            self.sandbox.name,
+            self.state_root,
+            status=self.status.line,
+            config_error={"message": message, "at": time.time(), "reason": reason},
+        )
+        env = {
+            "CLAWGUARD_EVENT": "failed",
+            "CLAWGUARD_SANDBOX": self.sandbox.name,
+            "CLAWGUARD_CONTAINER_ID": self.last_id or "",
+            "CLAWGUARD_OUTCOME": "failed",
+            "CLAWGUARD_FAILED_STEP": "",
+            "CLAWGUARD_CHANGED_STEPS": "",
+            "CLAWGUARD_DURATION": "0",
+            "CLAWGUARD_REASON": f"config error ({reason})",
+            "CLAWGUARD_GATEWAY": "",
+        }
+        hooks.fire(self.sandbox.hooks, "on_failed", env, self.sandbox.name, self.state_root)
+
+    def _retry_plan(self) -> float:
+        """In the config-error state: try the archive again when it changed (after the
+        debounce) or every poll; a valid plan ends the state and protection starts."""
+        now = time.monotonic()
+        if self.changed_at is not None and now < self.changed_at + RESYNC_DEBOUNCE:
+            return max(0.05, self.changed_at + RESYNC_DEBOUNCE - now)
+        if self.changed_at is None and now < self._next_plan_try:
+            return min(self._next_plan_try - now, self.settings.poll_interval)
+        files = sorted(self.changed_files)
+        self.changed_files.clear()
+        self.changed_at = None
+        self._next_plan_try = now + self.settings.poll_interval
+        try:
+            self.plan = build_plan(self.sandbox, self.facts)
+        except InputError as exc:
+            self._report_config_error(exc, "archive changed" if files else "retry")
+            return min(self._next_plan_try - now, self.settings.poll_interval)
+        self.log.info("sandbox.config_fixed", files=files or None)
+        self.config_error = None
+        self.last_id = None  # restore in full with the new plan
+        self._set(f"{self.sandbox.name}: config fixed, restoring", settled=False)
+        return 0.0
+
     def _resync(self, instance: Instance) -> None:
         """Re-validate the archive after an edit; apply only the steps whose result changed."""
         files = sorted(self.changed_files)
@@ -213,7 +282,7 @@ class SandboxWorker(threading.Thread):
             self._set(f"{self.sandbox.name}: archive invalid, the last valid plan stays in force: {exc}")
             self.log.error("archive.invalid", error=str(exc), files=files)
             return
-        changed = changed_steps(self.plan, plan)
+        changed = changed_steps(self.plan, plan) if self.plan is not None else plan.steps
         self.plan = plan
         if not changed:
             self.log.info("archive.unchanged", files=files)
@@ -228,7 +297,7 @@ class SandboxWorker(threading.Thread):
             self.wake.set()
 
     def _capture(self, instance: Instance, reason: str, lock_timeout: float = 0.0) -> None:
-        if not self.plan.persist or self.last_id != instance.id:
+        if self.plan is None or not self.plan.persist or self.last_id != instance.id:
             return
         try:
             capture_sandbox(
@@ -297,13 +366,14 @@ class SandboxWorker(threading.Thread):
                 gateway=self.gateway,
                 facts=self.facts,
                 heartbeat=self.heartbeat,
+                on_wait=self._waiting,
                 replaced=lambda current: self.generation != started_generation and self._pod_changed(current),
                 state_root=self.state_root,
                 reason=reason,
             )
         except InputError as exc:  # e.g. the configured user is missing in this pod's image
-            self._set(f"{self.sandbox.name}: configuration error: {exc}")
-            self.log.error("restore.input_error", error=str(exc))
+            self.log.error("restore.input_error", error=str(exc), reason=reason)
+            self._report_config_error(exc, reason)
             self.last_id = None
             return False
         except ClawguardError as exc:
@@ -313,6 +383,7 @@ class SandboxWorker(threading.Thread):
         finally:
             self.status.busy_until = 0.0
         self._set(result.status_line())
+        self.config_error = None
         if result.plan is not None and result.plan.facts is not None:
             self.facts = result.plan.facts
             if plan is None:  # a full plan for this pod: the base for re-syncs and drift checks
@@ -322,6 +393,12 @@ class SandboxWorker(threading.Thread):
         if result.ok:
             self.last_instance = Instance(result.container_id, self.sandbox.name)
         return result.ok
+
+    def _waiting(self, what: str) -> None:
+        """While another clawguard holds the sandbox's lock: alive (the watchdog is fed) and
+        saying so in the status (a one-shot `clawguard restore` can take minutes)."""
+        self.heartbeat()
+        self._set(f"{self.sandbox.name}: waiting for {what}", settled=False)
 
     def _pod_changed(self, current: str) -> bool:
         """Only asked after an event arrived mid-restore: one locate decides."""
@@ -360,15 +437,31 @@ class Daemon:
         self.state_root = state_root
         self.stop = threading.Event()
         self.changed = threading.Event()
-        # Validate every plan before starting anything (exit 2 on bad input).
-        plans = {name: build_plan(sandbox) for name, sandbox in config.sandboxes.items()}
+        # Only a bad config.yaml stops the daemon (load_config raised already). A sandbox whose
+        # archive or plan is bad gets a worker in the config-error state: every other sandbox
+        # stays protected, and it is protected as soon as its archive is fixed.
         slots = threading.BoundedSemaphore(config.daemon.max_parallel)
-        self.workers = [
-            SandboxWorker(
-                sandbox, plans[name], config, self.stop, self.changed.set, state_root, (targets or {}).get(name), slots
+        self.workers = []
+        for name, sandbox in config.sandboxes.items():
+            plan: Plan | None = None
+            error: InputError | None = None
+            try:
+                plan = build_plan(sandbox)
+            except InputError as exc:
+                error = exc
+            self.workers.append(
+                SandboxWorker(
+                    sandbox,
+                    plan,
+                    config,
+                    self.stop,
+                    self.changed.set,
+                    state_root,
+                    (targets or {}).get(name),
+                    slots,
+                    config_error=error,
+                )
             )
-            for name, sandbox in config.sandboxes.items()
-        ]
 
     def _watchdog_interval(self) -> float:
         usec = os.environ.get("WATCHDOG_USEC")
@@ -391,7 +484,10 @@ class Daemon:
             return None
         observer = Observer()
         for worker in self.workers:
-            observer.schedule(ArchiveEvents(worker), str(worker.sandbox.archive), recursive=True)
+            # A missing archive cannot be watched: its worker (in the config-error state) tries
+            # it again every poll_interval instead.
+            if worker.sandbox.archive.is_dir():
+                observer.schedule(ArchiveEvents(worker), str(worker.sandbox.archive), recursive=True)
         observer.daemon = True
         observer.start()
         return observer
@@ -431,7 +527,14 @@ class Daemon:
                 last_status = status
             write_json(
                 (self.state_root or state_dir()) / "daemon.json",
-                {"pid": os.getpid(), "started_at": started, "heartbeat_at": time.time(), "ready": ready},
+                {
+                    "pid": os.getpid(),
+                    "started_at": started,
+                    "heartbeat_at": time.time(),
+                    "ready": ready,
+                    # What each worker is doing; masked like the logs (an error may quote a secret).
+                    "workers": redact_value("", {w.sandbox.name: w.status.line for w in self.workers}),
+                },
             )
             self.changed.wait(interval)
             self.changed.clear()

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +95,23 @@ class Busy(ClawguardError):
 
 
 @contextlib.contextmanager
-def sandbox_lock(sandbox: str, root: Path | None = None, timeout: float | None = None) -> Iterator[None]:
+def sandbox_lock(
+    sandbox: str,
+    root: Path | None = None,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
     """An exclusive flock: one restore per sandbox at a time, daemon or one-shot.
 
     The kernel drops it when the holder dies, so a SIGKILLed daemon never leaves
-    a stale lock behind.
+    a stale lock behind. The holder writes its pid into the file; while waiting,
+    ``on_wait(what)`` is called about once a second with who holds it (the daemon
+    feeds its watchdog there, and says what it waits for).
     """
     path = sandbox_dir(sandbox, root) / "lock"
-    with open(path, "a") as handle:
+    with open(path, "a+") as handle:
         deadline = None if timeout is None else time.monotonic() + timeout
+        told = 0.0
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -111,8 +119,23 @@ def sandbox_lock(sandbox: str, root: Path | None = None, timeout: float | None =
             except BlockingIOError:
                 if deadline is not None and time.monotonic() > deadline:
                     raise Busy(f"{sandbox}: another clawguard is restoring it (lock {path})") from None
+                if on_wait is not None and time.monotonic() - told >= 1.0:
+                    told = time.monotonic()
+                    on_wait(f"{sandbox}'s lock, held by {_holder(path)}")
                 time.sleep(0.1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        pid = ""
+    return f"pid {pid} (a clawguard restore, capture or daemon)" if pid.isdigit() else "another clawguard"

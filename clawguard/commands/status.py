@@ -49,6 +49,18 @@ def collect(names: list[str]) -> dict[str, Any]:
     return {"daemon": _daemon(), "sandboxes": [{"sandbox": n, **load_state(n)} for n in names]}
 
 
+def _now(item: dict[str, Any], doing: str) -> str:
+    """What needs the user now: a config error in force, or what the daemon is waiting for."""
+    error = item.get("config_error") or {}
+    if error.get("message"):
+        text = "CONFIG ERROR: " + str(error["message"])
+    elif ": waiting for " in doing:
+        text = doing.split(": ", 1)[1]
+    else:
+        return "-"
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     data = collect([s.name for s in config.sandboxes.values()])
@@ -57,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     daemon = data["daemon"]
     print(f"daemon: {'running, pid ' + str(daemon.get('pid')) if daemon['running'] else 'not running'}")
-    rows = [("SANDBOX", "CONTAINER", "LAST RESTORE", "CHANGED", "WHEN", "GATEWAY", "CHECKED", "CAPTURE", "LAST HOOK")]
+    rows = [
+        ("SANDBOX", "CONTAINER", "LAST RESTORE", "CHANGED", "WHEN", "GATEWAY", "CHECKED", "CAPTURE", "LAST HOOK", "NOW")
+    ]
+    doing = daemon.get("workers") or {} if daemon["running"] else {}
     for item in data["sandboxes"]:
         restore = item.get("last_restore") or {}
         gateway = item.get("gateway") or {}
@@ -83,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 _age(gateway.get("checked_at")),
                 capture,
                 hook_text,
+                _now(item, str(doing.get(item["sandbox"]) or "")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

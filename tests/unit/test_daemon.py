@@ -305,3 +305,94 @@ def test_a_failing_restore_is_retried_with_backoff_and_a_new_pod_at_once(
     target.replace_pod("5" * 64)  # a new pod, with tar: restored without waiting
     worker._tick()
     assert calls[-1] == "5" * 64 and worker.last_id == "5" * 64 and worker._failed_pod is None
+
+
+def _two_sandboxes(archive: Path, tmp_path: Path, bad: Path) -> tuple[str, dict[str, PodTarget]]:
+    """`good` with the example archive, `bad` with an archive of its own; a recording on_failed hook."""
+    record = tmp_path / "hook-failed"
+    text = (
+        f"hooks:\n  on_failed: [sh, -c, 'echo \"$CLAWGUARD_SANDBOX $CLAWGUARD_REASON\" >> {record}']\n"
+        "version: 1\ndaemon: {poll_interval: 30}\nsandboxes:\n"
+        f"  good:\n    target: {{kind: k3s}}\n    archive: {archive}\n    gateway: {{enabled: false}}\n"
+        f"  bad:\n    target: {{kind: k3s}}\n    archive: {bad}\n    gateway: {{enabled: false}}\n"
+    )
+    targets = {name: PodTarget(make_sandbox_root(tmp_path / f"root-{name}")) for name in ("good", "bad")}
+    return text, targets
+
+
+def test_a_bad_archive_at_start_costs_only_its_own_sandbox(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: a JSON typo in one sandbox's openclaw.json, then a reboot: the daemon used to
+    exit 2 and protect nothing. Now that sandbox is in the config-error state (journal at
+    err, status, STATUS=, on_failed) and the other one is restored; fixing the archive
+    starts protecting it."""
+    import shutil
+
+    out = io.StringIO()
+    log.configure("info", out)
+    bad = tmp_path / "bad-archive"
+    shutil.copytree(archive, bad)
+    good_json = (bad / "openclaw.json").read_text()
+    (bad / "openclaw.json").write_text('{"gateway": {"port": 18789,,}}\n')
+    text, targets = _two_sandboxes(archive, tmp_path, bad)
+    recorder = Recorder()
+    daemon = Daemon(parse_config(text, "c.yaml"), recorder, targets=dict(targets))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        _wait(lambda: "READY=1" in recorder.messages)  # both settled: one restored, one in error
+        assert load_state("good")["last_restore"]["outcome"] == "ok"
+        error = load_state("bad")["config_error"]
+        assert "openclaw.json: not valid JSON" in error["message"] and error["reason"] == "daemon start"
+        status = next(m for m in reversed(recorder.messages) if m.startswith("STATUS="))
+        assert "good: restored" in status and "bad: config error:" in status
+        assert "level=error event=sandbox.config_error sandbox=bad" in out.getvalue()
+        _wait(lambda: (tmp_path / "hook-failed").exists())
+        assert (tmp_path / "hook-failed").read_text() == "bad config error (daemon start)\n"
+        assert not (targets["bad"].root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
+
+        (bad / "openclaw.json").write_text(good_json)  # fixed: the watcher sees it
+        _wait(lambda: (load_state("bad").get("last_restore") or {}).get("outcome") == "ok", timeout=30)
+        assert load_state("bad")["config_error"] is None
+        assert (targets["bad"].root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
+        assert "event=sandbox.config_fixed sandbox=bad" in out.getvalue()
+    finally:
+        daemon.shutdown()
+        runner.join(20)
+
+
+def test_waiting_for_the_lock_feeds_the_watchdog_and_says_what_for(archive: Path, tmp_path: Path) -> None:
+    """Issue 13: a long one-shot `clawguard restore` holds the lock; the daemon waited without a
+    heartbeat, and systemd's watchdog could kill it."""
+    from clawguard.state import sandbox_lock
+
+    log.configure("error", io.StringIO())
+    config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    daemon = Daemon(config, Recorder(), targets={"my-assistant": target})
+    worker = daemon.workers[0]
+    with sandbox_lock("my-assistant"):  # as `clawguard restore` would
+        runner = threading.Thread(target=daemon.run)
+        runner.start()
+        try:
+            _wait(lambda: "waiting for" in worker.status.line)
+            assert worker.status.line == (
+                f"my-assistant: waiting for my-assistant's lock, held by pid {os.getpid()} "
+                "(a clawguard restore, capture or daemon)"
+            )
+            beat = worker.status.beat
+            _wait(lambda: worker.status.beat > beat)  # still beating while it waits
+            # `clawguard status` shows it, from what the daemon publishes.
+            from clawguard.state import read_json, state_dir
+
+            _wait(lambda: "waiting for" in read_json(state_dir() / "daemon.json")["workers"]["my-assistant"])
+        except BaseException:
+            daemon.shutdown()
+            runner.join(20)
+            raise
+    try:
+        _wait(lambda: worker.last_id == "0" * 64)  # the lock was released: restored
+    finally:
+        daemon.shutdown()
+        runner.join(20)
