@@ -80,6 +80,7 @@ EXAMPLES = {
     "script_links": "false",
     "stop": "openclaw gateway stop --force",
     "secret": "true",
+    "listen": '"127.0.0.1:9464"',
 }
 RECORD_EXAMPLE = "(the keys below)"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from .targets import REGISTRY as TARGET_KINDS
 
 # Kubernetes pod names (DNS-1123 labels): also keeps shell and path metacharacters out.
 SANDBOX_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+# HOST:PORT for daemon.metrics.listen: a name or IPv4 address, or an IPv6 one in brackets.
+METRICS_LISTEN = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}"
 
 LIMITS_SCHEMA = Record(
     {
@@ -91,6 +93,19 @@ DAEMON_SCHEMA = Record(
         "live_resync": Field(
             Bool(), "Watch each archive and re-apply the steps a changed file feeds, to the live sandbox.", True
         ),
+        "metrics": Field(
+            Record(
+                {
+                    "listen": Field(
+                        Str(pattern=METRICS_LISTEN, hint="use HOST:PORT, e.g. 127.0.0.1:9464"),
+                        "Serve Prometheus metrics on this HOST:PORT, bound to that address only (docs/metrics.md). "
+                        "Unset: no endpoint.",
+                    ),
+                }
+            ),
+            "The optional Prometheus metrics endpoint.",
+            {},
+        ),
     }
 )
 
@@ -127,6 +142,7 @@ class DaemonSettings:
     persist_keep: int = 5
     max_parallel: int = 8
     live_resync: bool = True
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # {listen: HOST:PORT or None}
 
 
 @dataclass(frozen=True)

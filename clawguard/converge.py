@@ -119,7 +119,11 @@ def converge(
     if use_gateway and gateway is None:
         gateway = make_gateway(sandbox, state_root)
 
-    with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout, on_wait=on_wait):
+    # Every event of this recovery says why it runs (restore.done feeds the metrics by reason).
+    with (
+        structlog.contextvars.bound_contextvars(reason=reason),
+        sandbox_lock(sandbox.name, state_root, timeout=lock_timeout, on_wait=on_wait),
+    ):
         for _attempt in range(MAX_POD_CHANGES):
             instance = target.locate()
             bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)

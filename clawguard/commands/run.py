@@ -18,5 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
 
 
 def run(args: argparse.Namespace) -> int:
-    log.configure("debug" if args.verbose else ("warning" if args.quiet else "info"))
-    return Daemon(load_config(args.config)).run()
+    level = "debug" if args.verbose else ("warning" if args.quiet else "info")
+    log.configure(level)
+    config = load_config(args.config)
+    if config.daemon.metrics.get("listen"):
+        from ..metrics import enable  # prometheus_client is imported only when metrics are on
+
+        # Before Daemon(): its workers' loggers keep the processor chain they were bound with.
+        enable(config.daemon.metrics["listen"], config, level)
+    return Daemon(config).run()

@@ -183,3 +183,97 @@ def test_a_stopped_daemon_leaves_no_event_watcher_in_the_cluster(
     daemon.proc.wait(30)
     daemon.handle.close()
     wait_for("the event watchers to end", lambda: not _event_watchers(testbed), timeout=10)
+
+
+def test_a_pod_replaced_while_the_daemon_waits_for_its_gateway_is_restored_at_once(
+    testbed: object, tmp_path: Path
+) -> None:
+    """Issue 12: waiting out a gateway start on an old pod, the daemon noticed its
+    replacement 61 s late. Here the start never becomes healthy (a 300 s wait) and the pod
+    is replaced during the wait: the daemon must move to the new pod within seconds."""
+    bin_dir = tmp_path / "bin"
+    testbed.install_openshell(bin_dir)  # type: ignore[attr-defined]
+    config = write_config(tmp_path, extra="    gateway: {start: 'true', start_timeout: 300}\n")
+    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}")
+    old_id = testbed.restart(SANDBOX)  # type: ignore[attr-defined]  # a fresh pod: no gateway runs there
+    daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+    try:
+        wait_for(
+            "the daemon to wait for a gateway that never comes",
+            lambda: any("event=gateway.waiting" in line and SANDBOX in line for line in daemon.lines()),
+            timeout=120,
+        )
+        replaced_at = time.time()
+        new_id = testbed.restart(SANDBOX)  # type: ignore[attr-defined]
+        assert new_id != old_id
+        moved = wait_for(
+            "a restore of the new pod",
+            lambda: daemon.event_time("restore.start", replaced_at, sandbox=SANDBOX, container_id=new_id[:12]),
+            timeout=60,
+        )
+        print(f"pod replaced during the gateway wait: the new pod's restore began {moved:.1f}s later")
+        assert moved < 20
+        assert daemon.event_time("restore.restart", replaced_at, sandbox=SANDBOX)
+    finally:
+        daemon.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The endpoint's samples, by their exposition name with labels."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_the_metrics_endpoint_during_a_pod_restart(testbed: object, tmp_path: Path) -> None:
+    """Issue 13: scraped for real, the endpoint counts the restore of a replaced pod, its
+    duration and detection, and the gateway up again, per sandbox."""
+    port = _free_port()
+    bin_dir = tmp_path / "bin"
+    testbed.install_openshell(bin_dir)  # type: ignore[attr-defined]
+    config = write_config(tmp_path)
+    config.write_text(
+        config.read_text().replace("version: 1\n", f"version: 1\ndaemon: {{metrics: {{listen: '127.0.0.1:{port}'}}}}\n")
+    )
+    env = clawguard_env(PATH=f"{bin_dir}:{clawguard_env()['PATH']}")
+    daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+    up = f'clawguard_gateway_up{{sandbox="{SANDBOX}"}}'
+    replaced = f'clawguard_restores_total{{outcome="ok",reason="pod_replaced",sandbox="{SANDBOX}"}}'
+    try:
+        wait_for("the endpoint and a live gateway", lambda: _scrape_or_empty(port).get(up) == 1.0, timeout=120)
+        assert _scrape(port).get(replaced, 0.0) == 0.0
+        testbed.restart(SANDBOX)  # type: ignore[attr-defined]
+        wait_for(
+            "the replaced pod's restore counted, the gateway up",
+            lambda: _scrape_or_empty(port).get(replaced) == 1.0 and _scrape_or_empty(port).get(up) == 1.0,
+            timeout=120,
+        )
+        samples = _scrape(port)
+        assert samples[f'clawguard_detection_duration_seconds_count{{sandbox="{SANDBOX}"}}'] >= 1
+        assert samples[f'clawguard_restore_duration_seconds_count{{reason="pod_replaced",sandbox="{SANDBOX}"}}'] >= 1
+        assert samples[f'clawguard_config_error{{sandbox="{SANDBOX}"}}'] == 0.0
+        assert samples.get("clawguard_metrics_errors_total", 0.0) == 0.0
+    finally:
+        daemon.stop()
+
+
+def _scrape_or_empty(port: int) -> dict[str, float]:
+    try:
+        return _scrape(port)
+    except OSError:
+        return {}
