@@ -117,6 +117,24 @@ class Drift:
     remove: list[str] = field(default_factory=list)  # paths to delete first
 
 
+def shown(path: str) -> str:
+    """A path for a message or a report line: as it is, but with control characters escaped and
+    bytes that are not UTF-8 (os.fsdecode's surrogates) as \\xNN. The agent names its own files:
+    a name must neither forge a line of output nor drive the terminal, nor make printing fail."""
+    if path.isprintable():
+        return path
+    out = []
+    for char in path:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif not char.isprintable():
+            out.append(repr(char)[1:-1])
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def compare(
     entry: Entry,
     inspection: Inspection,
@@ -127,7 +145,7 @@ def compare(
     problems: list[str] = []
     drift = Drift(entry, problems)
     if entry.path in inspection.unsafe:
-        problems.append(f"a parent resolves to {inspection.unsafe[entry.path]} (undeclared symlink)")
+        problems.append(f"a parent resolves to {shown(inspection.unsafe[entry.path])} (undeclared symlink)")
         drift.unsafe = True
         return drift
     seen = inspection.found.get(entry.path)
@@ -153,7 +171,7 @@ def compare(
         drift.write = True
         drift.remove.append(entry.path)
     if entry.kind == "symlink" and seen.link != entry.link:
-        problems.append(f"points to {seen.link}, want {entry.link}")
+        problems.append(f"points to {shown(seen.link or '')}, want {shown(entry.link or '')}")
         drift.write = True
         drift.remove.append(entry.path)
     if entry.mode is not None and entry.kind != "symlink" and seen.mode != entry.mode:
@@ -167,12 +185,12 @@ def compare(
             # Removing a directory removes what is inside it: list only the tops.
             tops = [p for p in extra if not any(p.startswith(q + "/") for q in extra)]
             if tops:
-                problems.append("unexpected: " + ", ".join(tops))
+                problems.append("unexpected: " + ", ".join(map(shown, tops)))
                 drift.remove.extend(tops)
         if entry.recursive_owner and ids is not None:
             wrong = [o.path for o in below if (o.uid, o.gid) != (ids.uid, ids.gid)]
             if wrong:
-                problems.append(f"owner wrong on {len(wrong)} path(s) below, e.g. {wrong[0]}")
+                problems.append(f"owner wrong on {len(wrong)} path(s) below, e.g. {shown(wrong[0])}")
     return drift if problems else None
 
 

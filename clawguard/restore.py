@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from . import redact
-from .entries import Drift, Entry, Ids, Inspection, SourceChanged, compare, declared_paths, needs_content
+from .entries import Drift, Entry, Ids, Inspection, SourceChanged, compare, declared_paths, needs_content, shown
 from .errors import ConfigError, InputError, TargetError
 from .persist import Capture, CaptureRejected, read_members, stale_journals
 from .plan import Plan, PlannedStep
@@ -249,7 +249,7 @@ def apply_groups(
     for group in groups:
         report = StepReport(group.name, group.kind, OK, 0.0)
         drifts = _drifts(group.entries, before, ids, declared)
-        report.changes = [f"{d.entry.path}: {p}" for d in drifts for p in d.problems]
+        report.changes = [f"{shown(d.entry.path)}: {p}" for d in drifts for p in d.problems]
         reports.append(report)
         if not drifts:
             continue
@@ -257,7 +257,7 @@ def apply_groups(
             report.outcome = WOULD_CHANGE
         elif unsafe := [d.entry.path for d in drifts if d.unsafe]:
             report.outcome = FAILED
-            report.error = "refusing to write through an undeclared symlink: " + ", ".join(unsafe)
+            report.error = "refusing to write through an undeclared symlink: " + ", ".join(map(shown, unsafe))
         else:
             pending.append((group, report, drifts))
     if pending:
@@ -298,7 +298,9 @@ def _verify(
     left = _drifts(group.entries, after, ids, declared)
     if left:
         report.outcome = FAILED
-        report.error = "still wrong after apply: " + "; ".join(f"{d.entry.path}: {p}" for d in left for p in d.problems)
+        report.error = "still wrong after apply: " + "; ".join(
+            f"{shown(d.entry.path)}: {p}" for d in left for p in d.problems
+        )
     else:
         report.outcome = CHANGED
 

@@ -174,7 +174,7 @@ def test_a_restore_is_one_read_and_one_write(archive: Path, sandbox_root: Path) 
     # whose meaning may not (openclaw.json, compared as JSON), the agent's own validator on
     # the openclaw.json about to be written, and every step written and read back in one more.
     assert len(target.calls) == 4
-    assert "tar -c" in target.calls[1][2] and target.calls[1][4:] == ["sandbox/.openclaw/openclaw.json"]
+    assert "tar -c" in target.calls[1][2] and target.calls[1][4:] == ["/sandbox/.openclaw/openclaw.json"]
     assert target.calls[2][-4:] == ["openclaw", "config", "validate", "--json"]
     target.calls.clear()
     assert run_plan(build_plan(sandbox, pod.facts), pod).changed == 0

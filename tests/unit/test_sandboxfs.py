@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -8,8 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from clawguard.entries import Entry, Ids
-from clawguard.sandboxfs import INSPECT_SCRIPT, UserTable, Write, build_tar, inspect_args, parse_inspection
+from clawguard.entries import Entry, Ids, Inspection
+from clawguard.errors import TargetError
+from clawguard.sandboxfs import (
+    DESCRIBE,
+    INSPECT_SCRIPT,
+    ProtocolError,
+    SandboxCommandFailed,
+    UserTable,
+    Write,
+    build_tar,
+    inspect_args,
+    parse_inspection,
+    parse_sha256sum,
+    path_arg,
+)
 
 
 def test_user_table() -> None:
@@ -31,19 +46,39 @@ def test_inspect_args_merge_recursion() -> None:
     assert inspect_args(entries) == ["R:/s/a", "P:/s/b"]
 
 
-@pytest.mark.parametrize("shell", ["sh", "busybox"])
-def test_inspect_script_on_a_real_tree(tmp_path: Path, shell: str) -> None:
-    if shell == "busybox" and not shutil.which("busybox"):
+def _userland(kind: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The shell to run a script with, and its PATH: the host's (dash and GNU coreutils) or
+    busybox's applets alone."""
+    if kind == "gnu":
+        return ["sh"], {"PATH": "/usr/bin:/bin"}
+    busybox = shutil.which("busybox")
+    if busybox is None:
         pytest.skip("busybox not installed")
+    bin_dir = tmp_path / "busybox-bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        for applet in ("sh", "stat", "sha256sum", "find", "readlink", "printf", "tar", "chown", "chmod", "rm"):
+            (bin_dir / applet).symlink_to(busybox)
+    return [str(bin_dir / "sh")], {"PATH": str(bin_dir)}
+
+
+def _inspect(kind: str, tmp_path: Path, args: list[str]) -> Inspection:
+    shell, env = _userland(kind, tmp_path)
+    argv = [*shell, "-c", INSPECT_SCRIPT, "sh", DESCRIBE, *args]
+    done = subprocess.run(argv, capture_output=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    return parse_inspection(done.stdout)
+
+
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_inspect_script_on_a_real_tree(tmp_path: Path, userland: str) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "tree" / "sub").mkdir(parents=True)
     (tmp_path / "tree" / "f").write_text("hi\n")
     (tmp_path / "tree" / "l").symlink_to("f")
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    argv = ["sh", "-c", INSPECT_SCRIPT, "sh"] if shell == "sh" else ["busybox", "sh", "-c", INSPECT_SCRIPT, "sh"]
     args = [f"R:{tmp_path}/tree", f"P:{tmp_path}/link", f"P:{tmp_path}/link/x", f"P:{tmp_path}/missing"]
-    done = subprocess.run([*argv, *args], capture_output=True, text=True, check=True)
-    found = parse_inspection(done.stdout)
+    found = _inspect(userland, tmp_path, args)
     tree = found.found
     assert tree[f"{tmp_path}/tree"].kind == "dir"
     assert tree[f"{tmp_path}/tree/sub"].kind == "dir"
@@ -52,6 +87,100 @@ def test_inspect_script_on_a_real_tree(tmp_path: Path, shell: str) -> None:
     assert tree[f"{tmp_path}/link"].kind == "symlink"
     assert f"{tmp_path}/missing" not in tree
     assert found.unsafe == {f"{tmp_path}/link/x": str((tmp_path / "real").resolve())}
+
+
+# Every kind of name Linux allows that a line- or tab-based reply would garble.
+HOSTILE = [
+    "notes\\2024.md",  # GNU sha256sum escapes a backslash
+    "new\nline",
+    "ends with newline\n",
+    "\nstarts with newline",
+    "tab\there",
+    "carriage\rreturn",
+    "\\",
+    "-leading-dash",
+    "--",
+    " spaces  around ",
+    "quotes ' and \"",
+    "$(touch pwned) `touch pwned`; *?[a]",
+    "caf\u00e9 \u2603",
+    os.fsdecode(b"latin1-\xe9-\xff\xfe"),
+    os.fsdecode(b"\x1b[31mred\x1b[0m"),
+    "x" * 255,
+    os.fsdecode(b"\xc3" * 255),
+]
+
+
+def _hostile_tree(root: Path) -> dict[str, bytes]:
+    """A directory holding every HOSTILE name as a file, a directory with a file inside,
+    and a symlink whose target is that name; the content of each file, by path."""
+    contents: dict[str, bytes] = {}
+    root.mkdir()
+    for number, name in enumerate(HOSTILE):
+        data = f"file {number}\n".encode()
+        (root / name).write_bytes(data)
+        contents[str(root / name)] = data
+    for name in HOSTILE[:6]:
+        (root / "dirs").mkdir(exist_ok=True)
+        (root / "dirs" / name).mkdir()
+        (root / "dirs" / name / name).write_bytes(b"inside")
+        contents[str(root / "dirs" / name / name)] = b"inside"
+        (root / "links").mkdir(exist_ok=True)
+        (root / "links" / (name + ".lnk")).symlink_to(name)
+    return contents
+
+
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_every_name_survives_the_inspector(tmp_path: Path, userland: str) -> None:
+    contents = _hostile_tree(tmp_path / "t")
+    paths = [str(tmp_path / "t" / name) for name in HOSTILE]
+    # Recursively, through find; and each path named by itself, through the arguments.
+    for args in ([f"R:{path_arg(str(tmp_path / 't'))}"], [f"P:{path_arg(p)}" for p in paths]):
+        found = _inspect(userland, tmp_path, args).found
+        for path in paths:
+            assert found[path].kind == "file", path
+            assert found[path].sha256 == hashlib.sha256(contents[path]).hexdigest(), path
+    found = _inspect(userland, tmp_path, [f"R:{tmp_path}/t"]).found
+    assert len(found) == 1 + len(HOSTILE) + 2 + 6 * 3
+    for name in HOSTILE[:6]:
+        assert found[str(tmp_path / "t" / "dirs" / name)].kind == "dir"
+        assert found[str(tmp_path / "t" / "links" / (name + ".lnk"))].link == name
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_path_that_is_not_utf8_travels_escaped_and_any_other_as_itself() -> None:
+    assert path_arg("/sandbox/a b\\c\n") == "/sandbox/a b\\c\n"
+    assert path_arg("/s/" + os.fsdecode(b"\xff")) == "%/s/\\0377"
+    assert path_arg(os.fsdecode(b"/a\xff\\%")) == "%/a\\0377\\0134\\0045"
+
+
+def test_sha256sum_records_are_read_by_the_names_asked_for() -> None:
+    digest = "ab" * 32
+    names = [b"plain", b"new\nline", b"back\\slash", b"cr\rx"]
+    busybox = b"".join(digest.encode() + b"  " + name + b"\n" for name in names)
+    assert parse_sha256sum(busybox, names) == [digest] * 4
+    gnu = f"{digest}  plain\n\\{digest}  new\\nline\n\\{digest}  back\\\\slash\n\\{digest}  cr\\rx\n".encode()
+    assert parse_sha256sum(gnu, names) == [digest] * 4
+    for bad in (busybox[:-1], busybox + b"more", busybox.replace(b"plain", b"other")):
+        with pytest.raises(ProtocolError):
+            parse_sha256sum(bad, names)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"garbage",  # not NUL-terminated
+        b"X\0",  # an unknown record
+        b"B\0" + b"2\0a\0",  # cut short
+        b"B\0" + b"1\0a\0" + b"81a4 0 0\n\0H\0\0\0",  # a stat line short of a field
+        b"B\0" + b"1\0a\0" + b"81a4 0 0 1\n\0H\0 2\0\0",  # a hash for a path outside the batch
+        b"B\0" + b"1\0a\0" + b"81a4 0 0 1\n81a4 0 0 1\n\0H\0\0\0",  # two stat lines for one path
+    ],
+)
+def test_a_reply_that_does_not_parse_is_a_target_error(reply: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_inspection(reply)
+    assert isinstance(caught.value, TargetError) and isinstance(caught.value, SandboxCommandFailed)
 
 
 def test_write_args_and_tar() -> None:
