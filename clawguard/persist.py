@@ -57,41 +57,42 @@ SNAPSHOT_JS = (
 # user. Prints a tar stream of every match (relative to /), then one more tar stream
 # holding an online-backup snapshot of each matched *.sqlite file with its directory, under
 # the same names; nothing when nothing matches. Patterns are expanded by the shell's
-# pathname expansion only: their text is never evaluated.
+# pathname expansion only: their text is never evaluated. Matches are kept as positional
+# parameters and reach tar through references ("${7}"), so a name may hold any byte (a
+# newline included); the eval only ever sees those references.
 CAPTURE_SCRIPT = r"""
 node=$1 snapshot=$2; shift 2
-IFS='
-'
 cd / || exit 3
-list=''; dbs=''
-for pattern in "$@"; do
+n=$#; k=0; files=''; dbs=''
+IFS=''
+for pattern do
   for path in $pattern; do
-    if [ -f "$path" ] && [ ! -L "$path" ] && [ "${path%.sqlite}" != "$path" ]; then dbs="$dbs${path#/}
-"
-    elif [ -L "$path" ] || [ -e "$path" ]; then list="$list${path#/}
-"
-    fi
+    [ -L "$path" ] || [ -e "$path" ] || continue
+    set -- "$@" "${path#/}"; k=$((k + 1))
+    if [ -f "$path" ] && [ ! -L "$path" ] && [ "${path%.sqlite}" != "$path" ]; then dbs="$dbs $k"
+    else files="$files \"\${$k}\""; fi
   done
 done
+IFS=' '
 set -f
-if [ -n "$list" ]; then tar -c -f - $list || exit 3; fi
+shift "$n"
+if [ -n "$files" ]; then eval "tar -c -f - -- $files" || exit 3; fi
 [ -n "$dbs" ] || exit 0
 stage=$(mktemp -d) || exit 3
 trap 'rm -rf "$stage"' EXIT
-dirs=''
-for db in $dbs; do
+dirs=''; last=''
+for i in $dbs; do
+  eval "db=\${$i}"
   dir=${db%/*}
   mkdir -p "$stage/$dir" || exit 3
   chmod "$(stat -c %a "/$dir")" "$stage/$dir" || exit 3
-  "$node" -e "$snapshot" "/$db" "$stage/$db" 2>/dev/null || { echo "clawguard: snapshot of /$db failed" >&2; exit 5; }
+  if ! "$node" -e "$snapshot" "/$db" "$stage/$db" 2>/dev/null; then
+    printf 'clawguard: snapshot of /%s failed\n' "$db" >&2; exit 5
+  fi
   chmod "$(stat -c %a "/$db")" "$stage/$db" || exit 3
-  case "
-$dirs" in *"
-$dir
-"*) ;; *) dirs="$dirs$dir
-" ;; esac
+  if [ "$dir" != "$last" ]; then set -- "$@" "$dir"; dirs="$dirs \"\${$#}\""; last=$dir; fi
 done
-cd "$stage" && tar -c -f - $dirs || exit 3
+cd "$stage" && eval "tar -c -f - -- $dirs" || exit 3
 """
 
 
@@ -269,13 +270,14 @@ def read_members(data: bytes, patterns: Sequence[str], root: str, owner: tuple[I
     The stream comes from inside the sandbox, so it is not trusted: absolute or
     ``..`` names, paths outside ``root`` or outside every pattern (but for the
     directories on the way to one), and anything below a captured symlink are
-    dropped; devices, fifos and hard links too. ``owner`` maps the sandbox user's ids
+    dropped; devices, fifos and hard links too. A path the stream holds twice is taken
+    once, as it comes last. ``owner`` maps the sandbox user's ids
     when the capture was taken to its ids now: an image rebuilt with ``useradd -r``
     may give it another uid, and the agent must still own its files.
     """
     if not data:
         return []
-    result: list[Member] = []
+    result: dict[str, Member] = {}
     links: list[str] = []
     prefix = root.rstrip("/") + "/"
     try:
@@ -284,7 +286,9 @@ def read_members(data: bytes, patterns: Sequence[str], root: str, owner: tuple[I
                 name = info.name.strip("/")
                 parts = name.split("/")
                 path = "/" + name
-                if not name or ".." in parts or "." in parts or any(ord(c) < 32 for c in name):
+                # Any other name is the agent's own, whatever bytes it holds (a newline, a
+                # backslash, bytes that are not UTF-8): it is written back as it was.
+                if not name or ".." in parts or "." in parts:
                     continue
                 if not path.startswith(prefix) or any(path.startswith(link + "/") for link in links):
                     continue
@@ -307,10 +311,10 @@ def read_members(data: bytes, patterns: Sequence[str], root: str, owner: tuple[I
                     entry = Entry(path, "file", mode, content=content)
                 else:
                     continue
-                result.append(Member(entry, ids))
+                result[path] = Member(entry, ids)
     except (tarfile.TarError, EOFError) as exc:
         raise CaptureRejected(f"the capture is not a complete tar stream ({exc})") from None
-    return result
+    return list(result.values())
 
 
 def stale_journals(members: Sequence[Member]) -> list[Entry]:
