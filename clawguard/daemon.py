@@ -264,6 +264,7 @@ class SandboxWorker(threading.Thread):
         except InputError as exc:
             self._report_config_error(exc, "archive changed" if files else "retry")
             return min(self._next_plan_try - now, self.settings.poll_interval)
+        self.plan.log_warnings()
         self.log.info("sandbox.config_fixed", files=files or None)
         self.config_error = None
         self.last_id = None  # restore in full with the new plan
@@ -283,6 +284,8 @@ class SandboxWorker(threading.Thread):
             self.log.error("archive.invalid", error=str(exc), files=files)
             return
         changed = changed_steps(self.plan, plan) if self.plan is not None else plan.steps
+        if self.plan is None or plan.warnings != self.plan.warnings:
+            plan.log_warnings()
         self.plan = plan
         if not changed:
             self.log.info("archive.unchanged", files=files)
@@ -447,6 +450,7 @@ class Daemon:
             error: InputError | None = None
             try:
                 plan = build_plan(sandbox)
+                plan.log_warnings()
             except InputError as exc:
                 error = exc
             self.workers.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -36,8 +37,15 @@ class Plan:
     steps: list[PlannedStep]
     persist: list[str] = field(default_factory=list)  # validated persisted paths and globs
     warnings: list[str] = field(default_factory=list)  # safe to restore, but the user should know
+    # The same warnings as log events (name, fields), logged by whoever adopts the plan: a plan
+    # is built often (per pod, per re-sync, by check), a warning should be said once.
+    warning_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     layout: Layout = field(default_factory=Layout)
     facts: SandboxFacts | None = None  # the pod this plan was made for; None: from the config alone
+
+    def log_warnings(self) -> None:
+        for event, fields in self.warning_events:
+            log.warning(event, sandbox=self.sandbox.name, **fields)
 
     def subset(self, steps: list[PlannedStep]) -> Plan:
         return replace(self, steps=steps)
@@ -92,8 +100,12 @@ def build_plan(sandbox: SandboxConfig, facts: SandboxFacts | None = None) -> Pla
                     _ = entry.sha256  # read now: the plan is pinned to the content it validated
                 except OSError as exc:
                     raise ArchiveError(f"cannot read {entry.source}: {exc.strerror}", file=entry.source) from None
-    warnings = [w for item in planned for w in item.step.warnings(ctx)] + _warn_readable_secrets(sandbox, planned)
-    return Plan(sandbox, planned, list(persist), warnings, layout, facts)
+    step_warnings = [w for item in planned for w in item.step.warnings(ctx)]
+    secrets = _warn_readable_secrets(sandbox, planned)
+    warnings = step_warnings + [message for message, _ in secrets]
+    events = [("plan.warning", {"warning": w}) for w in step_warnings]
+    events += [("archive.credentials_readable", fields) for _, fields in secrets]
+    return Plan(sandbox, planned, list(persist), warnings, events, layout, facts)
 
 
 def _error_at(
@@ -249,10 +261,10 @@ def _check_limits(sandbox: SandboxConfig, total: int, count: int, largest: tuple
         )
 
 
-def _warn_readable_secrets(sandbox: SandboxConfig, planned: list[PlannedStep]) -> list[str]:
-    """Files the plan installs private (no group or other bits, like credentials/) but that
-    other users on the host can read. A warning, not an error: a git checkout gives 0644,
-    and the sandbox copy gets its declared mode whatever the host file's mode is."""
+def _warn_readable_secrets(sandbox: SandboxConfig, planned: list[PlannedStep]) -> list[tuple[str, dict[str, Any]]]:
+    """Files the plan installs as credentials but that other users on the host can read,
+    as (message, log fields). A warning, not an error: a git checkout gives 0644, and the
+    sandbox copy gets its declared mode whatever the host file's mode is."""
     warnings = []
     for item in planned:
         for entry in item.entries:
@@ -269,15 +281,13 @@ def _warn_readable_secrets(sandbox: SandboxConfig, planned: list[PlannedStep]) -
                 f"{entry.source} is readable by other users on the host (mode {mode:04o}); "
                 f"the sandbox gets it as {entry.mode:04o}, but the archive copy is exposed: {fix}"
             )
-            log.warning(
-                "archive.credentials_readable",
-                sandbox=sandbox.name,
-                file=str(entry.source),
-                mode=f"{mode:04o}",
-                reason="readable by other users on the host",
-                fix=fix,
-            )
-            warnings.append(why)
+            fields = {
+                "file": str(entry.source),
+                "mode": f"{mode:04o}",
+                "reason": "readable by other users on the host",
+                "fix": fix,
+            }
+            warnings.append((why, fields))
     return warnings
 
 

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     sandboxes = config.select(args.sandbox)
     for sandbox in sandboxes:  # every archive first: a bad one fails before any sandbox is read
-        build_plan(sandbox)
+        build_plan(sandbox).log_warnings()
     for sandbox in sandboxes:
         if args.offline:
             plan, pod, where = build_plan(sandbox), None, "not read (--offline)"

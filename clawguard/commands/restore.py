@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     # Validate every selected plan before touching any sandbox.
     sandboxes = config.select(args.sandbox)
     for sandbox in sandboxes:
-        build_plan(sandbox)
+        build_plan(sandbox).log_warnings()
     facts = {sandbox.name: check_pod(sandbox) for sandbox in sandboxes} if len(sandboxes) > 1 else {}
     results = []
     for sandbox in sandboxes:
