@@ -43,45 +43,6 @@ sandboxes:
 |---|---|---|---|---|
 """
 
-# Examples for keys without a default, by their last name; the rest show their default.
-EXAMPLES = {
-    "version": "1",
-    "sandboxes": "{my-assistant: {...}}",
-    "target": "{kind: k3s}",
-    "archive": "~/sandbox-restore",
-    "plan": "[{kind: soul}]",
-    "persist": "[/sandbox/.openclaw-data/workspace/MEMORY.md]",
-    "kind": "k3s",
-    "name": "proxmox-skill",
-    "owner": "sandbox",
-    "mode": '"0644"',
-    "file_mode": '"0600"',
-    "dir_mode": '"0700"',
-    "restart_gateway": "true",
-    "dest": "/sandbox/.openclaw-data/workspace/SOUL.md",
-    "source": "skills/proxmox",
-    "path": "/sandbox/.openclaw-data/telegram",
-    "target_path": "/sandbox/.openclaw-data/proxmox.sh",
-    "links": "[/sandbox/.openclaw/proxmox.sh]",
-    "layout": "file",
-    "container": "openshell-my-assistant",
-    "labels": "{openshell.ai/sandbox-name: my-assistant}",
-    "docker_host": "unix:///run/docker.sock",
-    "pod": "my-assistant",
-    "on_restored": '[notify-send, "sandbox restored"]',
-    "on_failed": "[/home/me/bin/page-me, clawguard]",
-    "on_drift": "[logger, -t, clawguard, drift]",
-    "timeout": "30",
-    "ssh_options": '["ServerAliveInterval=15"]',
-    "config_dir": "/sandbox/.openclaw",
-    "data_dir": "/sandbox/.openclaw-data",
-    "workspace": "/sandbox/.openclaw-data/workspace",
-    "telegram_dir": "/sandbox/.openclaw-data/telegram",
-    "script_links": "false",
-    "stop": "openclaw gateway stop --force",
-    "secret": "true",
-    "listen": '"127.0.0.1:9464"',
-}
 RECORD_EXAMPLE = "(the keys below)"
 
 
@@ -98,11 +59,10 @@ def _default(spec: Field) -> str:
     return f"`{value}`"
 
 
-def example(key: str, spec: Field) -> str:
-    """A value to copy: the default when there is one, else a typical value for the key."""
-    last = key.rsplit(".", 1)[-1].split("(")[0].rstrip("[]")
-    if last in EXAMPLES and (spec.required or spec.default in (None, {}, [])):
-        return f"`{EXAMPLES[last]}`"
+def example(spec: Field) -> str:
+    """A value to copy: the key's own example, else its default."""
+    if spec.example is not None:
+        return f"`{spec.example}`"
     if isinstance(spec.schema, Record):
         return RECORD_EXAMPLE
     default = _default(spec)
@@ -113,7 +73,7 @@ def render() -> str:
     rows = []
     for key, spec in walk(config_schema()):
         meaning = spec.doc.replace("|", "/")
-        rows.append(f"| `{key}` | {spec.schema.type_name} | {_default(spec)} | {example(key, spec)} | {meaning} |")
+        rows.append(f"| `{key}` | {spec.schema.type_name} | {_default(spec)} | {example(spec)} | {meaning} |")
     return HEADER + "\n".join(rows) + "\n"
 
 

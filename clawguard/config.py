@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,21 @@ def _target_schema() -> Tagged:
 def sandbox_schema() -> Record:
     return Record(
         {
-            "target": Field(_target_schema(), "Where the sandbox lives.", required=True),
-            "archive": Field(HostPath(), "The host-side restore archive.", required=True),
+            "target": Field(_target_schema(), "Where the sandbox lives.", required=True, example="{kind: k3s}"),
+            "archive": Field(HostPath(), "The host-side restore archive.", required=True, example="~/sandbox-restore"),
             "user": Field(Owner(), "The sandbox user, resolved from the sandbox's /etc/passwd.", "sandbox"),
-            "plan": Field(ListOf(_step_schema()), "Explicit steps; when absent, derived from the archive layout."),
+            "plan": Field(
+                ListOf(_step_schema()),
+                "Explicit steps; when absent, derived from the archive layout.",
+                example="[{kind: soul}, {kind: chown, path: /sandbox/.openclaw-data/telegram}]",
+            ),
             "persist": Field(
                 ListOf(SandboxPath()),
                 "Paths the agent writes, captured from the live sandbox and restored into the next pod "
                 "(globs allowed; a *.sqlite file is copied with SQLite's online backup). Default, by the "
                 "agent's version: the telegram offset files or <config_dir>/state/openclaw.sqlite, "
                 "<workspace>/MEMORY.md and <workspace>/memory. An empty list turns persistence off.",
+                example="[/sandbox/.openclaw/workspace/MEMORY.md, /sandbox/.openclaw/state/openclaw.sqlite]",
             ),
             "layout": Field(LAYOUT_SCHEMA, "Where things live inside the sandbox.", {}),
             "agent": Field(AGENT_SCHEMA, "The OpenClaw agent in the sandbox and its own CLI.", {}),
@@ -100,6 +105,7 @@ DAEMON_SCHEMA = Record(
                         Str(pattern=METRICS_LISTEN, hint="use HOST:PORT, e.g. 127.0.0.1:9464"),
                         "Serve Prometheus metrics on this HOST:PORT, bound to that address only (docs/metrics.md). "
                         "Unset: no endpoint.",
+                        example='"127.0.0.1:9464"',
                     ),
                 }
             ),
@@ -113,13 +119,16 @@ DAEMON_SCHEMA = Record(
 def config_schema() -> Record:
     return Record(
         {
-            "version": Field(Int(minimum=1, maximum=1), "Config format version; must be 1.", required=True),
+            "version": Field(
+                Int(minimum=1, maximum=1), "Config format version; must be 1.", required=True, example="1"
+            ),
             "daemon": Field(DAEMON_SCHEMA, "The always-on loop (clawguard run).", {}),
             "hooks": Field(HOOKS_SCHEMA, "Outcome hooks for every sandbox.", {}),
             "sandboxes": Field(
                 MapOf(Str(pattern=SANDBOX_NAME, hint="use a sandbox name: a-z, 0-9 and '-'"), sandbox_schema()),
                 "One entry per sandbox, keyed by its name.",
                 required=True,
+                example="{my-assistant: {target: {kind: k3s}, archive: ~/sandbox-restore}}",
             ),
         }
     )
@@ -134,15 +143,17 @@ class Limits:
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    poll_interval: int = 30
-    health_interval: int = 60
-    backoff_max: int = 60
-    verify_interval: int = 300
-    persist_interval: int = 60
-    persist_keep: int = 5
-    max_parallel: int = 8
-    live_resync: bool = True
-    metrics: Mapping[str, Any] = field(default_factory=dict)  # {listen: HOST:PORT or None}
+    """``daemon:`` as validated: every default is DAEMON_SCHEMA's, stated there only."""
+
+    poll_interval: int
+    health_interval: int
+    backoff_max: int
+    verify_interval: int
+    persist_interval: int
+    persist_keep: int
+    max_parallel: int
+    live_resync: bool
+    metrics: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

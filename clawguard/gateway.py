@@ -63,7 +63,9 @@ GATEWAY_SCHEMA = Record(
             "openshell-{sandbox}",
         ),
         "ssh_user": Field(Str(pattern=r"[a-z_][a-z0-9_-]*"), "User to log in as.", "sandbox"),
-        "ssh_options": Field(ListOf(Str(pattern=r"[A-Za-z]+=[^\n]*")), "Extra ssh -o options.", []),
+        "ssh_options": Field(
+            ListOf(Str(pattern=r"[A-Za-z]+=[^\n]*")), "Extra ssh -o options.", [], example='["ServerAliveInterval=15"]'
+        ),
         "start": Field(
             Str(),
             "Command that starts the gateway in the sandbox (over ssh, as ssh_user).",
@@ -74,6 +76,7 @@ GATEWAY_SCHEMA = Record(
             "Command that stops the gateway (over ssh), for restarts after a change it only reads at start. "
             "Default: signal the processes serving the gateway's port (SIGTERM, then SIGKILL after "
             "stop_timeout), as root through the target.",
+            example='"pkill -u sandbox -f openclaw-gateway"',
         ),
         "health_url": Field(
             Str(pattern=r"https?://[^\s'\"]+"),

@@ -25,6 +25,12 @@ log = structlog.get_logger("clawguard.hooks")
 EVENTS = ("on_restored", "on_failed", "on_drift")
 
 
+_EXAMPLES = {
+    "on_restored": '[notify-send, "sandbox restored"]',
+    "on_failed": "[/home/me/bin/page-me, clawguard]",
+    "on_drift": "[logger, -t, clawguard, drift]",
+    "timeout": "30",
+}
 _DOCS = {
     "on_restored": "Argument list run after a restore that changed something.",
     "on_failed": "Argument list run after a restore or gateway start failed.",
@@ -35,8 +41,12 @@ _DOCS = {
 
 def _schema(inherit: bool) -> Record:
     """Global hooks default to none; a sandbox's default to the global ones (None)."""
-    fields = {event: Field(ListOf(Str()), _DOCS[event], None if inherit else []) for event in EVENTS}
-    fields["timeout"] = Field(Int(minimum=1, maximum=3600), _DOCS["timeout"], None if inherit else 30)
+    fields = {
+        event: Field(ListOf(Str()), _DOCS[event], None if inherit else [], example=_EXAMPLES[event]) for event in EVENTS
+    }
+    fields["timeout"] = Field(
+        Int(minimum=1, maximum=3600), _DOCS["timeout"], None if inherit else 30, example=_EXAMPLES["timeout"]
+    )
     return Record(fields)
 
 

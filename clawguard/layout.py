@@ -26,13 +26,24 @@ LAYOUT_SCHEMA = Record(
             "auto",
         ),
         "root": Field(SandboxPath(), "Every write must land under this directory.", "/sandbox"),
-        "config_dir": Field(SandboxPath(), "OpenClaw's home, ~/.openclaw. Default: <root>/.openclaw."),
+        "config_dir": Field(
+            SandboxPath(), "OpenClaw's home, ~/.openclaw. Default: <root>/.openclaw.", example="/sandbox/.openclaw"
+        ),
         "data_dir": Field(
             SandboxPath(),
             "Where the writable files go. Default: <root>/.openclaw-data (split) or the config_dir (flat).",
+            example="/sandbox/.openclaw-data",
         ),
-        "workspace": Field(SandboxPath(), "The agent workspace (SOUL.md). Default: <data_dir>/workspace."),
-        "telegram_dir": Field(SandboxPath(), "Telegram's state directory. Default: <data_dir>/telegram."),
+        "workspace": Field(
+            SandboxPath(),
+            "The agent workspace (SOUL.md). Default: <data_dir>/workspace.",
+            example="/sandbox/.openclaw/workspace-bob",
+        ),
+        "telegram_dir": Field(
+            SandboxPath(),
+            "Telegram's state directory. Default: <data_dir>/telegram.",
+            example="/sandbox/.openclaw/telegram",
+        ),
         "exec_approvals": Field(
             Str(choices=("auto", "symlink", "file", "cli")),
             "symlink: a real file in data_dir linked from config_dir (the seed's layout); file: a real file in "
@@ -41,7 +52,9 @@ LAYOUT_SCHEMA = Record(
             "auto",
         ),
         "script_links": Field(
-            Bool(), "Link each script from config_dir too, so ~/.openclaw/<script> works. Default: on in split."
+            Bool(),
+            "Link each script from config_dir too, so ~/.openclaw/<script> works. Default: on in split.",
+            example="false",
         ),
     }
 )
@@ -49,16 +62,16 @@ LAYOUT_SCHEMA = Record(
 
 @dataclass(frozen=True)
 class Layout:
-    """A resolved layout: every path known."""
+    """A resolved layout: every path known (``LayoutSettings.resolve`` makes one)."""
 
-    style: Literal["split", "flat"] = "split"
-    root: str = "/sandbox"
-    config_dir: str = "/sandbox/.openclaw"
-    data_dir: str = "/sandbox/.openclaw-data"
-    workspace: str = "/sandbox/.openclaw-data/workspace"
-    telegram_dir: str = "/sandbox/.openclaw-data/telegram"
-    exec_approvals: str = "auto"
-    script_links: bool = True
+    style: Literal["split", "flat"]
+    root: str
+    config_dir: str
+    data_dir: str
+    workspace: str
+    telegram_dir: str
+    exec_approvals: str
+    script_links: bool
 
     @property
     def config_owner_root(self) -> bool:
@@ -74,11 +87,11 @@ class LayoutSettings:
 
     @property
     def style(self) -> str:
-        return str(self.values.get("style") or "auto")
+        return str(self.values["style"])
 
     @property
     def root(self) -> str:
-        return str(self.values.get("root") or "/sandbox")
+        return str(self.values["root"])
 
     def split_dirs(self) -> tuple[str, str]:
         """Where a split layout would have its config and data directories (for detection)."""
@@ -101,6 +114,6 @@ class LayoutSettings:
             data_dir=data,
             workspace=v.get("workspace") or f"{data}/workspace",
             telegram_dir=v.get("telegram_dir") or f"{data}/telegram",
-            exec_approvals=v.get("exec_approvals") or "auto",
+            exec_approvals=v["exec_approvals"],
             script_links=(style == "split" and config != data) if links is None else bool(links),
         )

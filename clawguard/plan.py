@@ -40,8 +40,8 @@ class Plan:
     # The same warnings as log events (name, fields), logged by whoever adopts the plan: a plan
     # is built often (per pod, per re-sync, by check), a warning should be said once.
     warning_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    layout: Layout = field(default_factory=Layout)
-    facts: SandboxFacts | None = None  # the pod this plan was made for; None: from the config alone
+    layout: Layout = field(kw_only=True)
+    facts: SandboxFacts | None = field(default=None, kw_only=True)  # the pod it was made for; None: the config alone
 
     def log_warnings(self) -> None:
         for event, fields in self.warning_events:
@@ -105,7 +105,7 @@ def build_plan(sandbox: SandboxConfig, facts: SandboxFacts | None = None) -> Pla
     warnings = step_warnings + [message for message, _ in secrets]
     events = [("plan.warning", {"warning": w}) for w in step_warnings]
     events += [("archive.credentials_readable", fields) for _, fields in secrets]
-    return Plan(sandbox, planned, list(persist), warnings, events, layout, facts)
+    return Plan(sandbox, planned, list(persist), warnings, events, layout=layout, facts=facts)
 
 
 def _error_at(

@@ -205,10 +205,14 @@ class Owner(Schema):
 
 @dataclass
 class Field:
+    """One key: its type, default, meaning and an example, declared together (the reference
+    in docs/configuration.md is generated from these, and every example is validated)."""
+
     schema: Schema
     doc: str
     default: Any = None
     required: bool = False
+    example: str | None = None  # YAML text to copy, for keys whose default does not show one
 
 
 @dataclass

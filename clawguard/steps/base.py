@@ -59,7 +59,9 @@ class Step(ABC):
             cls.params = {
                 **cls.params,
                 "restart_gateway": Field(
-                    Bool(), f"Restart a running gateway when this step changes something (default: {default})."
+                    Bool(),
+                    f"Restart a running gateway when this step changes something (default: {default}).",
+                    example="no" if cls.restarts_gateway else "yes",
                 ),
             }
             REGISTRY[cls.kind] = cls

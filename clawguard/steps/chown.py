@@ -11,12 +11,13 @@ class ChownStep(Step):
     kind = "chown"
     summary = "Give a directory (and, by default, everything in it) to an owner, creating it if needed."
     params = {
-        "name": Field(Str(), "Label shown in progress and reports."),
-        "path": Field(SandboxPath(), "The directory.", required=True),
-        "owner": Field(Owner(), "Owner; defaults to the sandbox user."),
+        "name": Field(Str(), "Label shown in progress and reports.", example="telegram"),
+        "path": Field(SandboxPath(), "The directory.", required=True, example="/sandbox/.openclaw-data/telegram"),
+        "owner": Field(Owner(), "Owner; defaults to the sandbox user.", example="sandbox"),
         "recursive": Field(Bool(), "Also everything below it (chown -R).", True),
         "create": Field(Bool(), "Create the directory when it is missing.", True),
-        "mode": Field(Mode(), "Directory mode; unchanged when not set."),
+        # A directory's mode: the owner must keep x, or the agent is locked out of it.
+        "mode": Field(Mode(), "Directory mode; unchanged when not set.", example='"0755"'),
     }
 
     def default_name(self) -> str:

@@ -30,7 +30,7 @@ class ConfigStep(Step):
     kind = "config"
     summary = "Install openclaw.json once the agent accepts it; root 0444 (split layout) or the agent's (flat)."
     params = {
-        "name": Field(Str(), "Label shown in progress and reports."),
+        "name": Field(Str(), "Label shown in progress and reports.", example="openclaw.json"),
         "source": Field(ArchivePath(), "The file, relative to the archive.", "openclaw.json"),
     }
 

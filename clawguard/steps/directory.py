@@ -9,10 +9,12 @@ class DirectoryStep(Step):
     kind = "directory"
     summary = "Make sure a directory exists with a mode and owner."
     params = {
-        "name": Field(Str(), "Label shown in progress and reports."),
-        "path": Field(SandboxPath(), "The directory.", required=True),
+        "name": Field(Str(), "Label shown in progress and reports.", example="memory"),
+        "path": Field(
+            SandboxPath(), "The directory.", required=True, example="/sandbox/.openclaw-data/workspace/memory"
+        ),
         "mode": Field(Mode(), "Directory mode.", 0o755),
-        "owner": Field(Owner(), "Owner; defaults to the sandbox user."),
+        "owner": Field(Owner(), "Owner; defaults to the sandbox user.", example="sandbox"),
     }
 
     def default_name(self) -> str:

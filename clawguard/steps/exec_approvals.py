@@ -32,10 +32,12 @@ class ExecApprovalsStep(Step):
     summary = "Install exec approvals: a file, a symlink into the data dir, or through `openclaw approvals set`."
     restarts_gateway = True  # the gateway reads them at start; without them every exec is denied
     params = {
-        "name": Field(Str(), "Label shown in progress and reports."),
+        "name": Field(Str(), "Label shown in progress and reports.", example="exec-approvals"),
         "source": Field(ArchivePath(), "The file, relative to the archive.", "exec-approvals.json"),
         "layout": Field(
-            Str(choices=("symlink", "file", "cli")), "Overrides layout.exec_approvals for this step (auto when unset)."
+            Str(choices=("symlink", "file", "cli")),
+            "Overrides layout.exec_approvals for this step (auto when unset).",
+            example="file",
         ),
         "mode": Field(Mode(), "Mode of the real file (the agent itself keeps it 0600).", 0o600),
     }

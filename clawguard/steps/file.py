@@ -10,12 +10,21 @@ class FileStep(Step):
     kind = "file"
     summary = "Copy one archive file to an exact path, with mode, owner and optional symlinks to it."
     params = {
-        "name": Field(Str(), "Label shown in progress and reports."),
-        "source": Field(ArchivePath(), "The file, relative to the archive.", required=True),
-        "dest": Field(SandboxPath(), "Where it goes in the sandbox.", required=True),
+        "name": Field(Str(), "Label shown in progress and reports.", example="proxmox.sh"),
+        "source": Field(
+            ArchivePath(), "The file, relative to the archive.", required=True, example="scripts/proxmox.sh"
+        ),
+        "dest": Field(
+            SandboxPath(), "Where it goes in the sandbox.", required=True, example="/sandbox/.openclaw-data/proxmox.sh"
+        ),
         "mode": Field(Mode(), "File mode.", 0o644),
-        "owner": Field(Owner(), "Owner; defaults to the sandbox user."),
-        "links": Field(ListOf(SandboxPath()), "Symlinks to create that point at dest.", []),
+        "owner": Field(Owner(), "Owner; defaults to the sandbox user.", example="sandbox"),
+        "links": Field(
+            ListOf(SandboxPath()),
+            "Symlinks to create that point at dest.",
+            [],
+            example="[/sandbox/.openclaw/proxmox.sh]",
+        ),
     }
 
     def default_name(self) -> str:

@@ -14,9 +14,11 @@ class SoulStep(Step):
     summary = "Install SOUL.md into the agent workspace."
     restarts_gateway = True  # a running session keeps the SOUL.md it started with (seed 000)
     params = {
-        "name": Field(Str(), "Label shown in progress and reports."),
+        "name": Field(Str(), "Label shown in progress and reports.", example="SOUL.md"),
         "source": Field(ArchivePath(), "The file, relative to the archive.", "SOUL.md"),
-        "dest": Field(SandboxPath(), "Defaults to <layout.workspace>/SOUL.md."),
+        "dest": Field(
+            SandboxPath(), "Defaults to <layout.workspace>/SOUL.md.", example="/sandbox/.openclaw/workspace-bob/SOUL.md"
+        ),
     }
 
     def default_name(self) -> str:

@@ -9,10 +9,15 @@ class SymlinkStep(Step):
     kind = "symlink"
     summary = "Make sure a symlink exists and points where it should."
     params = {
-        "name": Field(Str(), "Label shown in progress and reports."),
-        "path": Field(SandboxPath(), "The symlink itself.", required=True),
-        "target": Field(SandboxPath(), "What it points to (an absolute sandbox path).", required=True),
-        "owner": Field(Owner(), "Owner of the link itself; unchecked when not set."),
+        "name": Field(Str(), "Label shown in progress and reports.", example="proxmox.sh link"),
+        "path": Field(SandboxPath(), "The symlink itself.", required=True, example="/sandbox/.openclaw/proxmox.sh"),
+        "target": Field(
+            SandboxPath(),
+            "What it points to (an absolute sandbox path).",
+            required=True,
+            example="/sandbox/.openclaw-data/proxmox.sh",
+        ),
+        "owner": Field(Owner(), "Owner of the link itself; unchecked when not set.", example="sandbox"),
     }
 
     def default_name(self) -> str:

@@ -10,17 +10,27 @@ class TreeStep(Step):
     kind = "tree"
     summary = "Copy an archive directory to the sandbox with the exact same tree."
     params = {
-        "name": Field(Str(), "Label shown in progress and reports."),
-        "source": Field(ArchivePath(), "The directory, relative to the archive.", required=True),
-        "dest": Field(SandboxPath(), "Where it goes in the sandbox.", required=True),
-        "owner": Field(Owner(), "Owner of everything; defaults to the sandbox user."),
+        "name": Field(Str(), "Label shown in progress and reports.", example="skills/proxmox"),
+        "source": Field(
+            ArchivePath(), "The directory, relative to the archive.", required=True, example="skills/proxmox"
+        ),
+        "dest": Field(
+            SandboxPath(),
+            "Where it goes in the sandbox.",
+            required=True,
+            example="/sandbox/.openclaw-data/skills/proxmox",
+        ),
+        "owner": Field(Owner(), "Owner of everything; defaults to the sandbox user.", example="sandbox"),
         "exact": Field(Bool(), "Remove what is in dest but not in the archive.", True),
-        "file_mode": Field(Mode(), "Mode of every file; default 0755 if executable on the host, else 0644."),
+        "file_mode": Field(
+            Mode(), "Mode of every file; default 0755 if executable on the host, else 0644.", example='"0600"'
+        ),
         "dir_mode": Field(Mode(), "Mode of every directory.", 0o755),
         "secret": Field(
             Bool(),
             "The files are credentials: their contents are masked in every log line. Default: when "
             "file_mode lets nobody but the owner read them.",
+            example="true",
         ),
     }
 

@@ -101,11 +101,13 @@ class DockerTarget(Target):
             _ContainerName(pattern=_CONTAINER, hint="a Docker container name or ID"),
             "The sandbox's Docker container, by name. Give this or labels; NemoClaw's container names change "
             "when a sandbox is recreated, so prefer labels there.",
+            example="openshell-my-assistant",
         ),
         "labels": Field(
             _LabelSelector(),
             "Find the one running container that carries all these labels. NemoClaw: "
             "{openshell.ai/managed-by: openshell, openshell.ai/sandbox-name: <sandbox>}. Give this or container.",
+            example="{openshell.ai/managed-by: openshell, openshell.ai/sandbox-name: my-assistant}",
         ),
         "privileged": Field(
             Bool(),
@@ -113,7 +115,9 @@ class DockerTarget(Target):
             "capability, where root cannot set owners or write the agent's files.",
             False,
         ),
-        "docker_host": Field(Str(), "Docker daemon URL; defaults to DOCKER_HOST or the local socket."),
+        "docker_host": Field(
+            Str(), "Docker daemon URL; defaults to DOCKER_HOST or the local socket.", example="unix:///run/docker.sock"
+        ),
         "timeout": Field(Int(minimum=1, maximum=3600), "Seconds allowed for one command.", 120),
     }
 

@@ -74,7 +74,11 @@ class K3sTarget(Target):
             "The Docker container that runs k3s.",
             "openshell-cluster-nemoclaw",
         ),
-        "pod": Field(Str(pattern=r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"), "Pod name; defaults to the sandbox name."),
+        "pod": Field(
+            Str(pattern=r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"),
+            "Pod name; defaults to the sandbox name.",
+            example="my-assistant",
+        ),
         "namespace": Field(Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"), "Kubernetes namespace.", "openshell"),
         "container": Field(Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"), "Container in the pod.", "agent"),
         "locate": Field(
@@ -92,7 +96,9 @@ class K3sTarget(Target):
             SandboxPath(type_name=_IN_CLUSTER), "containerd's state directory.", "/run/k3s/containerd"
         ),
         "containerd_namespace": Field(Str(pattern=_NAME), "containerd namespace.", "k8s.io"),
-        "docker_host": Field(Str(), "Docker daemon URL; defaults to DOCKER_HOST or the local socket."),
+        "docker_host": Field(
+            Str(), "Docker daemon URL; defaults to DOCKER_HOST or the local socket.", example="unix:///run/docker.sock"
+        ),
         "timeout": Field(Int(minimum=1, maximum=3600), "Seconds allowed for one command.", 120),
     }
 

@@ -18,7 +18,16 @@ def test_minimal_config_gets_defaults(archive: Path, write_config) -> None:  # t
     assert sandbox.target["locate"] == "auto"
     assert sandbox.layout.style == "auto"
     # With no pod to read the style from, the seeds' split layout; a flat pod gets flat paths.
-    assert sandbox.layout.resolve() == Layout()
+    assert sandbox.layout.resolve() == Layout(
+        style="split",
+        root="/sandbox",
+        config_dir="/sandbox/.openclaw",
+        data_dir="/sandbox/.openclaw-data",
+        workspace="/sandbox/.openclaw-data/workspace",
+        telegram_dir="/sandbox/.openclaw-data/telegram",
+        exec_approvals="auto",
+        script_links=True,
+    )
     flat = sandbox.layout.resolve("flat")
     assert (flat.config_dir, flat.data_dir, flat.workspace) == (
         "/sandbox/.openclaw",
