@@ -63,7 +63,13 @@ def test_offset_and_memory_survive_a_pod_restart(testbed: object, daemon: Daemon
     start_line = next(
         line for line in sandbox_exec(testbed, SANDBOX, ["cat", MEMORY]).splitlines() if "gateway started" in line
     )
-    time.sleep(3)  # let the agent and the captures run for a while
+    # Let the agent and the captures run for a while: two more captures of a moving offset.
+    first = (_status(tmp_path).get("persist") or {}).get("last_capture_generation") or 0
+    wait_for(
+        "two more captures",
+        lambda: ((_status(tmp_path).get("persist") or {}).get("last_capture_generation") or 0) >= first + 2,
+        timeout=60,
+    )
 
     last_offset = _offset(testbed)  # the last value the old pod wrote, read just before the restart
     testbed.restart(SANDBOX)  # type: ignore[attr-defined]
@@ -119,7 +125,14 @@ def test_archive_edits_reach_the_live_pod_and_restart_the_gateway_once(
         timeout=60,
     )
     healthy_after = time.monotonic() - edited_at
-    time.sleep(2)
+    # The re-sync is over (its restore and the gateway's health are recorded): one restart, not two.
+    wait_for(
+        "the re-sync recorded",
+        lambda: (
+            (_status(tmp_path).get("last_restore") or {}).get("reason") == "archive changed"
+            and any("event=gateway.health" in line and 'reason="archive changed"' in line for line in daemon.lines())
+        ),
+    )
     assert sandbox_exec(testbed, SANDBOX, ["cat", MEMORY]).count("gateway started") == starts + 1  # exactly once
     gateway = testbed.gateway_status(SANDBOX)  # type: ignore[attr-defined]
     import hashlib
@@ -132,6 +145,6 @@ def test_archive_edits_reach_the_live_pod_and_restart_the_gateway_once(
     wait_for("the invalid edit to be reported", lambda: any("event=archive.invalid" in line for line in daemon.lines()))
     report = next(line for line in daemon.lines() if "event=archive.invalid" in line)
     assert "openclaw.json" in report and "level=error" in report
-    time.sleep(2)
+    # archive.invalid is the re-sync's decision not to apply: nothing is written after it.
     assert sandbox_exec(testbed, SANDBOX, ["cat", "/sandbox/.openclaw/openclaw.json"]) == before
     assert _healthy(tmp_path)

@@ -116,14 +116,18 @@ def test_waits_without_dying_while_the_cluster_is_away(daemon_parts) -> None:  #
 def test_a_hung_worker_stops_the_watchdog(daemon_parts) -> None:  # type: ignore[no-untyped-def]
     daemon, _target, recorder = daemon_parts
     _wait(lambda: "READY=1" in recorder.messages)
+    out = io.StringIO()
+    log.configure("info", out)  # the main loop's next events come here
     worker = daemon.workers[0]
     worker.status.beat -= 10_000  # as if the worker had been stuck for hours
     daemon.changed.set()
-    time.sleep(0.2)
+    _wait(lambda: out.getvalue().count("event=daemon.hung") >= 1)
     marker = len(recorder.messages)
     daemon.changed.set()
-    time.sleep(0.2)
+    # A whole round of the main loop went by (it said hung again): it sent no WATCHDOG=1.
+    _wait(lambda: out.getvalue().count("event=daemon.hung") >= 2)
     assert "WATCHDOG=1" not in recorder.messages[marker:]
+    assert "sandboxes=['my-assistant']" in out.getvalue()
 
 
 def test_verify_pass_repairs_drift_and_names_it(archive: Path, tmp_path: Path) -> None:
