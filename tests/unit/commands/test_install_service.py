@@ -34,4 +34,6 @@ def test_refuses_to_overwrite_a_different_unit(tmp_path: Path) -> None:
 
 def test_packaged_unit_is_the_repository_unit() -> None:
     packaged = REPO / "clawguard" / "data" / "clawguard.service"
-    assert packaged.read_text() == (REPO / "systemd" / "clawguard.service").read_text()
+    # One unit file: the wheel's is a link to systemd/'s (git stores the link, not a copy).
+    assert packaged.is_symlink()
+    assert packaged.resolve() == (REPO / "systemd" / "clawguard.service").resolve()
