@@ -50,6 +50,7 @@ def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.root_parser = parser  # for `completion`, which describes the whole command line
     log.configure("info" if args.verbose else ("error" if args.quiet else "warning"))
     try:
         return int(args.run(args))

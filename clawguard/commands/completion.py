@@ -69,10 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     parser.set_defaults(run=run)
 
 
-def script(shell: str) -> str:
-    from ..cli import build_parser
-
-    parser = build_parser()
+def script(shell: str, parser: argparse.ArgumentParser) -> str:
+    """The completion script for ``shell``, from the command line ``parser`` itself (the CLI
+    hands it over: this module never imports the CLI that imports it)."""
     commands: dict[str, argparse.ArgumentParser] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -107,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
     if not args.shell:
         print("clawguard completion: say which shell: bash or zsh")
         return 2
-    print(script(args.shell), end="")
+    print(script(args.shell, args.root_parser), end="")
     return 0

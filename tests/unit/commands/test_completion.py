@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clawguard.cli import build_parser
 from clawguard.commands.completion import script
 
 from ..conftest import basic_config
@@ -36,7 +37,7 @@ def _complete(shell_script: str, words: list[str], tmp_path: Path, config: Path)
 
 def test_bash_completes_commands_options_and_sandbox_names(archive: Path, tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
     config = write_config(basic_config(archive))
-    bash = script("bash")
+    bash = script("bash", build_parser())
     assert _complete(bash, ["clawguard", "res"], tmp_path, config) == ["restore"]
     assert _complete(bash, ["clawguard", "restore", "--dr"], tmp_path, config) == ["--dry-run"]
     assert _complete(bash, ["clawguard", "-c", "x.yaml", "doctor", "my"], tmp_path, config) == ["my-assistant"]
@@ -49,7 +50,7 @@ def test_bash_completes_commands_options_and_sandbox_names(archive: Path, tmp_pa
 )
 def test_zsh_script_loads_and_registers_the_completion(tmp_path: Path) -> None:
     path = tmp_path / "_clawguard"
-    path.write_text(script("zsh"))
+    path.write_text(script("zsh", build_parser()))
     done = subprocess.run(
         ["zsh", "-f", "-c", f"autoload -U compinit && compinit -u && source {path} && print -r -- $_comps[clawguard]"],
         capture_output=True,
