@@ -270,21 +270,31 @@ def test_init_finds_all_three_and_its_config_restores_them(
     assert done.returncode == 0, done.stdout + done.stderr
     print(done.stdout)
     loaded = load_config(config)
-    assert loaded.sandboxes[SANDBOX].target["kind"] == "k3s"
-    assert loaded.sandboxes[SANDBOX].target["cluster"] == "openshell-cluster-nemoclaw"
+    # Other OpenShell clusters on this machine (another test bed, a real NemoClaw) may hold a
+    # sandbox of the same name: init gives each its own key. Ours is the one in our cluster.
+    ours = {
+        key: sandbox
+        for key, sandbox in loaded.sandboxes.items()
+        if sandbox.target["kind"] == "k3s"
+        and sandbox.target["cluster"] == "openshell-cluster-nemoclaw"
+        and (sandbox.target["pod"] or key) == SANDBOX
+    }
+    assert len(ours) == 1, loaded.sandboxes
+    [k3s_key] = ours
+    keys = {SANDBOX: k3s_key, LABELLED: LABELLED, NAMED: NAMED}
     for name in (LABELLED, NAMED):
         assert loaded.sandboxes[name].target["kind"] == "docker"
         assert loaded.sandboxes[name].target["labels"] == nemoclaw_labels(name)
     for name in ALL:
-        assert loaded.sandboxes[name].archive == archives / name
+        assert loaded.sandboxes[keys[name]].archive == archives / keys[name]
 
     checked = clawguard("--config", str(config), "check", env=env)
     assert checked.returncode == 0, checked.stderr
     for name in ALL:  # only ours: init also found whatever else runs on this machine
-        restored = clawguard("--config", str(config), "restore", name, env=env)
+        restored = clawguard("--config", str(config), "restore", keys[name], env=env)
         assert restored.returncode == 0, restored.stdout + restored.stderr
-        assert f"{name} (" in restored.stdout and ": verified: " in restored.stdout
-        assert f"{name}: restored" in restored.stdout and "gateway healthy" in restored.stdout
+        assert f"{keys[name]} (" in restored.stdout and ": verified: " in restored.stdout
+        assert f"{keys[name]}: restored" in restored.stdout and "gateway healthy" in restored.stdout
         bed = _bed(testbed, gen2, name)
         assert sandbox_exec(bed, name, ["stat", "-c", "%U", f"{DATA}/telegram"]).strip() == "sandbox"
 
