@@ -23,13 +23,15 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import tarfile
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
@@ -38,6 +40,7 @@ from .entries import Entry, Ids
 from .errors import TargetError
 from .layout import Layout
 from .state import atomic_write, load_state, sandbox_dir, update_state
+from .targets.base import OutputTooLarge
 
 if TYPE_CHECKING:
     from .pod import Pod
@@ -203,33 +206,41 @@ class CaptureStore:
 
     def save(
         self,
-        data: bytes,
+        data: bytes | Path,
         container_id: str,
         reason: str,
         members: list[tarfile.TarInfo],
         taken_at: float | None = None,
         owner: Ids | None = None,
     ) -> Capture:
+        """Store a capture: ``data`` is the tar stream, or a file of it in this store's
+        directory, which is moved into place (never read into memory)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         latest = self.latest()
         generation = (latest.generation + 1) if latest else 1
         tar = self.directory / f"{generation:08d}.tar"
         names = {_top(m.name) for m in members}
         tops = sorted(n for n in names if not any(n.startswith(other + "/") for other in names))
+        size, digest = (len(data), hashlib.sha256(data).hexdigest()) if isinstance(data, bytes) else _digest(data)
         capture = Capture(
             generation=generation,
             taken_at=taken_at if taken_at is not None else time.time(),
             container_id=container_id,
             reason=reason,
             files=sum(1 for m in members if m.isfile()),
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
+            size=size,
+            sha256=digest,
             tops=tops,
             tar=tar,
             owner=owner,
         )
         # The tar first, then its metadata: a generation exists only once both are complete.
-        atomic_write(tar, data)
+        if isinstance(data, bytes):
+            atomic_write(tar, data)
+        else:
+            with data.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(data, tar)
         meta = capture.summary()
         del meta["tar"]
         atomic_write(tar.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
@@ -380,30 +391,47 @@ def capture(
     started = time.monotonic()
     # The capture holds the data as of the moment tar started reading: that is its time.
     as_of = time.time()
-    # As the agent: its own files, and no root process reading what it wrote.
-    result = pod.exec(["sh", "-c", CAPTURE_SCRIPT, "sh", node, SNAPSHOT_JS, *patterns], as_user=True)
-    if result.code != 0:
-        text = result.stderr.decode(errors="replace").strip()[-300:]
-        raise TargetError(f"{sandbox}: capturing persisted paths failed: {text or f'exit status {result.code}'}")
-    data = result.stdout
-    if len(data) > max_bytes:
-        raise TargetError(
-            f"{sandbox}: persisted paths hold {len(data)} bytes, over limits.max_persist_bytes ({max_bytes}); "
-            "the previous capture stays"
-        )
-    try:
-        members = _tar_members(data)
-    except CaptureRejected as exc:
-        raise TargetError(f"{sandbox}: {exc}") from None
     store = CaptureStore(sandbox, keep, state_root)
-    latest = store.latest()
-    if latest is not None and not members and latest.files:
-        bound.warning("persist.capture_empty", kept_generation=latest.generation)
-        return CaptureOutcome("skipped", "the pod holds none of the persisted paths; the previous capture stays")
-    if latest is not None and latest.sha256 == hashlib.sha256(data).hexdigest():
-        set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=latest.generation)
-        return CaptureOutcome("unchanged", capture=latest)
-    saved = store.save(data, pod.id, reason, members, as_of, owner)
+    store.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Streamed to a file beside the generations, never held in memory: the agent decides
+    # how much its files hold, and past max_bytes the capture is stopped in the pod.
+    fd, name = tempfile.mkstemp(dir=store.directory, prefix=".capture-")
+    stream = Path(name)
+    try:
+        with os.fdopen(fd, "w+b") as handle:
+            sink = _Sink(handle)
+            argv = ["sh", "-c", CAPTURE_SCRIPT, "sh", node, SNAPSHOT_JS, *patterns]
+            try:
+                # As the agent: its own files, and no root process reading what it wrote.
+                result = pod.target.exec_limited(
+                    pod.instance, argv, sink, limit=max_bytes, user=f"{owner.uid}:{owner.gid}"
+                )
+            except OutputTooLarge:
+                raise CaptureTooLarge(
+                    f"{sandbox}: persisted paths hold more than {max_bytes} bytes, over limits.max_persist_bytes; "
+                    "the capture was stopped and the previous one stays"
+                ) from None
+            if result.code != 0:
+                text = result.stderr.decode(errors="replace").strip()[-300:]
+                raise TargetError(
+                    f"{sandbox}: capturing persisted paths failed: {text or f'exit status {result.code}'}"
+                )
+            handle.flush()
+            handle.seek(0)
+            try:
+                members = _tar_members(handle) if sink.size else []
+            except CaptureRejected as exc:
+                raise TargetError(f"{sandbox}: {exc}") from None
+        latest = store.latest()
+        if latest is not None and not members and latest.files:
+            bound.warning("persist.capture_empty", kept_generation=latest.generation)
+            return CaptureOutcome("skipped", "the pod holds none of the persisted paths; the previous capture stays")
+        if latest is not None and latest.sha256 == sink.hexdigest():
+            set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=latest.generation)
+            return CaptureOutcome("unchanged", capture=latest)
+        saved = store.save(stream, pod.id, reason, members, as_of, owner)
+    finally:
+        stream.unlink(missing_ok=True)
     set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=saved.generation)
     bound.info(
         "persist.captured",
@@ -415,12 +443,42 @@ def capture(
     return CaptureOutcome("saved", capture=saved)
 
 
-def _tar_members(data: bytes) -> list[tarfile.TarInfo]:
-    if not data:
-        return []
+class CaptureTooLarge(TargetError):
+    """The persisted paths hold more than limits.max_persist_bytes: the capture was stopped."""
+
+
+class _Sink:
+    """Writes through to a file, counting and hashing what passes."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._handle.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _tar_members(handle: BinaryIO) -> list[tarfile.TarInfo]:
     try:
         # ignore_zeros: the capture is one stream of files and one of database snapshots.
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:", ignore_zeros=True) as tar:
+        with tarfile.open(fileobj=handle, mode="r:", ignore_zeros=True) as tar:
             return tar.getmembers()
     except (tarfile.TarError, EOFError) as exc:
         raise CaptureRejected(f"the capture is not a complete tar stream ({exc})") from None

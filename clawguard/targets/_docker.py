@@ -12,14 +12,17 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import docker
 import docker.errors
 
 from ..errors import TargetError
-from .base import ExecResult
+from .base import ExecResult, OutputTooLarge, Sink
+
+# stderr is kept for messages only: its last bytes, however much a command prints there.
+STDERR_KEPT = 64 * 1024
 
 
 def client(base_url: str | None = None, timeout: int = 60) -> docker.DockerClient:
@@ -46,11 +49,17 @@ def exec_in(
     environment: dict[str, str] | None = None,
     workdir: str | None = None,
     privileged: bool = False,
+    out: Sink | None = None,
+    limit: int | None = None,
 ) -> ExecResult:
     """Run argv in a Docker container; collect exit code, stdout and stderr.
 
     stdin is fed from a thread while output is read, so a command that writes
-    before it has read all its input cannot deadlock us.
+    before it has read all its input cannot deadlock us. With ``out``, stdout is
+    written there as it arrives (the result's stdout is empty); with ``limit``,
+    stdout past that many bytes raises OutputTooLarge, and the connection is closed
+    without reading further. Docker keeps the command running (it drains its output):
+    Target.exec_limited kills it. Only the last STDERR_KEPT bytes of stderr are kept.
     """
     exec_id = api.exec_create(
         container,
@@ -82,7 +91,8 @@ def exec_in(
 
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
-    out, err = bytearray(), bytearray()
+    stdout, err = bytearray(), bytearray()
+    printed = 0
     try:
         while True:
             sock.settimeout(None if deadline is None else max(0.01, deadline - time.monotonic()))
@@ -91,7 +101,19 @@ def exec_in(
                 break
             # Docker's stream format: 8-byte header (stream, 0, 0, 0, big-endian size).
             stream, size = header[0], struct.unpack(">I", header[4:])[0]
-            (err if stream == 2 else out).extend(_recv_exact(sock, size))
+            if stream == 2:
+                err.extend(_recv_exact(sock, size))
+                del err[:-STDERR_KEPT]
+                continue
+            printed += size
+            if limit is not None and printed > limit:
+                sock.close()  # now: a feeder still blocked on the command gives up too
+                raise OutputTooLarge(f"{list(argv)[:1]}... printed more than {limit} bytes", bytes(err))
+            for chunk in _recv_chunks(sock, size):
+                if out is None:
+                    stdout.extend(chunk)
+                else:
+                    out.write(chunk)
     except TimeoutError:
         raise ExecTimeout(f"{list(argv)[:3]}... timed out after {timeout}s") from None
     finally:
@@ -102,10 +124,20 @@ def exec_in(
     while True:
         info = api.exec_inspect(exec_id)
         if not info.get("Running") and info.get("ExitCode") is not None:
-            return ExecResult(int(info["ExitCode"]), bytes(out), bytes(err))
+            return ExecResult(int(info["ExitCode"]), bytes(stdout), bytes(err))
         if time.monotonic() > until:
             raise ExecTimeout(f"{list(argv)[:3]}...: docker exec reported no exit code")
         time.sleep(0.02)
+
+
+def _recv_chunks(sock: socket.socket, n: int) -> Iterator[bytes]:
+    """The next ``n`` bytes, as they arrive: a frame is never held whole."""
+    while n > 0:
+        chunk = sock.recv(min(n, 1 << 16))
+        if not chunk:
+            return
+        n -= len(chunk)
+        yield chunk
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

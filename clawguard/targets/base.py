@@ -7,12 +7,15 @@ parameter schema, ``locate`` and ``exec``.
 
 from __future__ import annotations
 
+import inspect
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from ..errors import TargetError
 from ..schema import Field
 
 REGISTRY: dict[str, type[Target]] = {}
@@ -33,8 +36,30 @@ class Instance:
 @dataclass(frozen=True)
 class ExecResult:
     code: int
-    stdout: bytes
+    stdout: bytes  # empty when it was streamed into an ``out``
     stderr: bytes
+
+
+class Sink(Protocol):
+    """Where a command's stdout may be streamed: a binary file, or anything with its write."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+class OutputTooLarge(TargetError):
+    """A command printed more than the limit its caller set: it was stopped, and what it
+    printed is incomplete. ``stderr`` is what it had said on stderr by then."""
+
+    def __init__(self, message: str, stderr: bytes = b"") -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
+# Runs argv after saying its own pid on stderr. exec keeps the pid, and a container
+# runtime starts each exec as a session leader (runc: setsid), so the pid is also the
+# group of everything the command starts: a kill of -pid stops all of it.
+_SAY_PID = 'printf "clawguard-pid %s\\n" "$$" >&2; exec "$@"'
+_PID_LINE = re.compile(rb"\Aclawguard-pid (\d+)\n")
 
 
 class Target(ABC):
@@ -56,11 +81,50 @@ class Target(ABC):
 
     @abstractmethod
     def exec(
-        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+        self,
+        instance: Instance,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        *,
+        user: str | None = None,
+        out: Sink | None = None,
+        limit: int | None = None,
     ) -> ExecResult:
         """Run argv inside the sandbox, as root or as ``user`` ("UID:GID", numeric: a name
         would be looked up outside the sandbox by some runtimes). Raises SandboxGone if
-        it was replaced."""
+        it was replaced.
+
+        With ``out``, stdout is written there as it arrives instead of being returned.
+        With ``limit``, more than that many bytes of stdout raise OutputTooLarge, and the
+        connection to the command is closed then: nothing past the limit is read or kept.
+        (Closing does not end a command in the sandbox; exec_limited does that.)"""
+
+    def exec_limited(
+        self, instance: Instance, argv: Sequence[str], out: Sink, *, limit: int, user: str | None = None
+    ) -> ExecResult:
+        """Run argv with its stdout streamed into ``out``, and stop it past ``limit`` bytes:
+        the connection is closed and the command's whole process group killed inside the
+        sandbox, then OutputTooLarge is raised. The host never holds more than a read
+        buffer of the output, whatever the command prints.
+
+        A target whose ``exec`` takes no ``out`` (a plug-in or a test double written before
+        it existed) is still served, by reading the whole output and checking it after."""
+        wrapped = ["sh", "-c", _SAY_PID, "sh", *argv]
+        if "out" not in inspect.signature(self.exec).parameters:
+            result = self.exec(instance, wrapped, None, user=user)
+            if len(result.stdout) > limit:
+                raise OutputTooLarge(f"the output passed {limit} bytes", _without_pid(result.stderr))
+            out.write(result.stdout)
+            return ExecResult(result.code, b"", _without_pid(result.stderr))
+        try:
+            result = self.exec(instance, wrapped, None, user=user, out=out, limit=limit)
+        except OutputTooLarge as exc:
+            said = _PID_LINE.match(exc.stderr)
+            if said and int(said.group(1)) > 1:
+                # As root: the command may run as another user. Best effort: it may have ended.
+                self.exec(instance, ["sh", "-c", 'kill -9 "-$1" 2>/dev/null; true', "sh", said.group(1).decode()])
+            raise OutputTooLarge(str(exc), _without_pid(exc.stderr)) from None
+        return ExecResult(result.code, result.stdout, _without_pid(result.stderr))
 
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
         """Call ``wake(reason)`` whenever the sandbox may have changed, until ``stop``.
@@ -69,3 +133,7 @@ class Target(ABC):
         does all the work. Raise to have the daemon back off and call again.
         """
         stop.wait()
+
+
+def _without_pid(stderr: bytes) -> bytes:
+    return _PID_LINE.sub(b"", stderr, count=1)

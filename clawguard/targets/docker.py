@@ -29,7 +29,7 @@ from .._yaml import Located
 from ..errors import ConfigError, SandboxGone, TargetError
 from ..schema import Bool, Context, Field, Int, MapOf, Record, Str
 from . import _docker
-from .base import ExecResult, Instance, Target
+from .base import ExecResult, Instance, Sink, Target
 
 # Docker's own rule for container names; a container ID matches it too.
 _CONTAINER = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
@@ -184,10 +184,18 @@ class DockerTarget(Target):
     # ------------------------------------------------------------------ exec
 
     def exec(
-        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+        self,
+        instance: Instance,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        *,
+        user: str | None = None,
+        out: Sink | None = None,
+        limit: int | None = None,
     ) -> ExecResult:
         # No inspect first: exec_create itself answers 404 (removed, i.e. recreated)
         # or 409 (stopped), which saves a Docker round trip on every command.
+        streamed: dict[str, Any] = {} if out is None and limit is None else {"out": out, "limit": limit}
         try:
             return _docker.exec_in(
                 self.client.api,
@@ -197,6 +205,7 @@ class DockerTarget(Target):
                 self.values.get("timeout") or 120,
                 user=user or "0:0",
                 privileged=bool(self.values.get("privileged")),
+                **streamed,
             )
         except docker.errors.NotFound:
             raise SandboxGone(f"sandbox container {instance.short_id} is gone (removed or recreated)") from None

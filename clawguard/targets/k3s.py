@@ -23,7 +23,7 @@ from docker.utils.socket import frames_iter
 from ..errors import ClawguardError, SandboxGone, TargetError
 from ..schema import Field, Int, SandboxPath, Str
 from . import _docker
-from .base import ExecResult, Instance, Target
+from .base import ExecResult, Instance, Sink, Target
 
 _NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _ID = re.compile(r"[0-9a-f]{64}")
@@ -267,14 +267,29 @@ class K3sTarget(Target):
                     getattr(sock, "_sock", sock).close()
 
     def exec(
-        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+        self,
+        instance: Instance,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        *,
+        user: str | None = None,
+        out: Sink | None = None,
+        limit: int | None = None,
     ) -> ExecResult:
         exec_id = f"clawguard-{os.getpid()}-{next(_counter)}"
         # Numeric UID:GID only: ctr resolves a name by mounting the pod's active snapshot a
         # second time, which breaks the running pod's rootfs (testbed notes).
         as_user = ["--user", user] if user else []
         command = [*self._ctr(), "tasks", "exec", "--exec-id", exec_id, *as_user, instance.id, *argv]
-        result = self._cluster_exec(command, stdin)
+        if out is None and limit is None:
+            result = self._cluster_exec(command, stdin)
+        else:  # streamed: ctr's stdout is the pod command's, and so is the limit (OutputTooLarge passes)
+            try:
+                result = _docker.exec_in(
+                    self.client.api, self.cluster, command, stdin, self.values["timeout"], out=out, limit=limit
+                )
+            except (docker.errors.DockerException, _docker.ExecTimeout, OSError) as exc:
+                raise TargetError(f"a command in {instance.short_id} through {self.cluster} failed: {exc}") from None
         if result.code != 0 and _gone(result.stderr):
             raise SandboxGone(f"sandbox container {instance.short_id} is gone ({_tail(result.stderr)})")
         return result

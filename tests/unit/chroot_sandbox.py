@@ -7,18 +7,21 @@ protocol is exercised for real. Needs root (chroot and chown).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from clawguard.config import SandboxConfig
 from clawguard.converge import open_pod
 from clawguard.pod import Pod
-from clawguard.targets.base import ExecResult, Instance, Target
+from clawguard.targets.base import ExecResult, Instance, OutputTooLarge, Sink, Target
 
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -33,6 +36,7 @@ APPLETS = [
     "find",
     "grep",
     "head",
+    "kill",
     "ls",
     "mkdir",
     "pwd",
@@ -107,18 +111,75 @@ class ChrootTarget(Target):
         return self.instance
 
     def exec(
-        self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
+        self,
+        instance: Instance,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        *,
+        user: str | None = None,
+        out: Sink | None = None,
+        limit: int | None = None,
     ) -> ExecResult:
         self.calls.append(list(argv))
         as_user = [f"--userspec={user}"] if user else []
-        done = subprocess.run(
-            [CHROOT, *as_user, str(self.root), *argv],
-            input=stdin or b"",
-            capture_output=True,
+        command = [CHROOT, *as_user, str(self.root), *argv]
+        if out is None and limit is None:
+            done = subprocess.run(command, input=stdin or b"", capture_output=True, env={"PATH": "/bin"}, check=False)
+            return ExecResult(done.returncode, done.stdout, done.stderr)
+        # Streamed, like the real targets: a session of its own, as runc starts an exec.
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env={"PATH": "/bin"},
-            check=False,
+            start_new_session=True,
         )
-        return ExecResult(done.returncode, done.stdout, done.stderr)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert stdin is None, "the chroot streams only commands without stdin"
+        err = bytearray()
+
+        def read_stderr(stream: BinaryIO) -> None:
+            while chunk := stream.read1(4096):  # type: ignore[attr-defined]
+                err.extend(chunk)
+
+        reader = threading.Thread(target=read_stderr, args=(proc.stderr,), daemon=True)
+        reader.start()
+        kept, printed = bytearray(), 0
+        while chunk := proc.stdout.read1(1 << 16):
+            printed += len(chunk)
+            if limit is not None and printed > limit:
+                # Like dockerd, keep draining what the command prints, so that only a kill
+                # ends it; and let stderr's first line arrive, as it would have in a pod.
+                threading.Thread(target=_drain, args=(proc,), daemon=True).start()
+                time.sleep(0.1)
+                raise OutputTooLarge(f"printed more than {limit} bytes", bytes(err))
+            if out is None:
+                kept += chunk
+            else:
+                out.write(chunk)
+        proc.stdout.close()
+        code = proc.wait()
+        reader.join()
+        return ExecResult(code, bytes(kept), bytes(err))
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdout is not None
+    while proc.stdout.read1(1 << 16):
+        pass
+    proc.wait()
+
+
+def processes_in(root: Path) -> list[int]:
+    """The pids of processes running chrooted into ``root``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "root") == str(root):
+                    found.append(int(entry.name))
+    return found
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int, bytes | str | None]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from clawguard.converge import converge
 from clawguard.entries import Ids
 from clawguard.persist import (
     CaptureStore,
+    CaptureTooLarge,
     capture,
     covered,
     default_paths,
@@ -23,9 +25,9 @@ from clawguard.persist import (
 )
 from clawguard.plan import build_plan
 from clawguard.restore import PERSISTED
-from clawguard.targets.base import Instance
+from clawguard.targets.base import ExecResult, Instance, OutputTooLarge, Target
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of
+from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of, processes_in
 from .conftest import basic_config
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
@@ -272,3 +274,57 @@ def test_a_rebuilt_image_with_another_uid_gets_the_agents_files_as_its_own(archi
     for path in (f"{WORKSPACE}/MEMORY.md", f"{WORKSPACE}/memory", f"{WORKSPACE}/memory/2026-11-22.md", OFFSET):
         info = (rebuilt.root / path).stat()
         assert (info.st_uid, info.st_gid) == (1234, 1234), path
+
+
+@needs_root
+def test_a_capture_over_the_limit_is_stopped_in_the_pod_and_the_previous_one_stays(
+    archive: Path, sandbox_root: Path
+) -> None:
+    """Issue 14: the capture used to be read whole into memory before its size was checked."""
+    sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
+    target = ChrootTarget(sandbox_root)
+    _agent_writes(sandbox_root)
+    pod = pod_of(target, sandbox)
+    plan = build_plan(sandbox, pod.facts)
+    set_persist_state(sandbox.name, live_pod=target.instance.id)
+    store = CaptureStore(sandbox.name, 5)
+    assert capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="t").outcome == "saved"
+    previous = store.latest()
+    # 64 GiB that read as zeros: tar would stream them for a minute, were it not stopped.
+    big = sandbox_root / WORKSPACE / "memory" / "big.bin"
+    with big.open("wb") as handle:
+        handle.truncate(64 << 30)
+    os.chown(big, 998, 998)
+
+    with pytest.raises(CaptureTooLarge, match=r"more than 1048576 bytes, over limits.max_persist_bytes"):
+        capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="t")
+
+    assert store.latest() == previous
+    assert not [p for p in store.directory.iterdir() if p.name.startswith(".capture-")]
+    deadline = time.monotonic() + 10
+    while processes_in(sandbox_root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_in(sandbox_root) == [], "the capture's tar still runs in the pod"
+    big.unlink()
+    assert capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="t").outcome == "unchanged"
+
+
+def test_a_target_that_cannot_stream_is_still_held_to_the_limit(tmp_path: Path) -> None:
+    """A target whose exec predates ``out``/``limit`` gets the whole output checked after."""
+
+    class Old(Target):
+        params: dict[str, object] = {}
+
+        def locate(self) -> Instance:
+            return Instance("a" * 64, "old")
+
+        def exec(self, instance, argv, stdin=None, *, user=None):  # type: ignore[no-untyped-def]
+            assert argv[:2] == ["sh", "-c"] and argv[4:] == ["cat", "big"]
+            return ExecResult(0, b"x" * 100, b"clawguard-pid 42\nwarning\n")
+
+    sink = io.BytesIO()
+    with pytest.raises(OutputTooLarge) as caught:
+        Old("s", {}).exec_limited(Instance("a" * 64, "old"), ["cat", "big"], sink, limit=99)
+    assert caught.value.stderr == b"warning\n" and sink.getvalue() == b""
+    done = Old("s", {}).exec_limited(Instance("a" * 64, "old"), ["cat", "big"], sink, limit=100)
+    assert done == ExecResult(0, b"", b"warning\n") and sink.getvalue() == b"x" * 100
