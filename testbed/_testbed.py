@@ -50,7 +50,8 @@ Lifecycle notes:
   metadata and snapshots survive on the named volume. ``start_cluster()``
   starts it again and calls ``recover()``, which deletes each dead pod
   container (and its snapshot) and starts a fresh one with a new container ID
-  for the same pod (same pod UID), as a kubelet does after a node reboot.
+  for the same pod (same pod UID), as a kubelet does after a node reboot: all
+  pods at once, each on its own thread.
 * ``down()`` removes the cluster container and its volume; images stay cached.
 * If Docker restarts the cluster container behind our back, pods stay dead
   (there is no kubelet) until ``up()`` or ``recover()`` is called.
@@ -90,9 +91,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
@@ -138,10 +140,19 @@ STANDIN_GATEWAY_TIMEOUT = 10.0
 AGENT_GATEWAY_TIMEOUT = 90.0
 AGENT_CLI_TIMEOUT = 180.0
 SANDBOX_HOME = "/sandbox"
+#: Pods ``recover()`` re-creates at once (each holds one connection to the engine while it
+#: waits: the client's pool is sized for it).
+RECOVER_PARALLEL = 32
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _USER_SPEC_RE = re.compile(r"^\d+:\d+$")
 _SETUP_HINT = "run scripts/setup-host.sh as root to install and start Docker"
+
+
+class _PodImage(NamedTuple):
+    image: str
+    command: tuple[str, ...]
+    mounts: tuple[str, ...]
 
 
 class TestbedError(RuntimeError):
@@ -345,7 +356,7 @@ class Testbed(SandboxHelpers):
     def client(self) -> docker.DockerClient:
         if self._client is None:
             try:
-                self._client = docker.from_env()
+                self._client = docker.from_env(max_pool_size=RECOVER_PARALLEL + 4)
                 self._client.ping()
             except docker.errors.DockerException as exc:
                 self._client = None
@@ -790,16 +801,20 @@ class Testbed(SandboxHelpers):
             raise TestbedError(f"sandbox {name!r} already exists; use restart()")
         return self._run_pod(name, spec, str(uuid.uuid4()))
 
-    def _run_pod(self, name: str, spec: SandboxSpec, pod_uid: str) -> str:
+    def _pod_image(self, spec: SandboxSpec) -> _PodImage:
+        """The image (imported into containerd unless present), command and mounts of a pod made of ``spec``."""
         if spec.standin:
             image = self.ensure_sandbox_image(spec.uid)
             command = images.pod_command(images.SANDBOX_INIT, spec.host_key_file)
-            mounts: list[str] = []
-        else:
-            install = self._agent_install(spec.agent)
-            image = self.ensure_agent_image(spec.uid, spec.layout)
-            command = images.pod_command(_agent_image.AGENT_INIT, spec.host_key_file, tini=_agent_image.AGENT_TINI)
-            mounts = [f"type=bind,src={install.usr_local},dst={_agent_image.AGENT_MOUNT},options=rbind:ro"]
+            return _PodImage(image, tuple(command), ())
+        install = self._agent_install(spec.agent)
+        image = self.ensure_agent_image(spec.uid, spec.layout)
+        command = images.pod_command(_agent_image.AGENT_INIT, spec.host_key_file, tini=_agent_image.AGENT_TINI)
+        mount = f"type=bind,src={install.usr_local},dst={_agent_image.AGENT_MOUNT},options=rbind:ro"
+        return _PodImage(image, tuple(command), (mount,))
+
+    def _run_pod(self, name: str, spec: SandboxSpec, pod_uid: str, prepared: _PodImage | None = None) -> str:
+        image, command, mounts = prepared or self._pod_image(spec)
         cid = new_container_id()
         labels = {
             LABEL_POD_NAME: name,
@@ -875,16 +890,34 @@ class Testbed(SandboxHelpers):
 
         Like a kubelet after a node reboot: same pod (pod UID kept, and its uid,
         agent, layout), new container ID and a fresh snapshot. Returns name -> new
-        container ID.
+        container ID. The pods are re-created concurrently (at most
+        :data:`RECOVER_PARALLEL` at a time), each one deleted, run and waited for
+        (its sshd listening) on its own, as a kubelet's pod workers do; it returns
+        when every one is ready, and raises :class:`TestbedError` naming every pod
+        that failed.
         """
         tasks = self._task_status()
-        replaced: dict[str, str] = {}
-        for p in self._pods():
-            if tasks.get(p.container_id) == "RUNNING":
-                continue
+        dead = [p for p in self._pods() if tasks.get(p.container_id) != "RUNNING"]
+        if not dead:
+            return {}
+        # Images first, one at a time (an import must not race another of the same image);
+        # then every pod on its own, all at once, as a kubelet's pod workers do.
+        prepared: dict[SandboxSpec, _PodImage] = {}
+        for p in dead:
+            if p.spec not in prepared:
+                prepared[p.spec] = self._pod_image(p.spec)
+
+        def recreate(p: PodInfo) -> str:
             self._delete_pod(p.container_id)
-            replaced[p.name] = self._run_pod(p.name, p.spec, p.pod_uid or str(uuid.uuid4()))
-        return replaced
+            return self._run_pod(p.name, p.spec, p.pod_uid or str(uuid.uuid4()), prepared[p.spec])
+
+        with ThreadPoolExecutor(max_workers=min(len(dead), RECOVER_PARALLEL), thread_name_prefix="recover") as pool:
+            futures = [(p.name, pool.submit(recreate, p)) for p in dead]
+            wait([f for _, f in futures])
+        failed = [f"{name}: {f.exception()}" for name, f in futures if f.exception() is not None]
+        if failed:
+            raise TestbedError(f"re-creating {len(failed)} of {len(dead)} pods failed: " + "; ".join(failed))
+        return {name: f.result() for name, f in futures}
 
     # ------------------------------------------------------------------- exec
 
