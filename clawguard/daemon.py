@@ -26,7 +26,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from . import hooks
+from . import hooks, threads
 from .agent import SandboxFacts
 from .config import Config, SandboxConfig
 from .converge import DRIFT_CHECK, RESYNC, Convergence, capture_sandbox, converge, make_gateway, open_pod
@@ -35,6 +35,7 @@ from .plan import Plan, PlannedStep, build_plan
 from .redact import redact_value
 from .state import Busy, state_dir, update_state_when_free, write_json
 from .targets import Instance, Target, make_target
+from .threads import guarded
 
 log = structlog.get_logger("clawguard.daemon")
 
@@ -135,7 +136,10 @@ class SandboxWorker(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
-        threading.Thread(target=self._watch, name=f"watch-{self.sandbox.name}", daemon=True).start()
+        guarded(self._loop, self.name)()
+
+    def _loop(self) -> None:
+        threads.start(self._watch, f"watch-{self.sandbox.name}")
         if self.startup_error is not None:
             self._report_config_error(self.startup_error, "daemon start")
         self._backoff = 1.0
@@ -500,8 +504,6 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():  # tests run it in a thread
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        # A thread dying of a bug is an event in the journal (one line), never a raw traceback.
-        threading.excepthook = _log_thread_crash
         started = time.time()
         log.info("daemon.start", sandboxes=[w.sandbox.name for w in self.workers], pid=os.getpid())
         for worker in self.workers:
@@ -550,15 +552,6 @@ class Daemon:
             worker.join(max(0.0, deadline - time.monotonic()))
         log.info("daemon.stopped")
         return 0
-
-
-def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
-    thread = args.thread.name if args.thread else "?"
-    log.error(
-        "thread.crashed",
-        thread=thread,
-        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
-    )
 
 
 class ArchiveEvents(FileSystemEventHandler):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -42,19 +43,55 @@ _PATTERNS = [
 # Shorter strings would mask ordinary words; real tokens are longer.
 MIN_SECRET = 8
 _WORD = re.compile(r"[A-Za-z0-9_\-:.+/=~]{16,}")
-_known: set[str] = set()
-_known_sorted: list[str] = []
-_lock = threading.Lock()
+
+
+class Secrets:
+    """The secrets seen so far, masked verbatim in every later line.
+
+    Bounded: the ``limit`` most recently seen are kept (a credential rotated a thousand
+    times does not grow the daemon for ever). Matched by one compiled alternation,
+    longest first, so a log line costs one regex pass however many there are.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def remember(self, *secrets: str) -> None:
+        fresh = [s for s in secrets if isinstance(s, str) and len(s.strip()) >= MIN_SECRET]
+        if not fresh:
+            return
+        with self._lock:
+            changed = False
+            for secret in fresh:
+                if secret in self._seen:
+                    self._seen.move_to_end(secret)
+                else:
+                    self._seen[secret] = None
+                    changed = True
+            while len(self._seen) > self.limit:
+                self._seen.popitem(last=False)
+                changed = True
+            if changed:
+                ordered = sorted(self._seen, key=len, reverse=True)  # longest first: no partial masks
+                self._pattern = re.compile("|".join(re.escape(secret) for secret in ordered))
+
+    def mask(self, text: str) -> str:
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None else text
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+SECRETS = Secrets()
 
 
 def remember(*secrets: str) -> None:
     """Mask these exact strings in every later log line and message."""
-    global _known_sorted
-    fresh = {s for s in secrets if isinstance(s, str) and len(s.strip()) >= MIN_SECRET} - _known
-    if fresh:
-        with _lock:
-            _known.update(fresh)
-            _known_sorted = sorted(_known, key=len, reverse=True)  # longest first: no partial masks
+    SECRETS.remember(*secrets)
 
 
 def harvest(text: str) -> None:
@@ -84,9 +121,7 @@ def remember_config_values(items: Iterable[tuple[str, Any]]) -> None:
 
 
 def redact_text(text: str) -> str:
-    for secret in _known_sorted:
-        if secret in text:
-            text = text.replace(secret, MASK)
+    text = SECRETS.mask(text)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -33,3 +33,18 @@ def test_log_lines_are_redacted_and_single_line(monkeypatch) -> None:  # type: i
     assert TOKEN not in text
     assert text.count("\n") == 1
     assert text.startswith("<3>level=error event=restore.step sandbox=a")
+
+
+def test_remembered_secrets_are_bounded_and_matched_in_one_pass() -> None:
+    """Issue 15: the remembered secrets were a set that only grew, scanned one by one on
+    every log line."""
+    from clawguard.redact import MASK, Secrets
+
+    secrets = Secrets(limit=3)
+    secrets.remember("alpha-secret-1", "alpha-secret-1-longer", "bravo-secret-2")
+    assert secrets.mask("x alpha-secret-1-longer y alpha-secret-1 z") == f"x {MASK} y {MASK} z"  # longest first
+    secrets.remember("charlie-secret-3", "delta-secret-44")
+    assert len(secrets) == 3  # the oldest were dropped
+    assert secrets.mask("alpha-secret-1 delta-secret-44") == f"alpha-secret-1 {MASK}"
+    secrets.remember("short")  # too short to be told from a word: never masked
+    assert secrets.mask("short") == "short"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from clawguard import log, parse_config
+from clawguard import log, parse_config, threads
 from clawguard.cli import main
 from clawguard.converge import converge
-from clawguard.daemon import Daemon, _log_thread_crash
+from clawguard.daemon import Daemon
 from clawguard.state import state_dir
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root
@@ -64,14 +64,8 @@ def test_no_log_path_prints_a_secret(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     # 2. A bug in a thread, and an error logged with a traceback, both quoting secrets.
-    previous = threading.excepthook
-    threading.excepthook = _log_thread_crash
-    try:
-        crash = threading.Thread(target=lambda: (_ for _ in ()).throw(RuntimeError(f"bug near {tokens['credential']}")))
-        crash.start()
-        crash.join()
-    finally:
-        threading.excepthook = previous
+    crash = threads.start(lambda: (_ for _ in ()).throw(RuntimeError(f"bug near {tokens['credential']}")), "crash")
+    crash.join()
     try:
         raise ValueError(f"while reading {tokens['env']} and {tokens['url']}")
     except ValueError:
