@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,10 +39,18 @@ class RestartFigures:
     restore_s: list[float] = field(default_factory=list)
     restore_engine_s: list[float] = field(default_factory=list)
     before_first_step_s: list[float] = field(default_factory=list)
+    detected_to_facts_s: list[float] = field(default_factory=list)
+    facts_to_restore_start_s: list[float] = field(default_factory=list)
+    restore_start_to_done_s: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     slowest_step: list[str] = field(default_factory=list)
     hiccups: Counter[str] = field(default_factory=Counter)
     task_created_s: list[float] = field(default_factory=list)
+    gateway_start_s: list[float] = field(default_factory=list)
+    restored_to_gateway_start_s: list[float] = field(default_factory=list)
+    gateway_start_command_s: list[float] = field(default_factory=list)
+    gateway_start_to_healthy_s: list[float] = field(default_factory=list)
+    gateway_start_reasons: Counter[str] = field(default_factory=Counter)
     gateway_healthy_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -50,10 +60,18 @@ class RestartFigures:
             "restore_s": summary(self.restore_s),
             "restore_engine_s": summary(self.restore_engine_s),
             "restore_before_first_step_s": summary(self.before_first_step_s),
+            "detected_to_facts_s": summary(self.detected_to_facts_s),
+            "facts_to_restore_start_s": summary(self.facts_to_restore_start_s),
+            "restore_start_to_done_s": summary(self.restore_start_to_done_s),
             "restore_steps": max(self.steps, default=0),
             "slowest_steps": self.slowest_step,
             "warnings_during_restarts": dict(sorted(self.hiccups.items())),
             "testbed_task_created_after_container_s": summary(self.task_created_s),
+            "gateway_start_s": summary(self.gateway_start_s),
+            "restored_to_gateway_start_s": summary(self.restored_to_gateway_start_s),
+            "gateway_start_command_s": summary(self.gateway_start_command_s),
+            "gateway_start_to_healthy_s": summary(self.gateway_start_to_healthy_s),
+            "gateway_start_reasons": dict(sorted(self.gateway_start_reasons.items())),
             "gateway_healthy_s": summary(self.gateway_healthy_s),
             "failures": self.failures,
         }
@@ -68,7 +86,7 @@ def wait_converged(daemon: Daemon, bed: Testbed, names: list[str], timeout: floa
         daemon.wait("gateway.health", sandbox=name, container_id=cid[:12], outcome="healthy", timeout=timeout)
 
 
-def _noticed(daemon: Daemon, sandbox: str, short: str, before: float) -> Event | None:
+def noticed(daemon: Daemon, sandbox: str, short: str, before: float) -> Event | None:
     """The detection that led to the restore: the last ``sandbox.detected`` (or ``.verify``)
     of this container before ``before``. An earlier one can exist when a restore was
     interrupted right after a detection (``restore.interrupted``, counted separately)."""
@@ -100,16 +118,32 @@ def pod_restarts(
         healthy = daemon.wait("gateway.health", sandbox=sandbox, container_id=short, outcome="healthy", timeout=180)
         begun = daemon.find("restore.start", sandbox=sandbox, container_id=short)
         done = daemon.find("restore.done", sandbox=sandbox, container_id=short)
-        noticed = None if begun is None else _noticed(daemon, sandbox, short, begun.ts)
-        if noticed is None or done is None or begun is None:
+        seen = None if begun is None else noticed(daemon, sandbox, short, begun.ts)
+        if seen is None or done is None or begun is None:
             figures.failures.append(f"iteration {i + 1}: no detection or restore event for {short}")
             continue
         if done.fields.get("outcome") != "ok":
             figures.failures.append(f"iteration {i + 1}: restore.done outcome={done.fields.get('outcome')}")
-        figures.detection_s.append(noticed.ts - started)
-        figures.restore_s.append(done.ts - noticed.ts)
+        figures.detection_s.append(seen.ts - started)
+        figures.restore_s.append(done.ts - seen.ts)
         figures.restore_engine_s.append(float(done.fields.get("duration", "nan")))
-        figures.before_first_step_s.append(begun.ts - noticed.ts)
+        figures.before_first_step_s.append(begun.ts - seen.ts)
+        figures.restore_start_to_done_s.append(done.ts - begun.ts)
+        facts = daemon.find("sandbox.facts", sandbox=sandbox, container_id=short)
+        if facts is not None:  # the pod's facts (users, layout, `openclaw --version`), read once per pod
+            figures.detected_to_facts_s.append(facts.ts - seen.ts)
+            figures.facts_to_restore_start_s.append(begun.ts - facts.ts)
+        # The gateway: `gateway.start` is logged as the start command is issued, `gateway.waiting` once it returned.
+        start = daemon.find("gateway.start", sandbox=sandbox, container_id=short)
+        waiting = daemon.find("gateway.waiting", sandbox=sandbox, container_id=short)
+        if start is None or waiting is None:
+            figures.failures.append(f"iteration {i + 1}: no gateway.start or gateway.waiting event for {short}")
+        else:
+            figures.gateway_start_s.append(start.ts - started)
+            figures.restored_to_gateway_start_s.append(start.ts - done.ts)
+            figures.gateway_start_command_s.append(waiting.ts - start.ts)
+            figures.gateway_start_to_healthy_s.append(healthy.ts - start.ts)
+            figures.gateway_start_reasons[start.fields.get("reason", "")] += 1
         steps = [
             e
             for e in daemon.events
@@ -126,8 +160,9 @@ def pod_restarts(
             figures.slowest_step.append(f"{slow.fields.get('step')} {float(slow.fields.get('duration', 0)):.3f}s")
         figures.gateway_healthy_s.append(healthy.ts - started)
         progress(
-            f"clawguard {i + 1}/{iterations}: detection {noticed.ts - started:.3f}s, "
-            f"restore {done.ts - noticed.ts:.3f}s, gateway healthy {healthy.ts - started:.3f}s"
+            f"clawguard {i + 1}/{iterations}: detection {seen.ts - started:.3f}s, "
+            f"restore {done.ts - seen.ts:.3f}s, gateway start issued "
+            f"{'n/a' if start is None else f'{start.ts - started:.3f}s'}, gateway healthy {healthy.ts - started:.3f}s"
         )
     return figures
 
@@ -198,15 +233,18 @@ def scale(
                         f"(pods started over {rows[-1]['pod_start_spread_s']:.2f}s), "
                         f"all gateways healthy {rows[-1]['all_healthy_s']:.2f}s"
                     )
+                hwm = daemon.rss_bytes()[1] / MB
             finally:
                 daemon.stop()
             results.append(
                 {
                     "sandboxes": count,
                     **{
-                        key: summary([row[key] for row in rows], "count" if key.startswith("failed") else "s")
+                        key: summary([row[key] for row in rows], _unit(key))
                         for key in (rows[0] if rows else {})
+                        if all(key in row for row in rows)
                     },
+                    "daemon_rss_hwm_mb": hwm,
                 }
             )
     finally:
@@ -215,13 +253,57 @@ def scale(
     return results
 
 
+def _unit(key: str) -> str:
+    return "count" if key.startswith("failed") else "MB" if key.endswith("_mb") else "s"
+
+
+class _RssSampler:
+    """The daemon's largest VmRSS, sampled every 0.2 s on a thread while the ``with`` block runs."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                self.peak = max(self.peak, self.daemon.rss_bytes()[0])
+            if self._stop.wait(0.2):
+                return
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _cluster_restart(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[str]) -> dict[str, float]:
     time.sleep(2.0)  # the last convergence records its result (a final locate) before the cluster goes
+    with _RssSampler(daemon) as rss:
+        cpu0, cluster0 = daemon.cpu_seconds(), cgroup_cpu_seconds(bed)
+        figures = _restart_and_wait(bed, clock, daemon, names)
+        cpu1 = daemon.cpu_seconds()
+    # The cluster container's cgroup is a new one after its restart: its usage counts from the start.
+    cluster1 = cgroup_cpu_seconds(bed)
+    figures.update(daemon_cpu_s=cpu1 - cpu0, daemon_rss_peak_mb=rss.peak / MB)
+    if cluster0 is not None and cluster1 is not None:
+        figures["cluster_container_cpu_s"] = cluster1
+    return figures
+
+
+def _restart_and_wait(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[str]) -> dict[str, float]:
     stopped = time.time()
     bed.stop_cluster()
     began = time.time()
-    bed.start_cluster()  # starts the container, then recover(): every pod re-created, new container IDs
-    replaced = {name: bed.container_id(name) or "" for name in names}
+    bed.start_cluster()  # starts the container, then recover(): every pod re-created (at once), new container IDs
+    recovered = time.time()
+    pods = bed.sandboxes()
+    replaced = {name: pods.get(name, "") for name in names}
     created = clock.created(replaced.values())
     pod_start = {name: created[replaced[name]] for name in names}
     restored, healthy = {}, {}
@@ -242,5 +324,6 @@ def _cluster_restart(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[
         "restored_after_last_pod_s": max(restored.values()) - last,
         "per_sandbox_restored_s": statistics.median(restored[n] - pod_start[n] for n in names),
         "from_cluster_start_s": max(restored.values()) - began,
+        "testbed_start_cluster_s": recovered - began,
         "failed_locates_per_sandbox": unreachable / len(names),
     }
