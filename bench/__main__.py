@@ -1,7 +1,7 @@
 """``python -m bench``: the whole benchmark, one command (docs/performance.md).
 
-    python -m bench                   # full run: 10 iterations, 10 min idle window (~35 min)
-    python -m bench --smoke           # one iteration of everything, in about 3 minutes (CI)
+    python -m bench                   # full run: 10 iterations, 10 min idle window (~45 min)
+    python -m bench --smoke           # one iteration of everything, in about 4 minutes (CI)
     python -m bench --update-docs     # also refresh docs/performance-results.* and docs/performance.md
 
 It starts its own testbed (``openshell-cluster-bench``), so it never disturbs the
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from clawguard import log
-from testbed import Testbed
+from testbed import LATEST_AGENT, Testbed
 
-from . import baseline, clawguard_figures, cost, limit, locate, report
+from . import agent, baseline, clawguard_figures, cost, limit, locate, report
 from .archive import build
 from .cluster import PodClock
 from .daemon import Daemon, write_config
@@ -37,7 +37,7 @@ from .daemon import Daemon, write_config
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX = "bench-assistant"
 UID = 998
-PHASES = ("limit", "baseline", "clawguard", "cost", "locate", "scale")
+PHASES = ("limit", "baseline", "clawguard", "cost", "locate", "scale", "agent")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-seconds", type=float, help="idle window (default 600; smoke 15)")
     p.add_argument("--scale", type=int, help="sandboxes for the scale figure (default 20; smoke 3)")
     p.add_argument("--scale-iterations", type=int, help="cluster restarts per scale count (default 3; smoke 1)")
+    p.add_argument(
+        "--agent-iterations",
+        type=int,
+        help="real-agent pod restarts under the daemon, and cold starts alone (default 3; smoke 1)",
+    )
+    p.add_argument("--agent", default=LATEST_AGENT, help="the real OpenClaw version (default %(default)s)")
     p.add_argument("--locate-levels", help="other containers, comma-separated (default 1,10,50; smoke 1,3)")
     p.add_argument("--locate-files", type=int, help="files in each other container (default 2000; smoke 200)")
     p.add_argument("--phases", default=",".join(PHASES), help="subset to run (default: all): " + ",".join(PHASES))
@@ -98,6 +104,7 @@ def _empty_results(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         "cost": {},
         "locate": {},
         "scale": [],
+        "agent": {},
         "errors": [],
     }
 
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.idle_seconds = args.idle_seconds if args.idle_seconds is not None else (15.0 if args.smoke else 600.0)
     scale = args.scale or (3 if args.smoke else 20)
     scale_iterations = args.scale_iterations or (1 if args.smoke else 3)
+    agent_iterations = args.agent_iterations or (1 if args.smoke else 3)
     levels = tuple(int(x) for x in (args.locate_levels or ("1,3" if args.smoke else "1,10,50")).split(","))
     files = args.locate_files or (200 if args.smoke else 2000)
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
@@ -189,6 +197,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             progress=progress,
         )
 
+    def agent_phase() -> None:
+        results["agent"] = agent.measure(
+            bed,
+            clock,
+            iterations=agent_iterations,
+            cold_iterations=agent_iterations,
+            workdir=workdir,
+            bin_dir=bin_dir,
+            progress=progress,
+            agent=args.agent,
+        )
+        results["errors"] += results["agent"].pop("errors")
+
     steps: list[tuple[str, str, Callable[[], None]]] = [
         ("limit", "exec round trips and one tar stream", limit_phase),
         ("baseline", "the seed's watchdog and per-file restore script", baseline_phase),
@@ -196,6 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("cost", "CPU of one restore, wherever it runs", cost_phase),
         ("locate", f"one locate with {', '.join(map(str, levels))} other containers", locate_phase),
         ("scale", f"1 and {scale} sandboxes after a cluster container restart", scale_phase),
+        ("agent", f"the real OpenClaw {args.agent}: under the daemon, and its cold start alone", agent_phase),
     ]
     try:
         for name, what, phase in steps:

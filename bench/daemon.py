@@ -47,13 +47,16 @@ def parse_line(line: str) -> Event | None:
 
 def write_config(
     path: Path,
-    archive: ReferenceArchive,
+    archive: ReferenceArchive | Path,
     sandboxes: Iterable[str],
     cluster: str,
     gateway: str,
     daemon: str = "",
 ) -> Path:
-    """A config with default daemon settings unless ``daemon`` (a YAML flow mapping) says otherwise."""
+    """A config with default daemon settings unless ``daemon`` (a YAML flow mapping) says otherwise.
+
+    ``archive`` is the reference archive or any restore archive's directory."""
+    root = archive if isinstance(archive, Path) else archive.root
     lines = ["version: 1"]
     if daemon:
         lines.append(f"daemon: {daemon}")
@@ -62,7 +65,7 @@ def write_config(
         lines += [
             f"  {name}:",
             f"    target: {{kind: k3s, cluster: {cluster}}}",
-            f"    archive: {archive.root}",
+            f"    archive: {root}",
             "    user: sandbox",
             "    gateway:",
             f'      ssh_proxy: "openshell ssh-proxy --gateway-name {gateway} --name {{sandbox}}"',
