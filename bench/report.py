@@ -25,6 +25,8 @@ def fmt(value: float | None, unit: str = "s") -> str:
         return f"{value:.1f}"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "CPU-s":
+        return f"{value:.2f} CPU-s"
     return f"{value:g} {unit}"
 
 
@@ -84,12 +86,24 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         )
     if one and many:
         out["scale_many/one"] = ratio(_get(many, "all_restored_s", "median"), _get(one, "all_restored_s", "median"))
+        out["scale_after_last_pod_many/one"] = ratio(
+            _get(many, "restored_after_last_pod_s", "median"), _get(one, "restored_after_last_pod_s", "median")
+        )
+    agent = results.get("agent") or {}
+    out["agent_live_under_daemon/cold_start_alone"] = ratio(
+        _get(agent, "daemon", "live_s", "median"), _get(agent, "cold_start", "live_s", "median")
+    )
+    out["agent_start_to_live_under_daemon/cold_start_alone"] = ratio(
+        _get(agent, "daemon", "start_to_live_s", "median"), _get(agent, "cold_start", "live_s", "median")
+    )
     return out
 
 
 def goals(results: dict[str, Any], r: dict[str, float | None]) -> list[dict[str, Any]]:
+    """One row per goal: issue 14's four first, plainly named, then the earlier ones."""
     cg, base, lim = results["clawguard"]["restarts"], results["baseline"], results["limit"]
     idle = results["clawguard"].get("idle") or {}
+    cost = results.get("cost") or {}
     one, many = _scale(results)
     bare, populated = _locate_rows(results)
     out: list[dict[str, Any]] = []
@@ -119,6 +133,50 @@ def goals(results: dict[str, Any], r: dict[str, float | None]) -> list[dict[str,
             }
         )
 
+    restore, in_pod = _get(cg, "restore_s", "median"), _get(lim, "tar_stream_in_pod_s", "median")
+    goal(
+        "restore vs one tar stream: median ≤ 2x one tar stream into the pod",
+        r.get("restore_median_clawguard/limit_tar_in_pod"),
+        2.0,
+        "x",
+        True,
+        f"restore (noticed → all steps verified) {fmt(restore)} / tar stream inside the pod {fmt(in_pod)}",
+    )
+    places = _get(cost, "cpu_s_by_place") or {}
+    goal(
+        "CPU per restore: ≤ 0.5 CPU-s, all places (median)",
+        _get(cost, "cpu_s", "median"),
+        0.5,
+        "CPU-s",
+        True,
+        f"{fmt(_get(cost, 'cpu_s', 'median'), 'CPU-s')}: clawguard "
+        f"{fmt(_get(places, 'clawguard', 'median'), 'CPU-s')}, cluster container "
+        f"{fmt(_get(places, 'cluster_container', 'median'), 'CPU-s')}, engine "
+        f"{fmt(_get(places, 'docker_engine', 'median'), 'CPU-s')}",
+    )
+    if one and many:
+        goal(
+            f"{many['sandboxes']} sandboxes: last pod re-created → all restored ≤ 3x one sandbox (median)",
+            r.get("scale_after_last_pod_many/one"),
+            3.0,
+            "x",
+            True,
+            f"{fmt(_get(many, 'restored_after_last_pod_s', 'median'))} vs one sandbox "
+            f"{fmt(_get(one, 'restored_after_last_pod_s', 'median'))} (first pod → all restored "
+            f"{fmt(_get(many, 'all_restored_s', 'median'))}, pods re-created over "
+            f"{fmt(_get(many, 'pod_start_spread_s', 'median'))})",
+        )
+    start = _get(cg, "gateway_start_s", "median")
+    reasons = ", ".join(f"{k or '?'} x{v}" for k, v in (cg.get("gateway_start_reasons") or {}).items())
+    goal(
+        "gateway start: pod replaced → start command issued ≤ 1 s (median)",
+        start,
+        1.0,
+        "s",
+        True,
+        f"{fmt(start)} (restore.done → gateway.start {fmt(_get(cg, 'restored_to_gateway_start_s', 'median'))}; "
+        f"reason {reasons or 'n/a'})",
+    )
     det_p95 = _get(cg, "detection_s", "p95")
     goal("Detection p95 ≤ 1 s", det_p95, 1.0, "s", True, fmt(det_p95))
     better = ratio(_get(base, "detection_s", "p95"), det_p95)
@@ -130,29 +188,28 @@ def goals(results: dict[str, Any], r: dict[str, float | None]) -> list[dict[str,
         False,
         f"baseline p95 {fmt(_get(base, 'detection_s', 'p95'))} / clawguard p95 {fmt(det_p95)}",
     )
-    faster = ratio(_get(base, "restore_s", "median"), _get(cg, "restore_s", "median"))
+    faster = ratio(_get(base, "restore_s", "median"), restore)
     goal(
         "Restore ≥ 10x faster than the baseline (median)",
         faster,
         10.0,
         "x",
         False,
-        f"baseline {fmt(_get(base, 'restore_s', 'median'))} / clawguard {fmt(_get(cg, 'restore_s', 'median'))}",
-    )
-    tar = r.get("restore_median_clawguard/limit_tar")
-    goal(
-        "Restore ≤ 2x the one-tar-stream limit (median)",
-        tar,
-        2.0,
-        "x",
-        True,
-        f"clawguard {fmt(_get(cg, 'restore_s', 'median'))} / tar stream "
-        f"{fmt(_get(lim, 'tar_stream_rootfs_s', 'median'))}",
+        f"baseline {fmt(_get(base, 'restore_s', 'median'))} / clawguard {fmt(restore)}",
     )
     cpu = idle.get("cpu_percent_of_one_core")
     goal(f"Idle CPU ≤ 0.5 % of one core ({idle.get('window_s', 0):.0f} s window)", cpu, 0.5, "%", True, fmt(cpu, "%"))
     rss = _get(idle, "rss_mb", "max")
-    goal("Idle RSS ≤ 60 MB", rss, 60.0, "MB", True, fmt(rss, "MB"))
+    peak = _get(many, "daemon_rss_peak_mb", "max") if many else None
+    goal(
+        "Idle RSS ≤ 60 MB",
+        rss,
+        60.0,
+        "MB",
+        True,
+        fmt(rss, "MB")
+        + (f" (peak during the {many['sandboxes']}-sandbox run: {fmt(peak, 'MB')})" if many and peak else ""),
+    )
     growth = r.get("locate_growth_with_files")
     if bare and populated:
         shown = (
@@ -163,15 +220,6 @@ def goals(results: dict[str, Any], r: dict[str, float | None]) -> list[dict[str,
     else:
         shown = "n/a"
     goal("Locate cost does not grow with other containers' files (≤ 1.25x, noise)", growth, 1.25, "x", True, shown)
-    if one and many:
-        goal(
-            f"{many['sandboxes']} sandboxes ≤ 3x the time of {one['sandboxes']}",
-            r.get("scale_many/one"),
-            3.0,
-            "x",
-            True,
-            f"{fmt(_get(many, 'all_restored_s', 'median'))} vs {fmt(_get(one, 'all_restored_s', 'median'))}",
-        )
     return out
 
 
@@ -225,7 +273,15 @@ def render_text(results: dict[str, Any]) -> str:
         _line("detection latency (pod replaced -> sandbox.detected)", cg.get("detection_s")),
         _line("restore (sandbox.detected -> restore.done)", cg.get("restore_s")),
         _line("  of which before the first step", cg.get("restore_before_first_step_s")),
+        _line("    sandbox.detected -> sandbox.facts (lock, locate, facts)", cg.get("detected_to_facts_s")),
+        _line("    sandbox.facts -> restore.start", cg.get("facts_to_restore_start_s")),
+        _line("  restore.start -> restore.done", cg.get("restore_start_to_done_s")),
         _line("  engine's own duration (restore.done duration=)", cg.get("restore_engine_s")),
+        _line("pod replaced -> gateway start issued (gateway.start)", cg.get("gateway_start_s")),
+        _line("  restore.done -> gateway.start", cg.get("restored_to_gateway_start_s")),
+        _line("  the start command (gateway.start -> .waiting)", cg.get("gateway_start_command_s")),
+        _line("  gateway.start -> healthy", cg.get("gateway_start_to_healthy_s")),
+        f"  gateway.start reasons: {cg.get('gateway_start_reasons')}",
         _line("pod replaced -> gateway healthy", cg.get("gateway_healthy_s")),
         f"  restore steps: {cg.get('restore_steps')}; slowest step per restart: "
         f"{', '.join(cg.get('slowest_steps') or []) or 'n/a'}",
@@ -281,8 +337,38 @@ def render_text(results: dict[str, Any]) -> str:
             _line("  last pod re-created -> every sandbox restored", row.get("restored_after_last_pod_s")),
             _line("  per sandbox: its pod re-created -> restored", row.get("per_sandbox_restored_s")),
             _line("  cluster container started -> every sandbox restored", row.get("from_cluster_start_s")),
+            _line("  testbed: start_cluster() (container, then recover())", row.get("testbed_start_cluster_s")),
             _line("  locates that found no pod, per sandbox, while waiting", row.get("failed_locates_per_sandbox"), ""),
+            _line("  daemon CPU, cluster stop -> every gateway healthy", row.get("daemon_cpu_s")),
+            _line("  cluster container CPU, its start -> every gateway healthy", row.get("cluster_container_cpu_s")),
+            _line("  daemon RSS, largest sample (every 0.2 s) in that window", row.get("daemon_rss_peak_mb"), "MB"),
+            f"  {'  daemon RSS high-water mark (VmHWM) over its whole run':<52} "
+            f"{fmt(row.get('daemon_rss_hwm_mb'), 'MB')}",
         ]
+    agent = results.get("agent") or {}
+    ad = agent.get("daemon") or {}
+    out += [
+        "",
+        f"REAL AGENT: OpenClaw {agent.get('agent', 'n/a')}, archive {agent.get('archive', 'n/a')}",
+        _line("cold start alone: start command -> first answer", _get(agent, "cold_start", "first_answer_s")),
+        _line("cold start alone: start command -> /health live", _get(agent, "cold_start", "live_s")),
+        _line("under the daemon: pod replaced -> /health live", ad.get("live_s")),
+        _line("  detection (pod replaced -> sandbox.detected)", ad.get("detection_s")),
+        _line("  restore (sandbox.detected -> restore.done)", ad.get("restore_s")),
+        _line("    sandbox.detected -> sandbox.facts (openclaw --version)", ad.get("detected_to_facts_s")),
+        _line("    sandbox.facts -> restore.start (config validate)", ad.get("facts_to_restore_start_s")),
+        _line("    restore.start -> restore.done", ad.get("restore_start_to_done_s")),
+        _line("      of which the exec-approvals step (agent CLI)", ad.get("approvals_step_s")),
+        _line("  one `openclaw approvals get` alone (fresh pod)", agent.get("cli_approvals_get_alone_s")),
+        _line("  restore.done -> gateway.start", ad.get("restored_to_start_s")),
+        _line("  pod replaced -> gateway.start", ad.get("gateway_start_s")),
+        _line("  the start command (gateway.start -> .waiting)", ad.get("start_command_s")),
+        _line("  gateway.start -> healthy (the daemon's probe)", ad.get("start_to_live_s")),
+        f"  gateway.start reasons: {ad.get('gateway_start_reasons')}; first pod live "
+        f"{fmt(ad.get('first_pod_live_after_daemon_start_s'))} after the daemon started",
+    ]
+    if ad.get("failures"):
+        out.append(f"  failures: {ad['failures']}")
     out += ["", "RATIOS (clawguard/baseline, clawguard/limit: below 1 means clawguard is faster; growth: more/fewer)"]
     for key, value in results["ratios"].items():
         out.append(f"  {key:<52} {fmt(value, 'x') if value is not None else 'n/a'}")
@@ -299,9 +385,23 @@ def render_text(results: dict[str, Any]) -> str:
 def render_markdown(results: dict[str, Any]) -> str:
     meta, lim, base = results["meta"], results["limit"], results["baseline"]
     cg, idle, r = results["clawguard"]["restarts"], results["clawguard"].get("idle") or {}, results["ratios"]
+    cost = results.get("cost") or {}
+    by_place = cost.get("cpu_s_by_place") or {}
+    places = " + ".join(
+        fmt(_get(by_place, k, "median"), "CPU-s") for k in ("clawguard", "cluster_container", "docker_engine")
+    )
+    _, many = _scale(results)
+    peak = _get(many, "daemon_rss_peak_mb", "max") if many else None
+    rss_peak_label = f"; peak during the {many['sandboxes']}-sandbox run" if many else ""
+    rss_peak = f"; {fmt(peak, 'MB')}" if many else ""
 
     def ms(s: dict[str, Any] | None) -> str:
         return "n/a" if not s or s.get("median") is None else f"{fmt(s['median'])} / {fmt(s['p95'])}"
+
+    def cpu(s: dict[str, Any] | None) -> str:
+        if not s or s.get("median") is None:
+            return "n/a"
+        return f"{fmt(s['median'], 'CPU-s')} / {fmt(s['p95'], 'CPU-s')}"
 
     def x(key: str) -> str:
         value = r.get(key)
@@ -316,11 +416,17 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"| Restore: noticed → all steps verified | {ms(cg.get('restore_s'))} | {ms(base.get('restore_s'))} | "
         f"{ms(lim.get('tar_stream_rootfs_s'))} (one tar stream) | {x('restore_median_clawguard/baseline')} | "
         f"{x('restore_median_clawguard/limit_tar')} |",
+        f"| Restore vs one tar stream inside the pod | {ms(cg.get('restore_s'))} | | "
+        f"{ms(lim.get('tar_stream_in_pod_s'))} (tar stream in the pod) | | "
+        f"{x('restore_median_clawguard/limit_tar_in_pod')} |",
+        f"| CPU per restore, all places: clawguard + cluster container + engine | "
+        f"{cpu(cost.get('cpu_s'))}: {places} | | | | |",
+        f"| Pod replaced → gateway start issued | {ms(cg.get('gateway_start_s'))} | | | | |",
         f"| Pod replaced → gateway healthy | {ms(cg.get('gateway_healthy_s'))} | "
         f"{ms(base.get('gateway_healthy_s'))} | | {x('gateway_healthy_median_clawguard/baseline')} | |",
         f"| Idle CPU, % of one core ({idle.get('window_s', 0):.0f} s) | "
         f"{fmt(idle.get('cpu_percent_of_one_core'), '%')} | | | | |",
-        f"| Idle RSS (max) | {fmt(_get(idle, 'rss_mb', 'max'), 'MB')} | | | | |",
+        f"| Daemon RSS: idle (max){rss_peak_label} | {fmt(_get(idle, 'rss_mb', 'max'), 'MB')}{rss_peak} | | | | |",
     ]
     for row in _locate_rows(results)[1]:
         rows.append(
@@ -332,9 +438,20 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
     for row in results.get("scale") or []:
         rows.append(
-            f"| {row['sandboxes']} sandbox(es) after a cluster restart: first pod → all restored | "
-            f"{ms(row.get('all_restored_s'))} | | | | |"
+            f"| {row['sandboxes']} sandbox(es) after a cluster restart: last pod re-created → all restored "
+            f"(first pod → all) | {ms(row.get('restored_after_last_pod_s'))} ({ms(row.get('all_restored_s'))}) "
+            f"| | | | |"
         )
+    agent = results.get("agent") or {}
+    if agent:
+        rows += [
+            f"| Real OpenClaw {agent['agent']}: pod replaced → /health live under the daemon | "
+            f"{ms(_get(agent, 'daemon', 'live_s'))} | | {ms(_get(agent, 'cold_start', 'live_s'))} "
+            f"(its cold start alone) | | {x('agent_live_under_daemon/cold_start_alone')} |",
+            f"| Real OpenClaw {agent['agent']}: gateway start issued → /health live under the daemon | "
+            f"{ms(_get(agent, 'daemon', 'start_to_live_s'))} | | {ms(_get(agent, 'cold_start', 'live_s'))} "
+            f"(its cold start alone) | | {x('agent_start_to_live_under_daemon/cold_start_alone')} |",
+        ]
     goal_rows = ["", "| Goal | Measured | Verdict |", "|---|---|---|"]
     for g in results["goals"]:
         verdict = "n/a" if g["met"] is None else ("met" if g["met"] else f"**missed**: {g['margin']}")
