@@ -107,7 +107,11 @@ def exec_in(
                 continue
             printed += size
             if limit is not None and printed > limit:
-                sock.close()  # now: a feeder still blocked on the command gives up too
+                # Shut down, not only closed: the HTTP response keeps the socket open otherwise,
+                # and Docker would go on writing into it (and the command on printing) until its
+                # buffers fill, blocking the container's next exec.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 raise OutputTooLarge(f"{list(argv)[:1]}... printed more than {limit} bytes", bytes(err))
             for chunk in _recv_chunks(sock, size):
                 if out is None:
