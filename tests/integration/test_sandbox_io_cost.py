@@ -1,4 +1,6 @@
-"""Issue 14, the inspector: what a read and a write of the reference archive cost inside the pod.
+"""Issue 14, the inspector: a read and a write of the reference archive, correct on both
+userlands, and what they cost inside the pod (recorded, not asserted: speed goals are the
+benchmark's).
 
 The reference archive (bench/archive.py: 196 files, 5.3 MB) restored into a fresh pod, on
 both userlands. The CPU is the pod's own cgroup's, so it counts every process the scripts
@@ -84,7 +86,6 @@ sandboxes:
     print(f"{pod_name}: {json.dumps(figures)}")
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     (FIGURES_DIR / f"sandbox-io-cost-{pod_name}.json").write_text(json.dumps(figures))
-
-    assert figures["inspect_fresh_pod_cpu_s"] < 0.1  # was 0.56: a missing tree costs nothing
-    assert figures["inspect_full_pod_cpu_s"] < 0.3  # was 0.36: about 40 ms of it is hashing 5.3 MB
-    assert figures["apply_verify_pod_cpu_s"] < 0.35  # was 0.42: tar, chown, chmod, and a full read-back
+    # Speed goals live in the benchmark, never in a test (shared, noisy machines): the figures
+    # are recorded for a reader; what is asserted above is that the cheap read stayed correct.
+    assert all(value >= 0 for value in figures.values())
