@@ -801,6 +801,25 @@ class Testbed(SandboxHelpers):
             raise TestbedError(f"sandbox {name!r} already exists; use restart()")
         return self._run_pod(name, spec, str(uuid.uuid4()))
 
+    def ensure_sandbox(self, name: str, uid: int = DEFAULT_SANDBOX_UID, *, agent: str = _agents.STANDIN) -> str:
+        """Pod ``name`` made of exactly ``uid`` and ``agent``: kept if it is, else (re)made.
+
+        For callers that need a known sandbox on a cluster that something else
+        may have used (``scripts/demo.sh`` makes ``my-assistant`` a real agent).
+        Returns its container ID.
+        """
+        try:
+            wanted = SandboxSpec.make(uid, agent)
+        except ValueError as exc:
+            raise TestbedError(str(exc)) from exc
+        current = self.container_id(name)
+        if current is not None and self.sandbox_spec(name) == wanted:
+            return current
+        if current is not None:
+            log.info("sandbox %s is not %s with uid %d; re-making it", name, agent, uid)
+            self.remove_sandbox(name)
+        return self.add_sandbox(name, uid, agent=agent)
+
     def _pod_image(self, spec: SandboxSpec) -> _PodImage:
         """The image (imported into containerd unless present), command and mounts of a pod made of ``spec``."""
         if spec.standin:

@@ -43,8 +43,8 @@ def testbed() -> Iterator[object]:
     bed = Testbed()
     bed.up()
     for name, uid in ((SANDBOX, 998), (OTHER, OTHER_UID)):
-        if bed.container_id(name) is None:
-            bed.add_sandbox(name, uid=uid)
+        # The tests are written for the stand-in's split layout; scripts/demo.sh leaves a real agent here.
+        bed.ensure_sandbox(name, uid=uid)
     yield bed
     if os.environ.get("CLAWGUARD_KEEP_TESTBED") != "1":
         bed.down()

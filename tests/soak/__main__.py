@@ -23,8 +23,7 @@ def main() -> int:
     bed = Testbed()
     bed.up()
     for name, uid in zip(SANDBOXES, (998, 1234), strict=True):
-        if bed.container_id(name) is None:
-            bed.add_sandbox(name, uid=uid)
+        bed.ensure_sandbox(name, uid=uid)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="clawguard-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     report = Soak(bed, workdir, seed).run(args.faults)
