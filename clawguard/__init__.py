@@ -1,11 +1,14 @@
 """clawguard keeps an OpenClaw agent's OpenShell sandbox restored across pod restarts.
 
-The public API is small: load a config, build and inspect a plan, restore.
+The public API is small: ``Clawguard.load(path)`` and its methods (restore, capture,
+check, plan, status, daemon) do everything the command line does.
 """
 
 from __future__ import annotations
 
+from .api import Checked, Clawguard
 from .config import Config, SandboxConfig, load_config, parse_config
+from .context import SandboxContext
 from .converge import Convergence
 from .errors import (
     ArchiveError,
@@ -23,6 +26,8 @@ __version__ = "0.2.0"
 
 __all__ = [
     "ArchiveError",
+    "Checked",
+    "Clawguard",
     "ClawguardError",
     "Config",
     "ConfigError",
@@ -32,6 +37,7 @@ __all__ = [
     "RestoreFailed",
     "RestoreReport",
     "SandboxConfig",
+    "SandboxContext",
     "SandboxGone",
     "StepReport",
     "TargetError",

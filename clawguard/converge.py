@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -18,14 +17,14 @@ import structlog
 from . import hooks, persist
 from .agent import SandboxFacts, probe
 from .config import SandboxConfig
+from .context import SandboxContext
 from .errors import SandboxGone, TargetError
-from .gateway import Gateway, GatewayError, Health
+from .gateway import GatewayError, Health
 from .plan import Plan, build_plan
 from .pod import Pod
 from .restore import CHANGED, FAILED, PERSISTED, Progress, RestoreReport, run_plan
 from .sandboxfs import SandboxCommandFailed
-from .state import sandbox_dir, sandbox_lock, update_state
-from .targets import Instance, Target, make_target
+from .targets import Instance, Target
 
 log = structlog.get_logger("clawguard.converge")
 
@@ -60,10 +59,6 @@ class Convergence:
         return line
 
 
-def make_gateway(sandbox: SandboxConfig, state_root: Path | None = None) -> Gateway:
-    return Gateway(sandbox.name, dict(sandbox.gateway), sandbox_dir(sandbox.name, state_root))
-
-
 def open_pod(sandbox: SandboxConfig, target: Target, instance: Instance, known: SandboxFacts | None = None) -> Pod:
     """The pod ``instance`` with its facts: ``known`` when they are this pod's, else read now."""
     if known is None or known.container_id != instance.id:
@@ -89,72 +84,81 @@ def plan_for(sandbox: SandboxConfig, pod: Pod, plan: Plan | None = None) -> Plan
     return build_plan(sandbox, pod.facts)
 
 
+def _nothing() -> None:
+    pass
+
+
+def _never(_container_id: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """How a caller follows a recovery (none of them changes what it does).
+
+    ``replaced(container_id)`` is asked after the restore and while waiting for the
+    gateway: when it says the pod was replaced, the run is abandoned and started over on
+    the new pod. ``heartbeat`` is called whenever work goes on; ``on_wait(what)`` while
+    the sandbox's lock is held by another clawguard.
+    """
+
+    progress: Progress | None = None
+    heartbeat: Callable[[], None] = _nothing
+    replaced: Callable[[str], bool] = _never
+    on_wait: Callable[[str], None] | None = None
+
+
 def converge(
-    sandbox: SandboxConfig,
+    ctx: SandboxContext,
     *,
     plan: Plan | None = None,
-    target: Target | None = None,
-    gateway: Gateway | None = None,
     facts: SandboxFacts | None = None,
     dry_run: bool = False,
     with_gateway: bool = True,
-    progress: Progress | None = None,
-    heartbeat: Callable[[], None] = lambda: None,
-    replaced: Callable[[str], bool] = lambda _container_id: False,
-    lock_timeout: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
-    state_root: Path | None = None,
     reason: str = "manual",
+    lock_timeout: float | None = None,
+    callbacks: Callbacks = Callbacks(),
 ) -> Convergence:
-    """Restore ``sandbox`` and bring its gateway up; record the outcome in its state.
+    """Restore the sandbox and bring its gateway up; record the outcome in its state.
 
     ``plan`` is used when it was made for the pod found (a subset of steps, for a live
-    re-sync); otherwise the pod's facts are read and a full plan is made for it.
-    ``replaced(container_id)`` is asked between steps and while waiting for the
-    gateway: when it says the pod was replaced, the run is abandoned and started
-    over on the new pod.
+    re-sync); otherwise the pod's facts are read (``facts`` when they are its) and a
+    full plan is made for it.
     """
-    target = target or make_target(sandbox.name, sandbox.target)
+    sandbox, target, gateway = ctx.config, ctx.target, ctx.gateway
     use_gateway = with_gateway and not dry_run and bool(sandbox.gateway["enabled"])
-    if use_gateway and gateway is None:
-        gateway = make_gateway(sandbox, state_root)
-
     # Every event of this recovery says why it runs (restore.done feeds the metrics by reason).
     with (
         structlog.contextvars.bound_contextvars(reason=reason),
-        sandbox_lock(sandbox.name, state_root, timeout=lock_timeout, on_wait=on_wait),
+        ctx.store.lock(sandbox.name, timeout=lock_timeout, on_wait=callbacks.on_wait),
     ):
         for _attempt in range(MAX_POD_CHANGES):
             instance = target.locate()
             bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)
-
-            def step_done(index: int, total: int, step: Any, current: str = instance.id) -> None:
-                heartbeat()
-                if progress:
-                    progress(index, total, step)
-                if replaced(current):
-                    raise SandboxGone("the pod was replaced during the restore")
-
             try:
                 pod = open_pod(sandbox, target, instance, facts)
                 facts = pod.facts
                 this_plan = plan_for(sandbox, pod, plan)
                 if this_plan.persist and not dry_run:
-                    capture_before_restore(sandbox, this_plan, pod, state_root)
-                latest = _capture_to_restore(this_plan, pod, dry_run, state_root)
-                report = run_plan(this_plan, pod, dry_run=dry_run, progress=step_done, persisted=latest)
+                    capture_before_restore(ctx, this_plan, pod)
+                latest = _capture_to_restore(ctx, this_plan, pod, dry_run)
+                callbacks.heartbeat()
+                report = run_plan(this_plan, pod, dry_run=dry_run, progress=callbacks.progress, persisted=latest)
+                callbacks.heartbeat()
+                if callbacks.replaced(pod.id):
+                    raise SandboxGone("the pod was replaced during the restore")
                 fresh = False
                 if latest is not None and not dry_run and _persisted_ok(report):
                     persist.set_persist_state(
+                        ctx.store,
                         sandbox.name,
-                        state_root,
                         live_pod=pod.id,
                         restored={"generation": latest.generation, "into": pod.id, "at": time.time()},
                     )
                     fresh = reason == "pod replaced"  # a new pod never runs a gateway (NemoClaw #2042)
                 health: Health | None = None
                 gateway_error = None
-                if use_gateway and report.ok and gateway is not None:
+                if use_gateway and report.ok:
                     # A change the gateway only reads at start (SOUL.md) restarts a running one.
                     restart = [
                         r.name
@@ -163,7 +167,11 @@ def converge(
                     ]
                     try:
                         health = gateway.ensure(
-                            pod, heartbeat, restart_for=restart, replaced=partial(replaced, pod.id), fresh=fresh
+                            pod,
+                            callbacks.heartbeat,
+                            restart_for=restart,
+                            replaced=partial(callbacks.replaced, pod.id),
+                            fresh=fresh,
                         )
                     except GatewayError as exc:
                         gateway_error = str(exc)
@@ -180,8 +188,8 @@ def converge(
                 continue
             result = Convergence(sandbox.name, instance.id, report, health, gateway_error, this_plan)
             if not dry_run:
-                record(sandbox.name, result, reason, state_root)
-                _announce(sandbox, result, reason, state_root)
+                record(ctx, result, reason)
+                _announce(ctx, result, reason)
             return result
     raise TargetError(
         f"{sandbox.name}: the pod was replaced {MAX_POD_CHANGES} times while restoring; giving up this round"
@@ -196,57 +204,38 @@ def _persisted_ok(report: RestoreReport) -> bool:
     return any(step.name == PERSISTED and step.outcome != FAILED for step in report.steps)
 
 
-def _capture_to_restore(plan: Plan, pod: Pod, dry_run: bool, state_root: Path | None) -> persist.Capture | None:
+def _capture_to_restore(ctx: SandboxContext, plan: Plan, pod: Pod, dry_run: bool) -> persist.Capture | None:
     """The capture to write into this pod: the latest good one, unless the pod is live already
     (its persisted paths are the agent's own) or the capture came from this very pod."""
-    name = plan.sandbox.name
-    if not plan.persist or persist.live_pod(name, state_root) == pod.id:
+    if not plan.persist or persist.live_pod(ctx.store, ctx.name) == pod.id:
         return None
-    latest = persist.CaptureStore(name, plan.sandbox.config.daemon.persist_keep, state_root).latest_good()
+    latest = persist.CaptureStore(ctx.store, ctx.name, ctx.settings.persist_keep).latest_good()
     if latest is None or latest.container_id == pod.id:
         # Nothing captured yet, or the capture came from this very pod: its files are the agent's own.
         if not dry_run:
-            persist.set_persist_state(name, state_root, live_pod=pod.id)
+            persist.set_persist_state(ctx.store, ctx.name, live_pod=pod.id)
         return None
     return latest
 
 
-def capture_before_restore(sandbox: SandboxConfig, plan: Plan, pod: Pod, state_root: Path | None) -> None:
+def capture_before_restore(ctx: SandboxContext, plan: Plan, pod: Pod) -> None:
     """Save the agent's latest state before a restore touches the pod (it is skipped on a new pod)."""
     try:
-        take_capture(sandbox, plan, pod, "before restore", state_root)
+        persist.capture(ctx, plan.persist, pod, "before restore")
     except TargetError as exc:
         if isinstance(exc, SandboxGone):
             raise
-        log.warning("persist.capture_failed", sandbox=sandbox.name, error=str(exc))
-
-
-def take_capture(
-    sandbox: SandboxConfig, plan: Plan, pod: Pod, reason: str, state_root: Path | None
-) -> persist.CaptureOutcome:
-    """Capture ``plan``'s persisted paths from ``pod``. Call with the sandbox lock held."""
-    return persist.capture(
-        sandbox.name,
-        plan.persist,
-        pod,
-        keep=sandbox.config.daemon.persist_keep,
-        max_bytes=sandbox.limits.max_persist_bytes,
-        reason=reason,
-        node=sandbox.agent.node,
-        state_root=state_root,
-    )
+        log.warning("persist.capture_failed", sandbox=ctx.name, error=str(exc))
 
 
 def capture_sandbox(
-    sandbox: SandboxConfig,
+    ctx: SandboxContext,
     *,
     reason: str = "manual",
-    target: Target | None = None,
     instance: Instance | None = None,
     facts: SandboxFacts | None = None,
     plan: Plan | None = None,
     lock_timeout: float | None = 60.0,
-    state_root: Path | None = None,
 ) -> persist.CaptureOutcome:
     """Locate the sandbox and capture its persisted paths once, under its lock. ``plan``
     (the daemon's, for this pod) saves validating the archive again for every capture.
@@ -255,14 +244,14 @@ def capture_sandbox(
     for a plan that does not validate, and TargetError when the sandbox cannot be
     reached or read.
     """
-    target = target or make_target(sandbox.name, sandbox.target)
-    with sandbox_lock(sandbox.name, state_root, timeout=lock_timeout):
-        pod = open_pod(sandbox, target, instance or target.locate(), facts)
-        return take_capture(sandbox, plan_for(sandbox, pod, plan), pod, reason, state_root)
+    with ctx.store.lock(ctx.name, timeout=lock_timeout):
+        pod = open_pod(ctx.config, ctx.target, instance or ctx.target.locate(), facts)
+        return persist.capture(ctx, plan_for(ctx.config, pod, plan).persist, pod, reason)
 
 
-def _announce(sandbox: SandboxConfig, result: Convergence, reason: str, state_root: Path | None) -> None:
+def _announce(ctx: SandboxContext, result: Convergence, reason: str) -> None:
     """Log drift by name and run the matching outcome hook."""
+    sandbox = ctx.config
     report = result.report
     changed_steps = [s for s in report.steps if s.outcome == CHANGED]
     changed = [s.name for s in changed_steps]
@@ -291,10 +280,10 @@ def _announce(sandbox: SandboxConfig, result: Convergence, reason: str, state_ro
         "CLAWGUARD_REASON": reason,
         "CLAWGUARD_GATEWAY": "" if result.gateway is None else ("healthy" if result.gateway.healthy else "unhealthy"),
     }
-    hooks.fire(sandbox.hooks, event, env, sandbox.name, state_root)
+    hooks.fire(sandbox.hooks, event, env, sandbox.name, ctx.store)
 
 
-def record(sandbox: str, result: Convergence, reason: str, state_root: Path | None = None) -> None:
+def record(ctx: SandboxContext, result: Convergence, reason: str) -> None:
     report = result.report
     changes: dict[str, Any] = {
         "container_id": result.container_id,
@@ -316,13 +305,12 @@ def record(sandbox: str, result: Convergence, reason: str, state_root: Path | No
             if result.gateway
             else {"healthy": False, "status": result.gateway_error, "checked_at": time.time()}
         )
-    update_state(sandbox, state_root, **changes)
+    ctx.store.update(ctx.name, **changes)
 
 
-def plan_live(sandbox: SandboxConfig, target: Target | None = None) -> tuple[Plan, Pod | None, str]:
+def plan_live(sandbox: SandboxConfig, target: Target) -> tuple[Plan, Pod | None, str]:
     """The plan for the sandbox's live pod, read without writing anything; or, when the pod
     cannot be reached, the plan from the config alone. The third item says which."""
-    target = target or make_target(sandbox.name, sandbox.target)
     try:
         pod = open_pod(sandbox, target, target.locate())
     except TargetError as exc:

@@ -15,9 +15,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
@@ -28,13 +27,15 @@ from watchdog.observers.api import BaseObserver
 
 from . import hooks, threads
 from .agent import SandboxFacts
-from .config import Config, SandboxConfig
-from .converge import DRIFT_CHECK, RESYNC, Convergence, capture_sandbox, converge, make_gateway, open_pod
+from .api import sandbox_contexts
+from .config import Config
+from .context import SandboxContext
+from .converge import DRIFT_CHECK, RESYNC, Callbacks, Convergence, capture_sandbox, converge, open_pod
 from .errors import ClawguardError, InputError
 from .plan import Plan, PlannedStep, build_plan
 from .redact import redact_value
-from .state import Busy, state_dir, update_state_when_free, write_json
-from .targets import Instance, Target, make_target
+from .state import Busy, StateStore, write_json
+from .targets import Instance, Target
 from .threads import guarded
 
 log = structlog.get_logger("clawguard.daemon")
@@ -76,29 +77,25 @@ class WorkerStatus:
 class SandboxWorker(threading.Thread):
     def __init__(
         self,
-        sandbox: SandboxConfig,
+        ctx: SandboxContext,
         plan: Plan | None,
-        settings: Config,
         stop: threading.Event,
         on_change: Callable[[], None],
-        state_root: Path | None,
-        target: Target | None = None,
-        slots: threading.Semaphore | None = None,
+        slots: threading.Semaphore,
         config_error: InputError | None = None,
     ) -> None:
         """``plan`` is None when the sandbox's archive or plan is bad (``config_error``): the
-        worker then reports it, watches the archive and starts protecting once it is fixed."""
-        super().__init__(name=f"worker-{sandbox.name}", daemon=True)
-        # Shared by all workers: how many restores may run at once.
-        self.slots = slots or threading.BoundedSemaphore(settings.daemon.max_parallel)
-        self.sandbox = sandbox
+        worker then reports it, watches the archive and starts protecting once it is fixed.
+        ``slots`` is shared by all workers: how many restores may run at once."""
+        super().__init__(name=f"worker-{ctx.name}", daemon=True)
+        self.ctx = ctx
+        self.slots = slots
+        self.sandbox = ctx.config
         self.plan = plan
-        self.settings = settings.daemon
+        self.settings = ctx.settings
         self.stop = stop
         self.on_change = on_change
-        self.state_root = state_root
-        self.target = target or make_target(sandbox.name, sandbox.target)
-        self.gateway = make_gateway(sandbox, state_root)
+        self.target = ctx.target
         self.status = WorkerStatus(beat=time.monotonic())
         self.wake = threading.Event()
         self.last_id: str | None = None  # in memory only: a restarted daemon verifies again
@@ -111,7 +108,7 @@ class SandboxWorker(threading.Thread):
         self.changed_at: float | None = None
         self.generation = 0  # bumped by every event, so a restore can tell it was overtaken
         self.woken_at: float | None = None  # monotonic time of the first event since the last round
-        self.log = log.bind(sandbox=sandbox.name)
+        self.log = log.bind(sandbox=ctx.name)
 
     def heartbeat(self) -> None:
         self.status.beat = time.monotonic()
@@ -232,9 +229,8 @@ class SandboxWorker(threading.Thread):
             return
         self.config_error = message
         self.log.error("sandbox.config_error", error=message, reason=reason)
-        update_state_when_free(
+        self.ctx.store.update_when_free(
             self.sandbox.name,
-            self.state_root,
             status=self.status.line,
             config_error={"message": message, "at": time.time(), "reason": reason},
         )
@@ -249,7 +245,7 @@ class SandboxWorker(threading.Thread):
             "CLAWGUARD_REASON": f"config error ({reason})",
             "CLAWGUARD_GATEWAY": "",
         }
-        hooks.fire(self.sandbox.hooks, "on_failed", env, self.sandbox.name, self.state_root)
+        hooks.fire(self.sandbox.hooks, "on_failed", env, self.sandbox.name, self.ctx.store)
 
     def _retry_plan(self) -> float:
         """In the config-error state: try the archive again when it changed (after the
@@ -308,14 +304,12 @@ class SandboxWorker(threading.Thread):
             return
         try:
             capture_sandbox(
-                self.sandbox,
+                self.ctx,
                 reason=reason,
-                target=self.target,
                 instance=instance,
                 facts=self.facts,
                 plan=self.plan,
                 lock_timeout=lock_timeout,
-                state_root=self.state_root,
             )
         except Busy:
             pass  # a restore holds the lock, and it captures first itself
@@ -367,16 +361,15 @@ class SandboxWorker(threading.Thread):
         self.status.busy_until = time.monotonic() + 300
         try:
             result: Convergence = converge(
-                self.sandbox,
+                self.ctx,
                 plan=plan or self.plan,
-                target=self.target,
-                gateway=self.gateway,
                 facts=self.facts,
-                heartbeat=self.heartbeat,
-                on_wait=self._waiting,
-                replaced=lambda current: self.generation != started_generation and self._pod_changed(current),
-                state_root=self.state_root,
                 reason=reason,
+                callbacks=Callbacks(
+                    heartbeat=self.heartbeat,
+                    on_wait=self._waiting,
+                    replaced=lambda current: self.generation != started_generation and self._pod_changed(current),
+                ),
             )
         except InputError as exc:  # e.g. the configured user is missing in this pod's image
             self.log.error("restore.input_error", error=str(exc), reason=reason)
@@ -416,7 +409,7 @@ class SandboxWorker(threading.Thread):
 
     def _check_health(self, instance: Instance) -> None:
         try:
-            health = self.gateway.probe(open_pod(self.sandbox, self.target, instance, self.facts))
+            health = self.ctx.gateway.probe(open_pod(self.sandbox, self.target, instance, self.facts))
         except ClawguardError as exc:
             self.log.warning("gateway.probe_failed", error=str(exc))
             return
@@ -425,7 +418,7 @@ class SandboxWorker(threading.Thread):
             # handles it as a replacement (detected, restored in full, named so).
             self.wake.set()
             return
-        update_state_when_free(self.sandbox.name, self.state_root, gateway=health.to_dict())
+        self.ctx.store.update_when_free(self.sandbox.name, gateway=health.to_dict())
         if not health.healthy:
             self.log.warning("gateway.down", container_id=instance.short_id, status=health.status)
             self._converge("gateway down")
@@ -436,12 +429,12 @@ class Daemon:
         self,
         config: Config,
         notifier: Notifier | None = None,
-        state_root: Path | None = None,
-        targets: dict[str, Target] | None = None,
+        store: StateStore | None = None,
+        targets: Mapping[str, Target] | None = None,
     ) -> None:
         self.config = config
         self.notifier = notifier or systemd_notifier()
-        self.state_root = state_root
+        self.store = store or StateStore()
         self.stop = threading.Event()
         self.changed = threading.Event()
         # Only a bad config.yaml stops the daemon (load_config raised already). A sandbox whose
@@ -449,27 +442,15 @@ class Daemon:
         # stays protected, and it is protected as soon as its archive is fixed.
         slots = threading.BoundedSemaphore(config.daemon.max_parallel)
         self.workers = []
-        for name, sandbox in config.sandboxes.items():
+        for ctx in sandbox_contexts(config, self.store, targets or {}):
             plan: Plan | None = None
             error: InputError | None = None
             try:
-                plan = build_plan(sandbox)
+                plan = build_plan(ctx.config)
                 plan.log_warnings()
             except InputError as exc:
                 error = exc
-            self.workers.append(
-                SandboxWorker(
-                    sandbox,
-                    plan,
-                    config,
-                    self.stop,
-                    self.changed.set,
-                    state_root,
-                    (targets or {}).get(name),
-                    slots,
-                    config_error=error,
-                )
-            )
+            self.workers.append(SandboxWorker(ctx, plan, self.stop, self.changed.set, slots, config_error=error))
 
     def _watchdog_interval(self) -> float:
         usec = os.environ.get("WATCHDOG_USEC")
@@ -532,7 +513,7 @@ class Daemon:
                 self.notifier.notify(f"STATUS={status}")
                 last_status = status
             write_json(
-                (self.state_root or state_dir()) / "daemon.json",
+                self.store.daemon_file,
                 {
                     "pid": os.getpid(),
                     "started_at": started,

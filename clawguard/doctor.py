@@ -17,15 +17,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .config import Config, SandboxConfig, default_path, load_config
-from .converge import make_gateway, open_pod
+from .api import Clawguard
+from .config import Config, default_path, load_config
+from .context import SandboxContext
+from .converge import open_pod
 from .entries import Entry, Inspection
 from .errors import ClawguardError, InputError
 from .plan import Plan, build_plan
 from .pod import Pod
 from .restore import FAILED, WOULD_CHANGE, run_plan
 from .sandboxfs import SandboxCommandFailed
-from .targets import Target, make_target
+from .targets import Target
 
 PASS, FAIL, SKIP = "ok", "failed", "skipped"
 
@@ -78,8 +80,9 @@ def diagnose(
         yield from _systemd(runner, None)
         return
     yield Check("config", PASS, f"{path}: {len(config.sandboxes)} sandbox(es)")
+    guard = Clawguard(config, targets=targets)
     for item in selected:
-        yield from _sandbox(item, docker_ok, (targets or {}).get(item.name))
+        yield from _sandbox(guard.context(item.name), docker_ok)
     yield from _systemd(runner, config)
 
 
@@ -109,8 +112,8 @@ def _docker(runner: Runner) -> Iterator[Check]:
     yield Check("docker", PASS, f"reachable, Docker {version}, as uid {os.getuid()}")
 
 
-def _sandbox(sandbox: SandboxConfig, docker_ok: bool, target: Target | None) -> Iterator[Check]:
-    name = sandbox.name
+def _sandbox(ctx: SandboxContext, docker_ok: bool) -> Iterator[Check]:
+    sandbox, name = ctx.config, ctx.name
 
     def check(what: str, outcome: str, detail: str, fix: str = "") -> Check:
         return Check(what, outcome, detail, fix, name)
@@ -130,7 +133,7 @@ def _sandbox(sandbox: SandboxConfig, docker_ok: bool, target: Target | None) -> 
     if not docker_ok:
         yield from skipped("sandbox", "agent", "user", *later, why="Docker")
         return
-    target = target or make_target(name, sandbox.target)
+    target = ctx.target
     try:
         pod = open_pod(sandbox, target, target.locate())
     except ClawguardError as exc:
@@ -175,7 +178,7 @@ def _sandbox(sandbox: SandboxConfig, docker_ok: bool, target: Target | None) -> 
         return
     yield _approvals_check(name, pod, seen, approvals)
     yield _telegram_check(name, seen, layout.telegram_dir, ids.uid)
-    yield _gateway_check(sandbox, pod)
+    yield _gateway_check(ctx, pod)
 
 
 def _agent_check(name: str, pod: Pod) -> Check:
@@ -269,12 +272,12 @@ def _telegram_check(name: str, seen: Inspection, path: str, uid: int) -> Check:
     return Check("telegram directory", PASS, f"{path} owned by uid {uid}", sandbox=name)
 
 
-def _gateway_check(sandbox: SandboxConfig, pod: Pod) -> Check:
-    name = sandbox.name
+def _gateway_check(ctx: SandboxContext, pod: Pod) -> Check:
+    sandbox, name = ctx.config, ctx.name
     if not sandbox.gateway["enabled"]:
         return Check("gateway", SKIP, "gateway.enabled is false", sandbox=name)
     try:
-        health = make_gateway(sandbox).probe(pod)
+        health = ctx.gateway.probe(pod)
     except ClawguardError as exc:
         return Check("gateway", FAIL, str(exc), "see gateway.host_key in docs/daemon.md", name)
     if health.healthy:

@@ -12,13 +12,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from .schema import Field, Int, ListOf, Record, Str
-from .state import update_state_when_free
+from .state import StateStore
 
 log = structlog.get_logger("clawguard.hooks")
 
@@ -64,7 +63,7 @@ def fire(
     event: str,
     env: Mapping[str, str],
     sandbox: str,
-    state_root: Path | None = None,
+    store: StateStore | None = None,
     wait: bool = False,
 ) -> threading.Thread | None:
     """Start the hook for ``event`` in a background thread, if one is configured."""
@@ -72,7 +71,9 @@ def fire(
     if not argv:
         return None
     thread = threading.Thread(
-        target=_run, args=(argv, event, dict(env), int(hooks.get("timeout", 30)), sandbox, state_root), daemon=True
+        target=_run,
+        args=(argv, event, dict(env), int(hooks.get("timeout", 30)), sandbox, store or StateStore()),
+        daemon=True,
     )
     thread.start()
     if wait:
@@ -80,7 +81,7 @@ def fire(
     return thread
 
 
-def _run(argv: list[str], event: str, env: dict[str, str], timeout: int, sandbox: str, state_root: Path | None) -> None:
+def _run(argv: list[str], event: str, env: dict[str, str], timeout: int, sandbox: str, store: StateStore) -> None:
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -106,4 +107,4 @@ def _run(argv: list[str], event: str, env: dict[str, str], timeout: int, sandbox
     )
     record = {"event": event, "exit_code": code, "at": time.time(), "duration": duration}
     with contextlib.suppress(OSError):  # status is informative; a hook's result must never break anything
-        update_state_when_free(sandbox, state_root, timeout=60, last_hook=record)
+        store.update_when_free(sandbox, timeout=60, last_hook=record)

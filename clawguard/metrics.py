@@ -42,11 +42,9 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .state import load_state
+from .state import StateStore
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from .config import Config
 
 log = structlog.get_logger("clawguard.metrics")
@@ -436,7 +434,7 @@ def install(metrics: Metrics, level: str = "info") -> None:
     structlog.configure(processors=[*chain[:index], *extra, *chain[index:]], wrapper_class=wrapper)
 
 
-def enable(listen: str | None, config: Config, level: str = "info", state_root: Path | None = None) -> Server | None:
+def enable(listen: str | None, config: Config, store: StateStore, level: str = "info") -> Server | None:
     """For ``clawguard run``, with ``daemon.metrics.listen``: observe the log and serve
     the metrics; nothing when ``listen`` is unset. An address that cannot be bound is
     logged, never fatal: restores matter more than their metrics (Prometheus shows the
@@ -446,7 +444,7 @@ def enable(listen: str | None, config: Config, level: str = "info", state_root: 
     metrics = Metrics(
         config.sandboxes,
         gateways=[name for name, sandbox in config.sandboxes.items() if sandbox.gateway.get("enabled", True)],
-        state=lambda name: load_state(name, state_root),
+        state=store.load,
     )
     install(metrics, level)
     try:

@@ -39,10 +39,11 @@ from .agent.versions import UNKNOWN, Capabilities
 from .entries import Entry, Ids
 from .errors import TargetError
 from .layout import Layout
-from .state import atomic_write, load_state, sandbox_dir, update_state
+from .state import StateStore, atomic_write
 from .targets.base import OutputTooLarge
 
 if TYPE_CHECKING:
+    from .context import SandboxContext
     from .pod import Pod
 
 log = structlog.get_logger("clawguard.persist")
@@ -153,10 +154,10 @@ class Capture:
 class CaptureStore:
     """The generations of one sandbox, oldest first. Only this module writes them."""
 
-    def __init__(self, sandbox: str, keep: int, state_root: Path | None = None) -> None:
+    def __init__(self, store: StateStore, sandbox: str, keep: int) -> None:
         self.sandbox = sandbox
         self.keep = keep
-        self.directory = sandbox_dir(sandbox, state_root) / "persist"
+        self.directory = store.sandbox_dir(sandbox) / "persist"
 
     def generations(self) -> list[Capture]:
         result: list[Capture] = []
@@ -339,17 +340,17 @@ def stale_journals(members: Sequence[Member]) -> list[Entry]:
     ]
 
 
-def live_pod(sandbox: str, state_root: Path | None = None) -> str | None:
-    persist = load_state(sandbox, state_root).get("persist") or {}
+def live_pod(store: StateStore, sandbox: str) -> str | None:
+    persist = store.load(sandbox).get("persist") or {}
     value = persist.get("live_pod")
     return value if isinstance(value, str) else None
 
 
-def set_persist_state(sandbox: str, state_root: Path | None = None, **changes: Any) -> None:
+def set_persist_state(store: StateStore, sandbox: str, **changes: Any) -> None:
     """Merge into state.json's ``persist`` section. Call with the sandbox lock held."""
-    persist = dict(load_state(sandbox, state_root).get("persist") or {})
+    persist = dict(store.load(sandbox).get("persist") or {})
     persist.update(changes)
-    update_state(sandbox, state_root, persist=persist)
+    store.update(sandbox, persist=persist)
 
 
 @dataclass(frozen=True)
@@ -361,26 +362,18 @@ class CaptureOutcome:
     capture: Capture | None = None
 
 
-def capture(
-    sandbox: str,
-    patterns: Sequence[str],
-    pod: Pod,
-    *,
-    keep: int,
-    max_bytes: int,
-    reason: str,
-    node: str = "node",
-    state_root: Path | None = None,
-) -> CaptureOutcome:
+def capture(ctx: SandboxContext, patterns: Sequence[str], pod: Pod, reason: str) -> CaptureOutcome:
     """Capture the persisted paths of a live pod, as the sandbox user. Call with the
     sandbox lock held.
 
     Raises TargetError when the sandbox cannot be read; nothing is stored then.
     """
+    sandbox, state = ctx.name, ctx.store
+    keep, max_bytes, node = ctx.settings.persist_keep, ctx.config.limits.max_persist_bytes, ctx.config.agent.node
     bound = log.bind(sandbox=sandbox, container_id=pod.short_id, reason=reason)
     if not patterns:
         return CaptureOutcome("skipped", "nothing to persist")
-    if live_pod(sandbox, state_root) != pod.id:
+    if live_pod(state, sandbox) != pod.id:
         # A new pod, or one whose restore has not finished: what it holds is not the agent's.
         bound.info("persist.capture_skipped", why="pod not restored yet")
         return CaptureOutcome("skipped", "this pod has not been restored yet")
@@ -391,7 +384,7 @@ def capture(
     started = time.monotonic()
     # The capture holds the data as of the moment tar started reading: that is its time.
     as_of = time.time()
-    store = CaptureStore(sandbox, keep, state_root)
+    store = CaptureStore(state, sandbox, keep)
     store.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Streamed to a file beside the generations, never held in memory: the agent decides
     # how much its files hold, and past max_bytes the capture is stopped in the pod.
@@ -427,12 +420,12 @@ def capture(
             bound.warning("persist.capture_empty", kept_generation=latest.generation)
             return CaptureOutcome("skipped", "the pod holds none of the persisted paths; the previous capture stays")
         if latest is not None and latest.sha256 == sink.hexdigest():
-            set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=latest.generation)
+            set_persist_state(state, sandbox, last_capture_at=as_of, last_capture_generation=latest.generation)
             return CaptureOutcome("unchanged", capture=latest)
         saved = store.save(stream, pod.id, reason, members, as_of, owner)
     finally:
         stream.unlink(missing_ok=True)
-    set_persist_state(sandbox, state_root, last_capture_at=as_of, last_capture_generation=saved.generation)
+    set_persist_state(state, sandbox, last_capture_at=as_of, last_capture_generation=saved.generation)
     bound.info(
         "persist.captured",
         generation=saved.generation,

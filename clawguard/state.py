@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,34 @@ def _holder(path: Path) -> str:
     except OSError:
         pid = ""
     return f"pid {pid} (a clawguard restore, capture or daemon)" if pid.isdigit() else "another clawguard"
+
+
+@dataclass(frozen=True)
+class StateStore:
+    """Where clawguard keeps what it remembers: one root, chosen once (``$XDG_STATE_HOME``
+    by default) and handed to whatever reads or writes state, instead of a root passed
+    along every call."""
+
+    root: Path = field(default_factory=state_dir)
+
+    def sandbox_dir(self, sandbox: str) -> Path:
+        return sandbox_dir(sandbox, self.root)
+
+    def load(self, sandbox: str) -> dict[str, Any]:
+        return load_state(sandbox, self.root)
+
+    def update(self, sandbox: str, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into the sandbox's state. Call with the sandbox lock held."""
+        return update_state(sandbox, self.root, **changes)
+
+    def update_when_free(self, sandbox: str, timeout: float = 10, **changes: Any) -> bool:
+        return update_state_when_free(sandbox, self.root, timeout, **changes)
+
+    def lock(
+        self, sandbox: str, timeout: float | None = None, on_wait: Callable[[str], None] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return sandbox_lock(sandbox, self.root, timeout, on_wait)
+
+    @property
+    def daemon_file(self) -> Path:
+        return self.root / "daemon.json"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import load_config
-from ..converge import capture_sandbox
-from ..plan import build_plan
+from ..api import Clawguard
 
 HELP = "Capture each sandbox's persisted paths (telegram offset, MEMORY.md, memory/) from the live pod, once."
 EXAMPLE = "example: clawguard capture my-assistant"
@@ -21,20 +19,15 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    sandboxes = config.select(args.sandbox)
-    for sandbox in sandboxes:
-        build_plan(sandbox)  # the persist list is validated against the plan before anything is read
     failed = False
     rows = []
-    for sandbox in sandboxes:
-        outcome = capture_sandbox(sandbox)
+    for name, outcome in Clawguard.load(args.config).capture(args.sandbox):
         capture = outcome.capture
         # "skipped" because the pod was never restored is a refusal the user must act on.
         failed = failed or (outcome.outcome == "skipped" and outcome.reason != "nothing to persist")
         rows.append(
             {
-                "sandbox": sandbox.name,
+                "sandbox": name,
                 "outcome": outcome.outcome,
                 "reason": outcome.reason or None,
                 "capture": capture.summary() if capture else None,
@@ -45,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
         if capture is not None:
             verb = "captured" if outcome.outcome == "saved" else "unchanged since"
             print(
-                f"{sandbox.name}: {verb} generation {capture.generation}: {capture.files} files, "
+                f"{name}: {verb} generation {capture.generation}: {capture.files} files, "
                 f"{capture.size} bytes, {len(capture.tops)} persisted paths"
             )
         else:
-            print(f"{sandbox.name}: not captured: {outcome.reason}")
+            print(f"{name}: not captured: {outcome.reason}")
     if args.json:
         print(json.dumps(rows, indent=2))
     return 1 if failed else 0

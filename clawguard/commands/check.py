@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import load_config
-from ..converge import plan_live
-from ..plan import build_plan
-from ..restore import preflight_objections
+from ..api import Clawguard
 
 HELP = (
     "Validate the config and every archive; where the sandbox is reachable, plan for its pod and have "
@@ -24,28 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    sandboxes = config.select(args.sandbox)
-    for sandbox in sandboxes:  # every archive first: a bad one fails before any sandbox is read
-        build_plan(sandbox).log_warnings()
-    for sandbox in sandboxes:
-        if args.offline:
-            plan, pod, where = build_plan(sandbox), None, "not read (--offline)"
-        else:
-            plan, pod, where = plan_live(sandbox)
-        accepted = ""
-        if pod is not None:
-            for planned in plan.steps:
-                rejected = preflight_objections(planned, pod)
-                if rejected:
-                    raise rejected[0]
-                if planned.preflights:
-                    accepted = f"; {planned.step.name} accepted by the agent"
-        if not args.quiet:
-            print(
-                f"{sandbox.name}: ok: {len(plan.steps)} steps, {len(plan.entries)} paths, archive {sandbox.archive}; "
-                f"{where}{accepted}"
-            )
-            for warning in plan.warnings:
-                print(f"{sandbox.name}: warning: {warning}")
+    for checked in Clawguard.load(args.config).check(args.sandbox, offline=args.offline):
+        if args.quiet:
+            continue
+        plan = checked.plan
+        accepted = "".join(f"; {step} accepted by the agent" for step in checked.accepted)
+        print(
+            f"{plan.sandbox.name}: ok: {len(plan.steps)} steps, {len(plan.entries)} paths, "
+            f"archive {plan.sandbox.archive}; {checked.where}{accepted}"
+        )
+        for warning in plan.warnings:
+            print(f"{plan.sandbox.name}: warning: {warning}")
     return 0

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import load_config
-from ..converge import plan_live
+from ..api import Clawguard
 from ..entries import Entry
-from ..plan import build_plan
 
 HELP = "Print the ordered plan that restore would run, step by step."
 EXAMPLE = "example: clawguard plan my-assistant"
@@ -36,11 +34,7 @@ def _describe(entry: Entry) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    sandboxes = config.select(args.sandbox)
-    for sandbox in sandboxes:  # every archive first: a bad one fails before any sandbox is read
-        build_plan(sandbox)
-    live = [plan_live(sandbox) for sandbox in sandboxes]
+    live = Clawguard.load(args.config).plan(args.sandbox)
     plans = [plan for plan, _, _ in live]
     if args.json:
         print(

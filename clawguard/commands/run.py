@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import log
-from ..config import load_config
-from ..daemon import Daemon
+from ..api import Clawguard
 
 HELP = "Run the daemon in the foreground: watch every sandbox, restore on pod restart, keep the gateway up."
 EXAMPLE = "example: clawguard run --config ~/.config/clawguard/config.yaml"
@@ -20,10 +19,4 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
 def run(args: argparse.Namespace) -> int:
     level = "debug" if args.verbose else ("warning" if args.quiet else "info")
     log.configure(level)
-    config = load_config(args.config)
-    if config.daemon.metrics.get("listen"):
-        from ..metrics import enable  # prometheus_client is imported only when metrics are on
-
-        # Before Daemon(): its workers' loggers keep the processor chain they were bound with.
-        enable(config.daemon.metrics["listen"], config, level)
-    return Daemon(config).run()
+    return int(Clawguard.load(args.config).daemon(log_level=level).run())

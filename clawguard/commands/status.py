@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Any
 
-from ..config import load_config
-from ..state import load_state, read_json, state_dir
+from ..api import Clawguard
 
 HELP = "Show each sandbox's container, last restore, gateway health and last capture, as a table or JSON."
 EXAMPLE = "example: clawguard status --json"
@@ -31,24 +29,6 @@ def _age(at: Any) -> str:
     return f"{seconds}s ago"
 
 
-def _daemon() -> dict[str, Any]:
-    info = read_json(state_dir() / "daemon.json")
-    pid = info.get("pid")
-    alive = False
-    if isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-            alive = True
-        except (ProcessLookupError, PermissionError):
-            alive = False
-    info["running"] = alive and time.time() - float(info.get("heartbeat_at", 0)) < 120
-    return info
-
-
-def collect(names: list[str]) -> dict[str, Any]:
-    return {"daemon": _daemon(), "sandboxes": [{"sandbox": n, **load_state(n)} for n in names]}
-
-
 def _now(item: dict[str, Any], doing: str) -> str:
     """What needs the user now: a config error in force, or what the daemon is waiting for."""
     error = item.get("config_error") or {}
@@ -62,8 +42,7 @@ def _now(item: dict[str, Any], doing: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    data = collect([s.name for s in config.sandboxes.values()])
+    data = Clawguard.load(args.config).status()
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from clawguard import parse_config
+from clawguard import Clawguard, parse_config
 from clawguard.config import SandboxConfig
-from clawguard.converge import capture_sandbox, converge, open_pod
-from clawguard.persist import CaptureStore
+from clawguard.converge import Convergence, open_pod
+from clawguard.persist import CaptureOutcome, CaptureStore
 from clawguard.plan import build_plan
 from clawguard.restore import CHANGED, PERSISTED, run_plan
+from clawguard.state import StateStore
 from clawguard.targets import make_target
 from testbed import Testbed
 
@@ -139,13 +140,20 @@ def test_every_name_survives_restore_verification_capture_and_a_new_pod(
     testbed: Testbed, pod_name: str, tmp_path: Path
 ) -> None:
     sandbox = _sandbox(tmp_path, pod_name)
-    state = tmp_path / "state"
+    store = StateStore(tmp_path / "state")
+    guard = Clawguard(sandbox.config, store=store)
 
-    first = converge(sandbox, state_root=state)
+    def converge() -> Convergence:
+        return guard.restore(pod_name)[0]
+
+    def capture() -> CaptureOutcome:
+        return guard.capture(pod_name)[0][1]
+
+    first = converge()
     assert first.ok, first.report.to_dict()
     names_step = next(s for s in first.report.steps if s.name == "skills/names")
     assert names_step.outcome == CHANGED
-    again = converge(sandbox, state_root=state)
+    again = converge()
     assert again.ok and again.report.changed == 0, again.report.to_dict()
     assert first.plan is not None
     skills = _tree(testbed, pod_name, first.plan.layout.data_dir + "/skills/names")
@@ -165,13 +173,13 @@ def test_every_name_survives_restore_verification_capture_and_a_new_pod(
     for name_, text in zip(AGENT_NAMES, escaped, strict=True):
         assert written[os.fsdecode(name_)] == ("file", text.encode())
 
-    taken = capture_sandbox(sandbox, reason="test", state_root=state)
+    taken = capture()
     assert taken.outcome == "saved", taken
     # A drift check of the live pod reads every name back and finds nothing to do.
-    assert converge(sandbox, state_root=state).report.changed == 0
+    assert converge().report.changed == 0
 
     new_id = testbed.restart(pod_name)  # wiped: a new pod
-    restored = converge(sandbox, state_root=state)
+    restored = converge()
     assert restored.ok and restored.container_id == new_id, restored.report.to_dict()
     persisted = next(s for s in restored.report.steps if s.name == PERSISTED)
     assert persisted.outcome == CHANGED
@@ -184,10 +192,10 @@ def test_every_name_survives_restore_verification_capture_and_a_new_pod(
     # Verified: the capture checked against the new pod finds every path as it is.
     target = make_target(sandbox.name, sandbox.target)
     pod = open_pod(sandbox, target, target.locate())
-    latest = CaptureStore(sandbox.name, 5, state).latest()
+    latest = CaptureStore(store, sandbox.name, 5).latest()
     check = run_plan(build_plan(sandbox, pod.facts), pod, persisted=latest, dry_run=True)
     drift = [change for step in check.steps for change in step.changes]
     # The real agent's CLI, run by the restore, writes its own database after it is restored.
     assert [c for c in drift if not c.endswith("/state/openclaw.sqlite: content differs")] == [], drift
     # And the new pod's own capture holds the same names.
-    assert capture_sandbox(sandbox, reason="test", state_root=state).outcome in ("saved", "unchanged")
+    assert capture().outcome in ("saved", "unchanged")

@@ -18,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from clawguard import Clawguard, SandboxContext
 from clawguard.config import SandboxConfig
 from clawguard.converge import open_pod
 from clawguard.pod import Pod
+from clawguard.state import StateStore
 from clawguard.targets.base import ExecResult, Instance, OutputTooLarge, Sink, Target
 
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
@@ -199,3 +201,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int, bytes | str | None]]:
 def pod_of(target: Target, sandbox: SandboxConfig) -> Pod:
     """The target's pod with its facts read as a restore reads them (no agent: version unknown)."""
     return open_pod(sandbox, target, target.locate())
+
+
+def context(sandbox: SandboxConfig, target: Target, store: StateStore | None = None) -> SandboxContext:
+    """``sandbox`` on ``target``, built by the façade as the CLI builds it (state: $XDG_STATE_HOME)."""
+    return Clawguard(sandbox.config, store=store, targets={sandbox.name: target}).context(sandbox.name)

@@ -20,7 +20,7 @@ from clawguard.daemon import Daemon
 from clawguard.sandboxfs import APPLY_SCRIPT
 from clawguard.targets.base import ExecResult, Instance
 
-from .chroot_sandbox import make_sandbox_root
+from .chroot_sandbox import context, make_sandbox_root
 from .conftest import basic_config
 from .test_daemon import PodTarget, Recorder, _wait
 
@@ -74,7 +74,7 @@ def test_one_shot_restores_and_the_daemon_take_turns(
             one_shot = SlowPod(root)
             one_shot.instance = daemon_target.instance
             one_shot.writes = writes
-            racers = [threading.Thread(target=converge, args=(sandbox,), kwargs={"target": one_shot}) for _ in range(2)]
+            racers = [threading.Thread(target=converge, args=(context(sandbox, one_shot),)) for _ in range(2)]
             for racer in racers:
                 racer.start()
             for racer in racers:

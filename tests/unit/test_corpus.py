@@ -8,7 +8,6 @@ and line, and that the sandbox is byte-for-byte what it was (no write exec ran).
 
 from __future__ import annotations
 
-import importlib
 import os
 import textwrap
 from collections.abc import Iterator
@@ -27,13 +26,6 @@ from .chroot_sandbox import ChrootTarget, make_sandbox_root, snapshot
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 # Every module that builds a target from the config, by module name.
-TARGET_USERS = (
-    "clawguard.targets",
-    "clawguard.converge",
-    "clawguard.daemon",
-    "clawguard.doctor",
-    "clawguard.commands.restore",
-)
 
 CASES = all_cases()
 
@@ -62,8 +54,8 @@ class Run:
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChrootTarget]:
     """A busybox chroot standing in for the pod, wherever clawguard asks for a target."""
     target = ChrootTarget(make_sandbox_root(tmp_path / "sandbox-root"))
-    for module in TARGET_USERS:
-        monkeypatch.setattr(importlib.import_module(module), "make_target", lambda _name, _values: target)
+    # The façade builds every target, in one place.
+    monkeypatch.setattr("clawguard.api.make_target", lambda _name, _values: target)
     yield target
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from clawguard import TargetError, log, parse_config
 from clawguard.daemon import Daemon
-from clawguard.state import load_state
+from clawguard.persist import CaptureStore
+from clawguard.state import StateStore, load_state
 from clawguard.targets.base import ExecResult, Instance
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root
@@ -205,9 +206,9 @@ def test_stopping_daemon_captures_the_agents_state(archive: Path, tmp_path: Path
     daemon.shutdown()
     thread.join(20)
     assert not thread.is_alive()
-    from clawguard.persist import CaptureStore, read_members
+    from clawguard.persist import read_members
 
-    latest = CaptureStore("my-assistant", 5).latest()
+    latest = CaptureStore(StateStore(), "my-assistant", 5).latest()
     assert latest is not None and latest.reason == "daemon stopping"
     members = read_members(latest.read(), ["/sandbox"], "/sandbox")
     assert [m.entry.data() for m in members] == [b"written just before SIGTERM\n"]
@@ -240,7 +241,7 @@ def test_an_event_on_the_same_container_checks_the_gateway_at_once(archive: Path
     recorder = Recorder()
     daemon = Daemon(config, recorder, targets={"my-assistant": target})
     gateway = FakeGateway()
-    daemon.workers[0].gateway = gateway  # type: ignore[assignment]
+    daemon.workers[0].ctx.gateway = gateway  # type: ignore[assignment]
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:

@@ -9,7 +9,7 @@ import pytest
 from clawguard import doctor
 from clawguard.doctor import FAIL, PASS, SKIP, Check, diagnose
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root
+from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
@@ -82,7 +82,7 @@ def test_after_a_restore_the_sandbox_lines_pass(archive: Path, tmp_path: Path, w
     _unit(tmp_path)
     config = write_config(basic_config(archive, "    gateway: {enabled: false}\n"))
     target = ChrootTarget(make_sandbox_root(tmp_path / "root"))
-    assert converge(load_config(config).sandboxes["my-assistant"], target=target).ok
+    assert converge(context(load_config(config).sandboxes["my-assistant"], target)).ok
     checks = list(diagnose(config, targets={"my-assistant": target}, runner=Host()))
     assert [c.name for c in checks if c.outcome == FAIL] == []
     assert [c.name for c in checks] == [

@@ -12,7 +12,7 @@ from clawguard.converge import converge
 from clawguard.hooks import fire
 from clawguard.state import load_state
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root
+from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
@@ -40,7 +40,7 @@ def test_restored_and_failed_hooks_get_the_outcome(archive: Path, tmp_path: Path
     sandbox = config.sandboxes["my-assistant"]
     target = ChrootTarget(make_sandbox_root(tmp_path / "root"))
 
-    assert converge(sandbox, target=target).ok
+    assert converge(context(sandbox, target)).ok
     env = _read_env(tmp_path / "restored.env")
     assert env["CLAWGUARD_EVENT"] == "restored"
     assert env["CLAWGUARD_SANDBOX"] == "my-assistant"
@@ -53,7 +53,7 @@ def test_restored_and_failed_hooks_get_the_outcome(archive: Path, tmp_path: Path
     # A new pod whose image has no tar: every write really fails inside the sandbox.
     broken = make_sandbox_root(tmp_path / "broken")
     (broken / "bin" / "tar").unlink()
-    result = converge(sandbox, target=ChrootTarget(broken))
+    result = converge(context(sandbox, ChrootTarget(broken)))
     assert not result.ok
     env = _read_env(tmp_path / "failed.env")
     assert env["CLAWGUARD_EVENT"] == "failed"

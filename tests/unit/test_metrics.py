@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clawguard import log, parse_config
 from clawguard.metrics import Metrics, enable, install, parse_listen
-from clawguard.state import update_state
+from clawguard.state import StateStore, update_state
 
 from .conftest import basic_config
 
@@ -408,8 +408,8 @@ def test_enable_serves_the_configured_sandboxes(archive: Path, tmp_path: Path) -
     update_state(SANDBOX, tmp_path, gateway={"healthy": True, "status": "200", "checked_at": 1.0})
     out = io.StringIO()
     log.configure("info", out)
-    assert enable(None, config, "info", tmp_path) is None  # off by default
-    server = enable("127.0.0.1:0", config, "info", tmp_path)
+    assert enable(None, config, StateStore(tmp_path), "info") is None  # off by default
+    server = enable("127.0.0.1:0", config, StateStore(tmp_path), "info")
     assert server is not None
     try:
         structlog.get_logger("clawguard.test").warning("sandbox.drift", sandbox=SANDBOX, steps=["a", "b"])
@@ -429,6 +429,6 @@ def test_enable_logs_an_address_it_cannot_bind_and_goes_on(archive: Path, tmp_pa
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        assert enable(f"127.0.0.1:{taken.getsockname()[1]}", config, "info", tmp_path) is None
-    assert enable("nonsense", config, "info", tmp_path) is None
+        assert enable(f"127.0.0.1:{taken.getsockname()[1]}", config, StateStore(tmp_path), "info") is None
+    assert enable("nonsense", config, StateStore(tmp_path), "info") is None
     assert out.getvalue().count("event=metrics.failed") == 2

@@ -25,9 +25,10 @@ from clawguard.persist import (
 )
 from clawguard.plan import build_plan
 from clawguard.restore import PERSISTED
+from clawguard.state import StateStore
 from clawguard.targets.base import ExecResult, Instance, OutputTooLarge, Target
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of, processes_in
+from .chroot_sandbox import ChrootTarget, context, make_sandbox_root, pod_of, processes_in
 from .conftest import basic_config
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
@@ -144,7 +145,7 @@ def test_read_members_keeps_only_declared_paths_and_drops_hostile_ones() -> None
 
 
 def test_store_keeps_the_last_generations_and_ignores_unfinished_ones(tmp_path: Path) -> None:
-    store = CaptureStore("my-assistant", keep=2)
+    store = CaptureStore(StateStore(), "my-assistant", keep=2)
     infos = [_info("sandbox/ws/MEMORY.md")]
     for n in range(3):
         store.save(_tar((infos[0], f"v{n}".encode())), "a" * 64, "interval", infos)
@@ -187,13 +188,13 @@ def test_capture_only_from_a_live_pod_and_never_empty_over_good(archive: Path, s
     plan = build_plan(sandbox, pod.facts)
 
     def take() -> str:
-        return capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="test").outcome
+        return capture(context(sandbox, target), plan.persist, pod, reason="test").outcome
 
     assert take() == "skipped"  # never restored: what this pod holds is not known to be the agent's
-    set_persist_state(sandbox.name, live_pod=instance.id)
+    set_persist_state(StateStore(), sandbox.name, live_pod=instance.id)
     assert take() == "saved"
     assert take() == "unchanged"
-    latest = CaptureStore(sandbox.name, 5).latest()
+    latest = CaptureStore(StateStore(), sandbox.name, 5).latest()
     assert latest is not None and latest.files == 3
     assert latest.tops == [
         "/" + OFFSET,
@@ -206,7 +207,7 @@ def test_capture_only_from_a_live_pod_and_never_empty_over_good(archive: Path, s
 
     shutil.rmtree(sandbox_root / WORKSPACE / "memory")
     assert take() == "skipped"  # an empty capture never replaces a good one
-    assert CaptureStore(sandbox.name, 5).latest() == latest
+    assert CaptureStore(StateStore(), sandbox.name, 5).latest() == latest
 
 
 @needs_root
@@ -214,16 +215,16 @@ def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path
     config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
     sandbox = config.sandboxes["my-assistant"]
     target = ChrootTarget(make_sandbox_root(tmp_path / "old"))
-    first = converge(sandbox, target=target)
-    assert first.ok and live_pod(sandbox.name) == "0" * 64
+    first = converge(context(sandbox, target))
+    assert first.ok and live_pod(StateStore(), sandbox.name) == "0" * 64
     assert all(s.name != PERSISTED for s in first.report.steps)  # nothing captured yet: nothing to restore
     _agent_writes(target.root)
     pod = pod_of(target, sandbox)
-    capture(sandbox.name, build_plan(sandbox, pod.facts).persist, pod, keep=5, max_bytes=1 << 20, reason="t")
+    capture(context(sandbox, pod.target), build_plan(sandbox, pod.facts).persist, pod, reason="t")
 
     new = ChrootTarget(make_sandbox_root(tmp_path / "new"))  # the pod restarted: wiped, new ID
     new.instance = Instance("1" * 64, "new pod")
-    result = converge(sandbox, target=new)
+    result = converge(context(sandbox, new))
     assert result.ok
     assert [s.name for s in result.report.steps][-1] == PERSISTED
     assert result.report.steps[-1].outcome == "changed"
@@ -233,20 +234,20 @@ def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path
     offset = new.root / OFFSET
     assert offset.read_text() == '{"offset": 41}\n' and offset.stat().st_mode & 0o777 == 0o600
     assert (new.root / WORKSPACE / "memory" / "2026-11-22.md").stat().st_uid == 998
-    assert live_pod(sandbox.name) == "1" * 64
-    assert CaptureStore(sandbox.name, 5).latest().owner == Ids(998, 998)  # type: ignore[union-attr]
+    assert live_pod(StateStore(), sandbox.name) == "1" * 64
+    assert CaptureStore(StateStore(), sandbox.name, 5).latest().owner == Ids(998, 998)  # type: ignore[union-attr]
 
     # The agent moves on in the new pod; a second restore must not roll it back.
     (new.root / WORKSPACE / "MEMORY.md").write_text("newer\n")
-    again = converge(sandbox, target=new)
+    again = converge(context(sandbox, new))
     assert PERSISTED not in [s.name for s in again.report.steps]
     assert (new.root / WORKSPACE / "MEMORY.md").read_text() == "newer\n"
-    latest = CaptureStore(sandbox.name, 5).latest()
+    latest = CaptureStore(StateStore(), sandbox.name, 5).latest()
     assert latest is not None and latest.reason == "before restore" and latest.container_id == "1" * 64
 
 
 def test_a_damaged_latest_generation_falls_back_to_the_one_before(tmp_path: Path) -> None:
-    store = CaptureStore("my-assistant", keep=5)
+    store = CaptureStore(StateStore(), "my-assistant", keep=5)
     infos = [_info("sandbox/ws/MEMORY.md")]
     store.save(_tar((infos[0], b"older")), "a" * 64, "interval", infos)
     newest = store.save(_tar((infos[0], b"newer")), "a" * 64, "interval", infos)
@@ -263,14 +264,14 @@ def test_a_rebuilt_image_with_another_uid_gets_the_agents_files_as_its_own(archi
     config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
     sandbox = config.sandboxes["my-assistant"]
     old = ChrootTarget(make_sandbox_root(tmp_path / "old"))
-    assert converge(sandbox, target=old).ok
+    assert converge(context(sandbox, old)).ok
     _agent_writes(old.root)
     pod = pod_of(old, sandbox)
-    capture(sandbox.name, build_plan(sandbox, pod.facts).persist, pod, keep=5, max_bytes=1 << 20, reason="t")
+    capture(context(sandbox, pod.target), build_plan(sandbox, pod.facts).persist, pod, reason="t")
 
     rebuilt = ChrootTarget(make_sandbox_root(tmp_path / "new", uid=1234))
     rebuilt.instance = Instance("2" * 64, "rebuilt image")
-    assert converge(sandbox, target=rebuilt).ok
+    assert converge(context(sandbox, rebuilt)).ok
     for path in (f"{WORKSPACE}/MEMORY.md", f"{WORKSPACE}/memory", f"{WORKSPACE}/memory/2026-11-22.md", OFFSET):
         info = (rebuilt.root / path).stat()
         assert (info.st_uid, info.st_gid) == (1234, 1234), path
@@ -281,14 +282,16 @@ def test_a_capture_over_the_limit_is_stopped_in_the_pod_and_the_previous_one_sta
     archive: Path, sandbox_root: Path
 ) -> None:
     """Issue 14: the capture used to be read whole into memory before its size was checked."""
-    sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
+    sandbox = parse_config(basic_config(archive, "    limits: {max_persist_bytes: 1048576}\n"), "c.yaml").sandboxes[
+        "my-assistant"
+    ]
     target = ChrootTarget(sandbox_root)
     _agent_writes(sandbox_root)
     pod = pod_of(target, sandbox)
     plan = build_plan(sandbox, pod.facts)
-    set_persist_state(sandbox.name, live_pod=target.instance.id)
-    store = CaptureStore(sandbox.name, 5)
-    assert capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="t").outcome == "saved"
+    set_persist_state(StateStore(), sandbox.name, live_pod=target.instance.id)
+    store = CaptureStore(StateStore(), sandbox.name, 5)
+    assert capture(context(sandbox, target), plan.persist, pod, reason="t").outcome == "saved"
     previous = store.latest()
     # 64 GiB that read as zeros: tar would stream them for a minute, were it not stopped.
     big = sandbox_root / WORKSPACE / "memory" / "big.bin"
@@ -297,7 +300,7 @@ def test_a_capture_over_the_limit_is_stopped_in_the_pod_and_the_previous_one_sta
     os.chown(big, 998, 998)
 
     with pytest.raises(CaptureTooLarge, match=r"more than 1048576 bytes, over limits.max_persist_bytes"):
-        capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="t")
+        capture(context(sandbox, target), plan.persist, pod, reason="t")
 
     assert store.latest() == previous
     assert not [p for p in store.directory.iterdir() if p.name.startswith(".capture-")]
@@ -306,7 +309,7 @@ def test_a_capture_over_the_limit_is_stopped_in_the_pod_and_the_previous_one_sta
         time.sleep(0.05)
     assert processes_in(sandbox_root) == [], "the capture's tar still runs in the pod"
     big.unlink()
-    assert capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="t").outcome == "unchanged"
+    assert capture(context(sandbox, target), plan.persist, pod, reason="t").outcome == "unchanged"
 
 
 def test_a_target_that_cannot_stream_is_still_held_to_the_limit(tmp_path: Path) -> None:

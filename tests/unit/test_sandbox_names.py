@@ -18,9 +18,10 @@ from clawguard import build_plan, parse_config
 from clawguard.converge import converge
 from clawguard.persist import CaptureStore, capture, live_pod, read_members, set_persist_state
 from clawguard.restore import CHANGED, OK, PERSISTED, run_plan
+from clawguard.state import StateStore
 from clawguard.targets.base import Instance
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of
+from .chroot_sandbox import ChrootTarget, context, make_sandbox_root, pod_of
 from .conftest import basic_config
 from .test_sandboxfs import HOSTILE
 
@@ -100,12 +101,12 @@ def _agent_writes_hostile_names(root: Path) -> dict[str, bytes]:
 def test_persisted_names_survive_capture_restore_and_verification(archive: Path, tmp_path: Path) -> None:
     sandbox = parse_config(_config(archive), "c.yaml").sandboxes["my-assistant"]
     old = ChrootTarget(make_sandbox_root(tmp_path / "old"))
-    assert converge(sandbox, target=old).ok
+    assert converge(context(sandbox, old)).ok
     written = _agent_writes_hostile_names(old.root)
     pod = pod_of(old, sandbox)
     plan = build_plan(sandbox, pod.facts)
 
-    taken = capture(sandbox.name, plan.persist, pod, keep=5, max_bytes=1 << 20, reason="test")
+    taken = capture(context(sandbox, old), plan.persist, pod, reason="test")
 
     assert taken.outcome == "saved" and taken.capture is not None
     members = {m.entry.path: m for m in read_members(taken.capture.read(), plan.persist, "/sandbox")}
@@ -114,7 +115,7 @@ def test_persisted_names_survive_capture_restore_and_verification(archive: Path,
 
     new = ChrootTarget(make_sandbox_root(tmp_path / "new"))  # the pod restarted: wiped, new ID
     new.instance = Instance("1" * 64, "new pod")
-    result = converge(sandbox, target=new)
+    result = converge(context(sandbox, new))
 
     assert result.ok, result.report.to_dict()
     step = result.report.steps[-1]
@@ -125,16 +126,16 @@ def test_persisted_names_survive_capture_restore_and_verification(archive: Path,
     assert os.readlink(memory / "link\tto\\weird") == HOSTILE[2]
     assert (memory / HOSTILE[0]).stat().st_mode & 0o777 == 0o600
     assert all(p.lstat().st_uid == 998 for p in memory.rglob("*"))
-    assert live_pod(sandbox.name) == "1" * 64
+    assert live_pod(StateStore(), sandbox.name) == "1" * 64
 
     # Verified: the same capture written again finds every path as it is.
     new_pod = pod_of(new, sandbox)
     again = run_plan(build_plan(sandbox, new_pod.facts), new_pod, persisted=taken.capture)
     assert {s.outcome for s in again.steps} == {OK}, again.to_dict()
     # And the new pod's own capture holds the same names and contents.
-    set_persist_state(sandbox.name, live_pod=new.instance.id)
-    second = capture(sandbox.name, plan.persist, new_pod, keep=5, max_bytes=1 << 20, reason="test")
-    latest = CaptureStore(sandbox.name, 5).latest()
+    set_persist_state(StateStore(), sandbox.name, live_pod=new.instance.id)
+    second = capture(context(sandbox, new), plan.persist, new_pod, reason="test")
+    latest = CaptureStore(StateStore(), sandbox.name, 5).latest()
     assert latest is not None and second.outcome in ("saved", "unchanged")
     recaptured = {m.entry.path: m for m in read_members(latest.read(), plan.persist, "/sandbox")}
     assert set(recaptured) == set(members)

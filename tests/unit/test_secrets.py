@@ -20,7 +20,7 @@ from clawguard.converge import converge
 from clawguard.daemon import Daemon
 from clawguard.state import state_dir
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root
+from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
@@ -57,7 +57,7 @@ def test_no_log_path_prints_a_secret(
     target = ChrootTarget(make_sandbox_root(tmp_path / "root"))
 
     # 1. A restore (the hook fails loudly), then a gateway that cannot be reached.
-    result = converge(sandbox, target=target)
+    result = converge(context(sandbox, target))
     assert not result.ok and result.gateway_error  # started over a proxy that fails
     deadline = time.monotonic() + 10
     while "event=hook.done" not in out.getvalue():

@@ -20,6 +20,7 @@ import yaml
 from clawguard import build_plan, parse_config
 from clawguard.hooks import fire
 from clawguard.restore import OK, run_plan
+from clawguard.state import StateStore
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of
 
@@ -98,7 +99,7 @@ def test_hook_arguments_are_never_parsed_by_a_shell(tmp_path: Path, marker: str)
     write_argument = "import sys; open(sys.argv[1], 'w').write('ok')"
     hooks = {"on_restored": [sys.executable, "-c", write_argument, str(literal)], "timeout": 30}
 
-    fire(hooks, "on_restored", {}, "my-assistant", tmp_path / "state", wait=True)
+    fire(hooks, "on_restored", {}, "my-assistant", StateStore(tmp_path / "state"), wait=True)
 
     assert literal.read_text() == "ok"
     assert [path.name for path in tmp_path.iterdir() if marker == path.name] == []
