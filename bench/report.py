@@ -245,6 +245,7 @@ def render_text(results: dict[str, Any]) -> str:
         _line("docker exec round trip, Engine API", lim.get("docker_exec_api_s")),
         _line("docker exec round trip, docker CLI", lim.get("docker_exec_cli_s")),
         _line("ctr task exec round trip into the pod", lim.get("ctr_task_exec_s")),
+        f"  {'  its CPU (cluster container + engine), mean':<52} {fmt(lim.get('ctr_task_exec_cpu_s'), 'CPU-s')}",
         _line(
             f"one tar stream into the rootfs ({lim.get('tar_bytes', 0) / 1e6:.2f} MB)", lim.get("tar_stream_rootfs_s")
         ),
@@ -312,6 +313,11 @@ def render_text(results: dict[str, Any]) -> str:
         _line("  in the Docker engine (dockerd, containerd)", _get(results, "cost", "cpu_s_by_place", "docker_engine")),
         f"  so 20 restores need at least {fmt(_get(results, 'cost', 'cpu_bound_floor_for_20_s'))} of wall time on "
         f"{_get(results, 'cost', 'cores')} cores, whatever the concurrency",
+        _line("docker execs per restore", _get(results, "cost", "execs"), ""),
+        _line("  of which inside the pod (ctr tasks exec)", _get(results, "cost", "execs_in_pod"), ""),
+        _line("  their wall time, summed", _get(results, "cost", "exec_wall_s")),
+        "  the execs of the last restore, in order: "
+        + ("; ".join(_get(results, "cost", "exec_commands_last_restore") or []) or "n/a"),
         "",
         f"LOCATE: one locate, with other containers in the cluster "
         f"({_get(results, 'locate', 'files_per_other_container')} extra files each when populated)",

@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from clawguard import log, parse_config
+from clawguard import Clawguard, log, parse_config
 from clawguard.converge import converge
+from clawguard.state import StateStore
 from testbed import Testbed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,8 @@ sandboxes:
     target: {{kind: k3s, cluster: {bed.cluster_name}}}
     archive: {REPO / "restore-archive"}
 """
-        sandbox = parse_config(text, Path(tmp) / "config.yaml").sandboxes[SANDBOX]
+        config = parse_config(text, Path(tmp) / "config.yaml")
+        ctx = Clawguard(config, store=StateStore(Path(tmp) / "state")).context(SANDBOX)
         full: list[float] = []
         noop: list[float] = []
         restart: list[float] = []
@@ -57,11 +59,11 @@ sandboxes:
             bed.restart(SANDBOX)
             restart.append(time.perf_counter() - started)
             started = time.perf_counter()
-            report = converge(sandbox, with_gateway=False, state_root=Path(tmp) / "state").report
+            report = converge(ctx, with_gateway=False).report
             full.append(time.perf_counter() - started)
             assert report.ok and report.changed == len(report.steps), report.to_dict()
             started = time.perf_counter()
-            report = converge(sandbox, with_gateway=False, state_root=Path(tmp) / "state").report
+            report = converge(ctx, with_gateway=False).report
             noop.append(time.perf_counter() - started)
             assert report.ok and report.changed == 0, report.to_dict()
     bed.remove_sandbox(SANDBOX)

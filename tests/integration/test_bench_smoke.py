@@ -42,6 +42,7 @@ SUMMARIES = [
     ("cost", "cpu_s_by_place", "clawguard"),
     ("cost", "cpu_s_by_place", "cluster_container"),
     ("cost", "cpu_s_by_place", "docker_engine"),
+    ("cost", "exec_wall_s"),
     ("agent", "cold_start", "live_s"),
     ("agent", "cli_approvals_get_alone_s"),
     ("agent", "daemon", "live_s"),
@@ -107,6 +108,8 @@ def test_the_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     for path in SUMMARIES:
         assert _is_summary(_at(results, path)), f"{'.'.join(path)}: {_at(results, path)}"
     assert results["baseline"]["detection_model_s"]["p95"] > 0
+    assert isinstance(results["limit"]["ctr_task_exec_cpu_s"], float)
+    assert results["cost"]["execs_in_pod"]["median"] >= 1 and results["cost"]["exec_commands_last_restore"]
     assert results["baseline"]["restore_docker_commands"] > 2 * results["archive"]["files"]
     assert results["baseline"]["end_state"]["skill_files"] == results["baseline"]["end_state"]["skill_files_expected"]
     assert results["baseline"]["failures"] == []
