@@ -6,7 +6,7 @@ check, plan, status, daemon) do everything the command line does.
 
 from __future__ import annotations
 
-from .api import Checked, Clawguard
+from .api import Checked, Clawguard, discover
 from .config import Config, SandboxConfig, load_config, parse_config
 from .context import SandboxContext
 from .converge import Convergence
@@ -43,6 +43,7 @@ __all__ = [
     "TargetError",
     "__version__",
     "build_plan",
+    "discover",
     "load_config",
     "parse_config",
 ]

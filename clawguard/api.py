@@ -33,7 +33,9 @@ from .plan import Plan, build_plan
 from .pod import Pod
 from .restore import AgentRejected, Progress, preflight_objections, resolve_owners
 from .state import StateStore, read_json
-from .targets import Target, make_target
+from .targets import Discovery, Target, make_target
+from .targets import _docker as docker_api
+from .targets import discover as discover_with
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,13 @@ class Clawguard:
         return Daemon(self.config, notifier, self.store, targets=self._targets)
 
 
+def discover(docker_host: str | None = None) -> Discovery:
+    """Every OpenShell sandbox running on this machine (``clawguard init``), each one found
+    by its target kind and located as the daemon will locate it. Needs no config; raises
+    TargetError when Docker cannot be reached."""
+    return discover_with(docker_api.client(docker_host))
+
+
 def sandbox_contexts(config: Config, store: StateStore, targets: Mapping[str, Target]) -> list[SandboxContext]:
     """Every configured sandbox's context (the daemon's workers each take one)."""
     guard = Clawguard(config, store=store, targets=targets)
@@ -199,4 +208,4 @@ def _daemon_info(store: StateStore) -> dict[str, Any]:
     return info
 
 
-__all__ = ["Checked", "Clawguard", "SandboxConfig", "sandbox_contexts"]
+__all__ = ["Checked", "Clawguard", "SandboxConfig", "discover", "sandbox_contexts"]

@@ -7,7 +7,7 @@ import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
-from .base import REGISTRY, ExecResult, Instance, Target
+from .base import DEFAULT_GATEWAY, REGISTRY, Discovery, ExecResult, Found, Instance, Target
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("base", "_docker"):
@@ -18,4 +18,23 @@ def make_target(sandbox: str, values: Mapping[str, Any]) -> Target:
     return REGISTRY[values["kind"]](sandbox, values)
 
 
-__all__ = ["REGISTRY", "ExecResult", "Instance", "Target", "make_target"]
+def discover(client: Any) -> Discovery:
+    """Every running sandbox that any target kind finds through Docker (``client``), oldest
+    OpenShell generation first. Raises TargetError when Docker cannot be reached."""
+    found = Discovery()
+    for kind in sorted(REGISTRY.values(), key=lambda cls: (cls.generation, cls.kind)):
+        kind.discover(client, found)
+    return found
+
+
+__all__ = [
+    "DEFAULT_GATEWAY",
+    "REGISTRY",
+    "Discovery",
+    "ExecResult",
+    "Found",
+    "Instance",
+    "Target",
+    "discover",
+    "make_target",
+]

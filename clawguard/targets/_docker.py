@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import docker
@@ -23,6 +23,12 @@ from .base import ExecResult, OutputTooLarge, Sink
 
 # stderr is kept for messages only: its last bytes, however much a command prints there.
 STDERR_KEPT = 64 * 1024
+
+
+def container_name(container: Mapping[str, Any]) -> str:
+    """A container's name as the Engine API's container list gives it (``/name``), or its short ID."""
+    names = container.get("Names") or []
+    return str(names[0]).lstrip("/") if names else str(container.get("Id", ""))[:12]
 
 
 def client(base_url: str | None = None, timeout: int = 60) -> docker.DockerClient:

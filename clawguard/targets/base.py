@@ -12,13 +12,15 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from ..errors import TargetError
+from ..errors import ClawguardError, TargetError
 from ..schema import Field
 
 REGISTRY: dict[str, type[Target]] = {}
+#: The OpenShell gateway NemoClaw creates (cluster openshell-cluster-nemoclaw).
+DEFAULT_GATEWAY = "nemoclaw"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,36 @@ class Sink(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
+@dataclass(frozen=True)
+class Found:
+    """One sandbox that a target kind's ``discover`` saw running on this machine, and
+    already located the way the config it suggests will locate it."""
+
+    name: str  # its OpenShell name: the pod, or openshell.ai/sandbox-name
+    kind: str  # the target kind
+    target: dict[str, Any]  # the config's target keys (kind and what differs from the defaults)
+    gateway: str  # the OpenShell gateway, for the SSH proxy
+    instance: Instance
+    generation: int  # OpenShell's generation: 1 a k3s pod, 2 a plain container
+    # Target keys to add when the config names the sandbox differently (its name is taken).
+    keys_if_renamed: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Discovery:
+    found: list[Found] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was seen but left out, and why
+
+    def add(self, located_by: Target, found: Callable[[Instance], Found]) -> None:
+        """Keep a sandbox only if the config's own target finds it: what init writes must work."""
+        try:
+            instance = located_by.locate()
+        except ClawguardError as exc:
+            self.notes.append(f"{located_by.sandbox} ({located_by.kind}): skipped: {exc}")
+            return
+        self.found.append(found(instance))
+
+
 class OutputTooLarge(TargetError):
     """A command printed more than the limit its caller set: it was stopped, and what it
     printed is incomplete. ``stderr`` is what it had said on stderr by then."""
@@ -65,6 +97,7 @@ _PID_LINE = re.compile(rb"\Aclawguard-pid (\d+)\n")
 class Target(ABC):
     kind: ClassVar[str]
     params: ClassVar[Mapping[str, Field]]
+    generation: ClassVar[int] = 0  # OpenShell's sandbox generation this kind serves (0: none in particular)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -125,6 +158,13 @@ class Target(ABC):
                 self.exec(instance, ["sh", "-c", 'kill -9 "-$1" 2>/dev/null; true', "sh", said.group(1).decode()])
             raise OutputTooLarge(str(exc), _without_pid(exc.stderr)) from None
         return ExecResult(result.code, result.stdout, _without_pid(result.stderr))
+
+    @classmethod
+    def discover(cls, client: Any, into: Discovery) -> None:
+        """Add every running sandbox of this kind that Docker (``client``) shows to ``into``,
+        and what was seen but left out to its notes. Kinds that cannot be discovered keep
+        the default: nothing."""
+        return None
 
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
         """Call ``wake(reason)`` whenever the sandbox may have changed, until ``stop``.

@@ -21,6 +21,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import docker.errors
@@ -29,7 +30,7 @@ from .._yaml import Located
 from ..errors import ConfigError, SandboxGone, TargetError
 from ..schema import Bool, Context, Field, Int, MapOf, Record, Str
 from . import _docker
-from .base import ExecResult, Instance, Sink, Target
+from .base import DEFAULT_GATEWAY, Discovery, ExecResult, Found, Instance, Sink, Target
 
 # Docker's own rule for container names; a container ID matches it too.
 _CONTAINER = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
@@ -96,6 +97,7 @@ def nemoclaw_labels(sandbox: str) -> dict[str, str]:
 
 class DockerTarget(Target):
     kind = "docker"
+    generation = 2
     params = {
         "container": Field(
             _ContainerName(pattern=_CONTAINER, hint="a Docker container name or ID"),
@@ -129,6 +131,29 @@ class DockerTarget(Target):
         if bool(self.container) == bool(self.labels):
             raise ConfigError(_BOTH if self.container else _NEITHER, key=f"sandboxes.{sandbox}.target")
         self._client: docker.DockerClient | None = None
+
+    @classmethod
+    def discover(cls, client: docker.DockerClient, into: Discovery) -> None:
+        """Every running container labelled ``openshell.ai/managed-by=openshell``, one sandbox
+        per ``openshell.ai/sandbox-name``, located with the label selector the config will hold."""
+        try:
+            containers = client.api.containers(all=True, filters={"label": [f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"]})
+        except (docker.errors.DockerException, OSError) as exc:
+            raise TargetError(f"Docker is not reachable: {exc}") from None
+        running: set[str] = set()
+        for container in containers:
+            sandbox = (container.get("Labels") or {}).get(SANDBOX_NAME_LABEL)
+            if not sandbox:
+                continue
+            if container.get("State") == "running":
+                running.add(sandbox)
+            else:
+                into.notes.append(f"{_docker.container_name(container)}: {container.get('State')}, skipped")
+        defaults = {name: spec.default for name, spec in cls.params.items()}
+        for sandbox in sorted(running):
+            target = cls(sandbox, {**defaults, "labels": nemoclaw_labels(sandbox)})
+            keys = {"kind": cls.kind, "labels": target.labels}
+            into.add(target, partial(Found, sandbox, cls.kind, keys, DEFAULT_GATEWAY, generation=cls.generation))
 
     @property
     def client(self) -> docker.DockerClient:
@@ -171,15 +196,15 @@ class DockerTarget(Target):
         running = [c for c in found if c.get("State") == "running"]
         where = self.selector
         if not running:
-            idle = ", ".join(f"{_name(c)} ({c.get('State')})" for c in found)
+            idle = ", ".join(f"{_docker.container_name(c)} ({c.get('State')})" for c in found)
             raise TargetError(f"no running sandbox container with {where}" + (f"; not running: {idle}" if idle else ""))
         if len(running) > 1:
-            shown = ", ".join(f"{_name(c)} ({str(c['Id'])[:12]})" for c in running)
+            shown = ", ".join(f"{_docker.container_name(c)} ({str(c['Id'])[:12]})" for c in running)
             raise TargetError(
                 f"{len(running)} running containers match {where} ({shown}); "
                 "add a label that tells them apart, or name the container"
             )
-        return Instance(str(running[0]["Id"]), f"container {_name(running[0])}")
+        return Instance(str(running[0]["Id"]), f"container {_docker.container_name(running[0])}")
 
     # ------------------------------------------------------------------ exec
 
@@ -271,8 +296,3 @@ def _close_on_stop(events: Any, stop: threading.Event, finished: threading.Event
             with contextlib.suppress(docker.errors.DockerException, OSError):  # already closed
                 events.close()
             return
-
-
-def _name(container: Mapping[str, Any]) -> str:
-    names = container.get("Names") or []
-    return str(names[0]).lstrip("/") if names else str(container.get("Id", ""))[:12]

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import docker.errors
@@ -23,7 +24,7 @@ from docker.utils.socket import frames_iter
 from ..errors import ClawguardError, SandboxGone, TargetError
 from ..schema import Field, Int, SandboxPath, Str
 from . import _docker
-from .base import ExecResult, Instance, Sink, Target
+from .base import DEFAULT_GATEWAY, Discovery, ExecResult, Found, Instance, Sink, Target
 
 _NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _ID = re.compile(r"[0-9a-f]{64}")
@@ -56,6 +57,17 @@ done
 # so a daemon that exited (or was SIGKILLed) would leave `ctr events` running in the
 # cluster for good. The exec's stdin is our connection: when it closes, cat sees EOF
 # and the watcher ends ctr. (An asynchronous list's stdin is /dev/null, hence fd 3.)
+# Arguments: ctr, address, namespace, filter. Prints `ctr containers info` (JSON) of
+# every matching container, then the task table.
+_LIST_PODS = r"""
+for id in $("$1" --address "$2" -n "$3" containers ls -q "$4"); do
+  "$1" --address "$2" -n "$3" containers info "$id" 2>/dev/null
+done
+echo --tasks--
+"$1" --address "$2" -n "$3" tasks ls || exit 3
+"""
+CLUSTER_PREFIX = "openshell-cluster-"
+
 _EVENTS_WHILE_ATTACHED = r"""
 exec 3<&0
 "$@" </dev/null &
@@ -68,6 +80,7 @@ wait "$child"
 
 class K3sTarget(Target):
     kind = "k3s"
+    generation = 1
     params = {
         "cluster": Field(
             Str(pattern=_NAME, hint="a Docker container name"),
@@ -206,6 +219,51 @@ class K3sTarget(Target):
                 ids.append(match.group(1))
         return sorted(set(ids))
 
+    @classmethod
+    def discover(cls, client: docker.DockerClient, into: Discovery) -> None:
+        """Every running ``openshell-cluster-<gateway>`` container's running pods, listed by
+        their kubelet labels with ``ctr``, each located as the daemon will locate it."""
+        try:
+            clusters = client.api.containers(all=True, filters={"name": CLUSTER_PREFIX})
+        except (docker.errors.DockerException, OSError) as exc:
+            raise TargetError(f"Docker is not reachable: {exc}") from None
+        for cluster in sorted(
+            _docker.container_name(c) for c in clusters if _docker.container_name(c).startswith(CLUSTER_PREFIX)
+        ):
+            state = next(c.get("State") for c in clusters if _docker.container_name(c) == cluster)
+            if state != "running":
+                into.notes.append(f"{cluster}: {state}, skipped (start it and run init again)")
+                continue
+            cls._discover_pods(client, cluster, into)
+
+    @classmethod
+    def _discover_pods(cls, client: docker.DockerClient, cluster: str, into: Discovery) -> None:
+        values = {**{name: spec.default for name, spec in cls.params.items()}, "cluster": cluster}
+        selector = ",".join(
+            f'labels."{key}"=={value}'
+            for key, value in (
+                ("io.kubernetes.pod.namespace", values["namespace"]),
+                ("io.kubernetes.container.name", values["container"]),
+            )
+        )
+        argv = ["sh", "-c", _LIST_PODS, "sh", values["ctr"], values["containerd_address"]]
+        argv += [values["containerd_namespace"], selector]
+        try:
+            listed = _docker.exec_in(client.api, cluster, argv, None, values["timeout"])
+        except (docker.errors.DockerException, OSError, _docker.ExecTimeout) as exc:
+            into.notes.append(f"{cluster}: cannot list its pods ({exc})")
+            return
+        if listed.code != 0:
+            into.notes.append(f"{cluster}: cannot list its pods ({_tail(listed.stderr)})")
+            return
+        gateway = cluster.removeprefix(CLUSTER_PREFIX) or DEFAULT_GATEWAY
+        for pod in running_pods(listed.stdout.decode(errors="replace")):
+            keys = {"kind": cls.kind, "cluster": cluster}
+            into.add(
+                cls(pod, values),
+                partial(Found, pod, cls.kind, keys, gateway, generation=cls.generation, keys_if_renamed={"pod": pod}),
+            )
+
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
         """Two event sources: Docker events for the cluster container (stop, start,
         restart) and containerd's task events inside it (a pod container started or
@@ -293,6 +351,27 @@ class K3sTarget(Target):
         if result.code != 0 and _gone(result.stderr):
             raise SandboxGone(f"sandbox container {instance.short_id} is gone ({_tail(result.stderr)})")
         return result
+
+
+def running_pods(text: str) -> list[str]:
+    """Pod names of the containers ``_LIST_PODS`` listed that have a running task."""
+    infos, _, tasks = text.partition("--tasks--")
+    running = {fields[0] for fields in (line.split() for line in tasks.splitlines()) if fields[2:3] == ["RUNNING"]}
+    decoder = json.JSONDecoder()
+    pods: set[str] = set()
+    position = 0
+    while position < len(infos):
+        if infos[position].isspace():
+            position += 1
+            continue
+        try:
+            info, position = decoder.raw_decode(infos, position)
+        except ValueError:
+            break  # a container that vanished mid-listing leaves nothing parsable behind
+        labels = info.get("Labels") or {}
+        if info.get("ID") in running and labels.get("io.kubernetes.pod.name"):
+            pods.add(labels["io.kubernetes.pod.name"])
+    return sorted(pods)
 
 
 def _is_pod_event(line: str) -> bool:

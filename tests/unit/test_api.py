@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
 
 import clawguard
-from clawguard import Clawguard, InputError, parse_config
+from clawguard import Clawguard, InputError, log, parse_config
 from clawguard.state import StateStore
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root, snapshot
@@ -16,6 +17,11 @@ from .conftest import basic_config
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 MEMORY = "sandbox/.openclaw-data/workspace/MEMORY.md"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_log() -> None:
+    log.configure("warning", io.StringIO())  # not a stream an earlier test's capture has closed
 
 
 def _guard(archive: Path, tmp_path: Path, target: ChrootTarget, extra: str = "") -> Clawguard:

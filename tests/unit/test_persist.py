@@ -309,7 +309,11 @@ def test_a_capture_over_the_limit_is_stopped_in_the_pod_and_the_previous_one_sta
         time.sleep(0.05)
     assert processes_in(sandbox_root) == [], "the capture's tar still runs in the pod"
     big.unlink()
-    assert capture(context(sandbox, target), plan.persist, pod, reason="t").outcome == "unchanged"
+    # Under the limit again, it captures; memory/'s mtime moved with big.bin (within the same
+    # second it did not), so the capture may or may not be a new generation: the same files.
+    again = capture(context(sandbox, target), plan.persist, pod, reason="t")
+    assert again.outcome in ("saved", "unchanged") and again.capture is not None
+    assert previous is not None and again.capture.files == previous.files
 
 
 def test_a_target_that_cannot_stream_is_still_held_to_the_limit(tmp_path: Path) -> None:

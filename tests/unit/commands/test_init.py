@@ -10,14 +10,13 @@ import docker.errors
 import pytest
 
 from clawguard.cli import main
-from clawguard.commands import init
 from clawguard.config import load_config
 from clawguard.errors import TargetError
 from clawguard.plan import build_plan
 from clawguard.targets import Instance
 from clawguard.targets.base import ExecResult
 from clawguard.targets.docker import DockerTarget
-from clawguard.targets.k3s import K3sTarget
+from clawguard.targets.k3s import K3sTarget, running_pods
 
 POD_A = "a" * 64
 POD_B = "b" * 64
@@ -71,12 +70,12 @@ class FakeClient:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
     api = FakeAPI()
-    monkeypatch.setattr(init.docker_api, "client", lambda base_url=None, timeout=60: FakeClient(api))
+    monkeypatch.setattr("clawguard.targets._docker.client", lambda base_url=None, timeout=60: FakeClient(api))
 
     def exec_in(_api: Any, container: str, argv: list[str], stdin: Any, timeout: Any, **kwargs: Any) -> ExecResult:
         return ExecResult(0, api.listings[container], b"")
 
-    monkeypatch.setattr(init.docker_api, "exec_in", exec_in)
+    monkeypatch.setattr("clawguard.targets._docker.exec_in", exec_in)
     # The targets locate exactly as the daemon would; here they trust the listing.
     monkeypatch.setattr(
         K3sTarget, "locate", lambda self: Instance(POD_A, f"pod openshell/{self.pod} in {self.cluster}")
@@ -208,7 +207,9 @@ def test_without_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys:
         def containers(self, **kwargs: Any) -> Any:
             raise docker.errors.DockerException("Error while fetching server API version")
 
-    monkeypatch.setattr(init.docker_api, "client", lambda base_url=None, timeout=60: type("C", (), {"api": Down()})())
+    monkeypatch.setattr(
+        "clawguard.targets._docker.client", lambda base_url=None, timeout=60: type("C", (), {"api": Down()})()
+    )
     assert main(["--config", str(tmp_path / "config.yaml"), "init"]) == 1
     assert "Docker is not reachable" in capsys.readouterr().err
 
@@ -217,5 +218,5 @@ def test_running_pods_parsing_skips_dead_and_unlabelled_containers() -> None:
     text = _listing(
         _pod(POD_A, "my-assistant"), {"ID": POD_B, "Labels": {}}, _pod(POD_DEAD, "gone"), running=(POD_A, POD_B)
     ).decode()
-    assert init._running_pods(text) == ["my-assistant"]
-    assert init._running_pods("--tasks--\nTASK PID STATUS\n") == []
+    assert running_pods(text) == ["my-assistant"]
+    assert running_pods("--tasks--\nTASK PID STATUS\n") == []
