@@ -96,7 +96,7 @@ _PID_LINE = re.compile(rb"\Aclawguard-pid (\d+)\n")
 
 class Target(ABC):
     kind: ClassVar[str]
-    params: ClassVar[Mapping[str, Field]]
+    params: ClassVar[Mapping[str, Field]] = {}
     generation: ClassVar[int] = 0  # OpenShell's sandbox generation this kind serves (0: none in particular)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -106,7 +106,13 @@ class Target(ABC):
 
     def __init__(self, sandbox: str, values: Mapping[str, Any]) -> None:
         self.sandbox = sandbox
-        self.values = dict(values)
+        # The config fills in every default; a target built in code gets the same ones here.
+        self.values = {**self.defaults(), **values}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every parameter's default, from its one declaration in ``params``."""
+        return {name: spec.default for name, spec in cls.params.items()}
 
     @abstractmethod
     def locate(self) -> Instance:

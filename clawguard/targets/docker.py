@@ -149,16 +149,15 @@ class DockerTarget(Target):
                 running.add(sandbox)
             else:
                 into.notes.append(f"{_docker.container_name(container)}: {container.get('State')}, skipped")
-        defaults = {name: spec.default for name, spec in cls.params.items()}
         for sandbox in sorted(running):
-            target = cls(sandbox, {**defaults, "labels": nemoclaw_labels(sandbox)})
+            target = cls(sandbox, {"labels": nemoclaw_labels(sandbox)})
             keys = {"kind": cls.kind, "labels": target.labels}
             into.add(target, partial(Found, sandbox, cls.kind, keys, DEFAULT_GATEWAY, generation=cls.generation))
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = _docker.client(self.values.get("docker_host"), self.values.get("timeout") or 120)
+            self._client = _docker.client(self.values.get("docker_host"), self.values["timeout"])
         return self._client
 
     @property
@@ -227,7 +226,7 @@ class DockerTarget(Target):
                 instance.id,
                 argv,
                 stdin,
-                self.values.get("timeout") or 120,
+                self.values["timeout"],
                 user=user or "0:0",
                 privileged=bool(self.values.get("privileged")),
                 **streamed,

@@ -238,7 +238,7 @@ class K3sTarget(Target):
 
     @classmethod
     def _discover_pods(cls, client: docker.DockerClient, cluster: str, into: Discovery) -> None:
-        values = {**{name: spec.default for name, spec in cls.params.items()}, "cluster": cluster}
+        values = {**cls.defaults(), "cluster": cluster}
         selector = ",".join(
             f'labels."{key}"=={value}'
             for key, value in (
