@@ -11,7 +11,7 @@ from typing import Any
 from . import _yaml, redact
 from .agent.settings import AGENT_SCHEMA, AgentSettings
 from .entries import OwnerRef
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .gateway import GATEWAY_SCHEMA
 from .hooks import HOOKS_SCHEMA, SANDBOX_HOOKS_SCHEMA
 from .hooks import merged as merged_hooks
@@ -155,6 +155,30 @@ class DaemonSettings:
     live_resync: bool
     metrics: Mapping[str, Any]
 
+    @classmethod
+    def defaults(cls) -> DaemonSettings:
+        """Every default, from DAEMON_SCHEMA (a config without ``daemon:``)."""
+        return cls(**{name: spec.default for name, spec in DAEMON_SCHEMA.fields.items()})
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a config was read from and the line of each key: what an input error names.
+    Carried by every sandbox's config, so that whatever checks it can point at the line
+    without a way back to the whole config."""
+
+    path: Path
+    lines: Mapping[str, int]
+
+    def line(self, key: str, fallback: str | None = None) -> int | None:
+        return self.lines.get(key) or (self.lines.get(fallback) if fallback else None)
+
+    def error(
+        self, key: str, message: str, *, fallback: str | None = None, cls: type[InputError] = ConfigError
+    ) -> InputError:
+        """An error at ``key``, on its line (or on ``fallback``'s when it was not written)."""
+        return cls(message, file=self.path, key=key, line=self.line(key, fallback))
+
 
 @dataclass(frozen=True)
 class SandboxConfig:
@@ -169,7 +193,7 @@ class SandboxConfig:
     limits: Limits
     gateway: Mapping[str, Any]
     hooks: Mapping[str, Any]
-    config: Config
+    source: Provenance
 
     @property
     def key(self) -> str:
@@ -233,6 +257,7 @@ def _build(document: _yaml.Located, file: Path) -> Config:
     data = config_schema().validate(document, "", ctx)
     sandboxes: dict[str, SandboxConfig] = {}
     config = Config(file, sandboxes, ctx.lines, DaemonSettings(**data["daemon"]))
+    source = Provenance(file, ctx.lines)
     for name, raw in data["sandboxes"].items():
         sandboxes[name] = SandboxConfig(
             name=name,
@@ -246,7 +271,7 @@ def _build(document: _yaml.Located, file: Path) -> Config:
             limits=Limits(**raw["limits"]),
             gateway=raw["gateway"],
             hooks=merged_hooks(data["hooks"], raw["hooks"]),
-            config=config,
+            source=source,
         )
     if not sandboxes:
         raise ConfigError("no sandboxes configured", file=file, key="sandboxes", line=ctx.lines.get("sandboxes"))

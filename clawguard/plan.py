@@ -116,9 +116,7 @@ def _error_at(
     cls: type[InputError] = ConfigError,
 ) -> InputError:
     """An error at ``key`` of the config, on its line (or on ``fallback``'s when it was not written)."""
-    config = sandbox.config
-    line = config.lines.get(key) or (config.lines.get(fallback) if fallback else None)
-    return cls(message, file=config.path, key=key, line=line)
+    return sandbox.source.error(key, message, fallback=fallback, cls=cls)
 
 
 def _check_layout(sandbox: SandboxConfig, layout: Layout) -> None:
@@ -129,7 +127,7 @@ def _check_layout(sandbox: SandboxConfig, layout: Layout) -> None:
     for name in ("config_dir", "data_dir", "workspace", "telegram_dir"):
         value = getattr(layout, name)
         if not _under(value, layout.root):
-            unset = f"{key}.{name}" not in sandbox.config.lines
+            unset = f"{key}.{name}" not in sandbox.source.lines
             hint = f" (its default; set {name} under the new root too)" if unset else ""
             raise _error_at(
                 sandbox, f"{key}.{name}", f"{value} is outside the sandbox root {layout.root}{hint}", f"{key}.root"
@@ -157,12 +155,12 @@ def _planned(sandbox: SandboxConfig, step: Step, ctx: StepContext) -> PlannedSte
         key = f"{step.origin.key}.source"  # the only parameter a step reads the archive through
         message = f"{exc.message} (archive: {exc.file})"
         raise ArchiveError(
-            message, file=step.origin.file, key=key, line=sandbox.config.lines.get(key) or step.origin.line
+            message, file=step.origin.file, key=key, line=sandbox.source.lines.get(key) or step.origin.line
         ) from None
 
 
 def _explicit_steps(sandbox: SandboxConfig) -> list[Step]:
-    config = sandbox.config
+    config = sandbox.source
     steps = []
     for index, values in enumerate(sandbox.plan or []):
         key = f"{sandbox.key}.plan[{index}]"
@@ -197,7 +195,7 @@ def _fail(sandbox: SandboxConfig, step: Step, message: str, path: str | None = N
         return ArchiveError(message, file=step.origin.file, key=step.origin.key, line=step.origin.line)
     param = _param(step, path) if path is not None else None
     key = f"{step.origin.key}.{param}" if param else step.origin.key
-    line = sandbox.config.lines.get(key) or step.origin.line
+    line = sandbox.source.lines.get(key) or step.origin.line
     return ConfigError(message, file=step.origin.file, key=key, line=line)
 
 
@@ -303,7 +301,7 @@ def _readable_by_others(archive: Path, path: Path) -> bool:
 
 def _check_persist(sandbox: SandboxConfig, layout: Layout, planned: list[PlannedStep], persist: list[str]) -> None:
     """Persisted paths belong to the agent: under the root, and never written by a step."""
-    config = sandbox.config
+    config = sandbox.source
     root = layout.root.rstrip("/") + "/"
     for index, pattern in enumerate(persist):
         key = f"{sandbox.key}.persist[{index}]"

@@ -200,7 +200,7 @@ def _restore_agent_states(planned: PlannedStep, report: StepReport, pod: Pod, dr
 
 def resolve_owners(plan: Plan, users: UserTable) -> dict[Entry, Ids | None]:
     """Map every entry to numeric ids; an unknown user is a config error (exit 2)."""
-    config = plan.sandbox.config
+    config = plan.sandbox.source
     result: dict[Entry, Ids | None] = {}
     for planned in plan.steps:
         for entry in planned.entries:

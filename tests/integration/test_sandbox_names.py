@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from clawguard import Clawguard, parse_config
-from clawguard.config import SandboxConfig
+from clawguard.config import Config
 from clawguard.converge import Convergence, open_pod
 from clawguard.persist import CaptureOutcome, CaptureStore
 from clawguard.plan import build_plan
@@ -98,7 +98,7 @@ def pod_name(request: pytest.FixtureRequest, testbed: Testbed) -> Iterator[str]:
     testbed.remove_sandbox(name)
 
 
-def _sandbox(tmp_path: Path, name: str) -> SandboxConfig:
+def _config(tmp_path: Path, name: str) -> Config:
     archive = tmp_path / "archive"
     shutil.copytree(REPO / "restore-archive", archive)
     skill = archive / "skills" / "names"
@@ -114,7 +114,7 @@ sandboxes:
     user: sandbox
     gateway: {{enabled: false}}
 """
-    return parse_config(text, tmp_path / "config.yaml").sandboxes[name]
+    return parse_config(text, tmp_path / "config.yaml")
 
 
 def _tree(testbed: Testbed, name: str, path: str) -> dict[str, tuple[str, bytes]]:
@@ -139,9 +139,10 @@ def _tree(testbed: Testbed, name: str, path: str) -> dict[str, tuple[str, bytes]
 def test_every_name_survives_restore_verification_capture_and_a_new_pod(
     testbed: Testbed, pod_name: str, tmp_path: Path
 ) -> None:
-    sandbox = _sandbox(tmp_path, pod_name)
+    config = _config(tmp_path, pod_name)
+    sandbox = config.sandboxes[pod_name]
     store = StateStore(tmp_path / "state")
-    guard = Clawguard(sandbox.config, store=store)
+    guard = Clawguard(config, store=store)
 
     def converge() -> Convergence:
         return guard.restore(pod_name)[0]

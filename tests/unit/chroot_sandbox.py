@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from clawguard import Clawguard, SandboxContext
-from clawguard.config import SandboxConfig
+from clawguard import SandboxContext
+from clawguard.config import DaemonSettings, SandboxConfig
 from clawguard.converge import open_pod
 from clawguard.pod import Pod
 from clawguard.state import StateStore
@@ -204,5 +204,5 @@ def pod_of(target: Target, sandbox: SandboxConfig) -> Pod:
 
 
 def context(sandbox: SandboxConfig, target: Target, store: StateStore | None = None) -> SandboxContext:
-    """``sandbox`` on ``target``, built by the façade as the CLI builds it (state: $XDG_STATE_HOME)."""
-    return Clawguard(sandbox.config, store=store, targets={sandbox.name: target}).context(sandbox.name)
+    """``sandbox`` on ``target`` with the default daemon settings (state: $XDG_STATE_HOME)."""
+    return SandboxContext(sandbox, DaemonSettings.defaults(), target, store or StateStore())
