@@ -38,6 +38,10 @@ class Entry:
     equivalent: Equivalence | None = None  # content that differs but means the same is not drift
     secret: bool | None = None  # None: a file nobody but its owner may read (mode ..00) is one
     why: str = ""  # for an "absent" entry: why it must not exist
+    # Provenance, attached once by the step: the parameters that gave ``path`` and ``link``
+    # ("dest", "links[1]"), so that an error names their key and line. None: the layout's.
+    param: str | None = field(default=None, compare=False)
+    link_param: str | None = field(default=None, compare=False)
 
     @property
     def private(self) -> bool:

@@ -174,26 +174,11 @@ def _from_archive(step: Step) -> bool:
     return step.origin.key.startswith("archive:")
 
 
-def _param(step: Step, path: str) -> str | None:
-    """The parameter that put ``path`` in the plan: ``dest``, ``links[1]``, ``target``..."""
-    for name, value in step.values.items():
-        if name == "name":
-            continue
-        if value == path:
-            return name
-        if isinstance(value, list) and path in value:
-            return f"{name}[{value.index(path)}]"
-    dest = step.values.get("dest")
-    if isinstance(dest, str) and path.startswith(dest.rstrip("/") + "/"):
-        return "dest"  # a path inside a tree
-    return None
-
-
-def _fail(sandbox: SandboxConfig, step: Step, message: str, path: str | None = None) -> InputError:
-    """An error about ``step``; for a config step, at the key and line of the parameter behind ``path``."""
+def _fail(sandbox: SandboxConfig, step: Step, message: str, param: str | None = None) -> InputError:
+    """An error about ``step``; for a config step, at the key and line of ``param`` (the entry's
+    provenance: the parameter that gave the path at fault)."""
     if _from_archive(step):
         return ArchiveError(message, file=step.origin.file, key=step.origin.key, line=step.origin.line)
-    param = _param(step, path) if path is not None else None
     key = f"{step.origin.key}.{param}" if param else step.origin.key
     line = sandbox.source.lines.get(key) or step.origin.line
     return ConfigError(message, file=step.origin.file, key=key, line=line)
@@ -207,7 +192,7 @@ def _check_paths(sandbox: SandboxConfig, layout: Layout, planned: list[PlannedSt
     for item in planned:
         for entry in item.entries:
             if not entry.path.startswith(root):
-                raise _fail(sandbox, item.step, f"{entry.path} is outside the sandbox root {layout.root}", entry.path)
+                raise _fail(sandbox, item.step, f"{entry.path} is outside the sandbox root {layout.root}", entry.param)
             if (
                 entry.kind == "symlink"
                 and entry.link
@@ -218,7 +203,7 @@ def _check_paths(sandbox: SandboxConfig, layout: Layout, planned: list[PlannedSt
                     sandbox,
                     item.step,
                     f"symlink {entry.path} -> {entry.link} points outside {layout.root}",
-                    entry.link,
+                    entry.link_param,
                 )
             if entry.path in owners:
                 first = owners[entry.path]
@@ -226,7 +211,7 @@ def _check_paths(sandbox: SandboxConfig, layout: Layout, planned: list[PlannedSt
                     sandbox,
                     item.step,
                     f"{entry.path} is also written by step {first.name!r} ({first.origin.key})",
-                    entry.path,
+                    entry.param,
                 )
             owners[entry.path] = item.step
             count += 1

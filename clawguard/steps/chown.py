@@ -32,5 +32,6 @@ class ChownStep(Step):
                 self.owner(ctx),
                 recursive_owner=self.values["recursive"],
                 if_present=not self.values["create"],
+                param="path",
             )
         ]

@@ -21,4 +21,4 @@ class DirectoryStep(Step):
         return str(self.values["path"])
 
     def entries(self, ctx: StepContext) -> list[Entry]:
-        return [Entry(self.values["path"], "dir", self.values["mode"], self.owner(ctx))]
+        return [Entry(self.values["path"], "dir", self.values["mode"], self.owner(ctx), param="path")]

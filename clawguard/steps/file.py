@@ -33,6 +33,9 @@ class FileStep(Step):
     def entries(self, ctx: StepContext) -> list[Entry]:
         path = source_file(ctx.archive, self.values["source"], self.origin.key)
         dest = self.values["dest"]
-        result = [Entry(dest, "file", self.values["mode"], self.owner(ctx), source=path)]
-        result += [Entry(link, "symlink", link=dest) for link in self.values["links"]]
+        result = [Entry(dest, "file", self.values["mode"], self.owner(ctx), source=path, param="dest")]
+        result += [
+            Entry(link, "symlink", link=dest, param=f"links[{index}]", link_param="dest")
+            for index, link in enumerate(self.values["links"])
+        ]
         return result

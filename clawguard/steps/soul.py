@@ -32,4 +32,4 @@ class SoulStep(Step):
         except UnicodeDecodeError as exc:
             raise ArchiveError(f"{rel}: not UTF-8 text ({exc.reason})", file=ctx.archive, key=self.origin.key) from None
         dest = self.values["dest"] or join(ctx.layout.workspace, "SOUL.md")
-        return [Entry(dest, "file", 0o644, ctx.user, source=path)]
+        return [Entry(dest, "file", 0o644, ctx.user, source=path, param="dest" if self.values["dest"] else None)]

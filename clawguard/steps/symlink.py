@@ -24,4 +24,14 @@ class SymlinkStep(Step):
         return str(self.values["path"])
 
     def entries(self, ctx: StepContext) -> list[Entry]:
-        return [Entry(self.values["path"], "symlink", owner=self.values["owner"], link=self.values["target"])]
+        values = self.values
+        return [
+            Entry(
+                values["path"],
+                "symlink",
+                owner=values["owner"],
+                link=values["target"],
+                param="path",
+                link_param="target",
+            )
+        ]

@@ -45,10 +45,11 @@ class TreeStep(Step):
             path = join(self.values["dest"], item.rel) if item.rel else self.values["dest"]
             if item.kind == "dir":
                 exact = self.values["exact"] and not item.rel
-                result.append(Entry(path, "dir", self.values["dir_mode"], owner, exact=exact))
+                result.append(Entry(path, "dir", self.values["dir_mode"], owner, exact=exact, param="dest"))
             elif item.kind == "symlink":
-                result.append(Entry(path, "symlink", owner=owner, link=item.link))
+                result.append(Entry(path, "symlink", owner=owner, link=item.link, param="dest"))
             else:
                 mode = file_mode if file_mode is not None else (0o755 if item.mode & 0o100 else 0o644)
-                result.append(Entry(path, "file", mode, owner, source=item.path, secret=self.values["secret"]))
+                secret = self.values["secret"]
+                result.append(Entry(path, "file", mode, owner, source=item.path, secret=secret, param="dest"))
         return result
