@@ -14,11 +14,13 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import docker.errors
+import structlog
 from docker.utils.socket import frames_iter
 
 from ..errors import ClawguardError, SandboxGone, TargetError
@@ -30,6 +32,13 @@ _NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _ID = re.compile(r"[0-9a-f]{64}")
 _counter = itertools.count()
 # containerd event topics that mean a pod container came or went.
+log = structlog.get_logger("clawguard.events")
+#: Retry an event stream after 1, 2, 4 ... seconds, at most this many, while its source is away:
+#: a cluster stopped for a minute costs a handful of Docker calls, not one every second.
+EVENTS_BACKOFF_MAX = 30.0
+# A stream that stayed up this long was healthy: its next loss starts the backoff over.
+_EVENTS_HEALTHY_AFTER = 30.0
+
 _POD_TOPICS = ("/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete")
 _IN_CLUSTER = "an absolute path in the cluster container"
 
@@ -273,10 +282,23 @@ class K3sTarget(Target):
             target=self._docker_events, args=(wake, stop), name=f"docker-events-{self.sandbox}", daemon=True
         )
         docker_thread.start()
+        delay, lost = 1.0, False
         while not stop.is_set():
-            self._containerd_events(wake, stop)  # returns when the stream ends (cluster stopped)
-            if stop.wait(1.0):
+            started = time.monotonic()
+            error = self._containerd_events(wake, stop)  # returns when the stream ends (cluster stopped)
+            if stop.is_set():
                 return
+            if time.monotonic() - started >= _EVENTS_HEALTHY_AFTER:
+                delay = 1.0
+            if error is not None and not lost:  # one line per change of state, not per retry
+                log.warning("events.lost", sandbox=self.sandbox, cluster=self.cluster, error=error, retry="backoff")
+                lost = True
+            elif error is None and lost:
+                log.info("events.resumed", sandbox=self.sandbox, cluster=self.cluster)
+                lost = False
+            if stop.wait(delay):
+                return
+            delay = min(delay * 2, EVENTS_BACKOFF_MAX)
 
     def _docker_events(self, wake: Callable[[str], None], stop: threading.Event) -> None:
         # This thread must never die: when Docker is away (a dockerd restart), wake the
@@ -297,10 +319,13 @@ class K3sTarget(Target):
             except (docker.errors.DockerException, OSError, ClawguardError) as exc:
                 if delay == 1.0:
                     wake(f"docker unreachable: {exc}")
+                    log.warning("events.docker_lost", sandbox=self.sandbox, error=_tail(str(exc).encode()))
             stop.wait(delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, EVENTS_BACKOFF_MAX)
 
-    def _containerd_events(self, wake: Callable[[str], None], stop: threading.Event) -> None:
+    def _containerd_events(self, wake: Callable[[str], None], stop: threading.Event) -> str | None:
+        """Follow containerd's events until the stream ends. Returns why it could not be
+        followed (or stopped short), None when it was followed until it ended."""
         sock: Any = None
         try:
             api = self._stream_client().api
@@ -316,13 +341,14 @@ class K3sTarget(Target):
                     if _is_pod_event(line.decode(errors="replace")):
                         wake("containerd event")
                 if stop.is_set():
-                    return
-        except (docker.errors.DockerException, OSError, ClawguardError):
-            return  # the caller waits and retries
+                    return None
+        except (docker.errors.DockerException, OSError, ClawguardError) as exc:
+            return _tail(str(exc).encode())  # the caller waits and retries
         finally:
             if sock is not None:  # ends the exec now, not when the daemon exits
                 with contextlib.suppress(OSError):
                     getattr(sock, "_sock", sock).close()
+        return None
 
     def exec(
         self,
