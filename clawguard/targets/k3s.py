@@ -62,10 +62,6 @@ done
 """
 
 
-# Arguments: the ctr events command. Docker never ends an exec whose client went away,
-# so a daemon that exited (or was SIGKILLed) would leave `ctr events` running in the
-# cluster for good. The exec's stdin is our connection: when it closes, cat sees EOF
-# and the watcher ends ctr. (An asynchronous list's stdin is /dev/null, hence fd 3.)
 # Arguments: ctr, address, namespace, filter. Prints `ctr containers info` (JSON) of
 # every matching container, then the task table.
 _LIST_PODS = r"""
@@ -77,6 +73,10 @@ echo --tasks--
 """
 CLUSTER_PREFIX = "openshell-cluster-"
 
+# Arguments: the ctr events command. Docker never ends an exec whose client went away,
+# so a daemon that exited (or was SIGKILLed) would leave `ctr events` running in the
+# cluster for good. The exec's stdin is our connection: when it closes, cat sees EOF
+# and the watcher ends ctr. (An asynchronous list's stdin is /dev/null, hence fd 3.)
 _EVENTS_WHILE_ATTACHED = r"""
 exec 3<&0
 "$@" </dev/null &
