@@ -8,38 +8,27 @@ the cluster container (which is privileged, i.e. host root).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import docker.errors
-import structlog
-from docker.utils.socket import frames_iter
 
-from ..errors import ClawguardError, SandboxGone, TargetError
+from ..errors import SandboxGone, TargetError
 from ..schema import Field, Int, SandboxPath, Str
 from . import _docker
+from ._cluster_events import ClusterEvents, Subscriber
 from .base import DEFAULT_GATEWAY, Discovery, ExecResult, Found, Instance, Sink, Target
 
 _NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _ID = re.compile(r"[0-9a-f]{64}")
 _counter = itertools.count()
 # containerd event topics that mean a pod container came or went.
-log = structlog.get_logger("clawguard.events")
-#: Retry an event stream after 1, 2, 4 ... seconds, at most this many, while its source is away:
-#: a cluster stopped for a minute costs a handful of Docker calls, not one every second.
-EVENTS_BACKOFF_MAX = 30.0
-# A stream that stayed up this long was healthy: its next loss starts the backoff over.
-_EVENTS_HEALTHY_AFTER = 30.0
-
-_POD_TOPICS = ("/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete")
 _IN_CLUSTER = "an absolute path in the cluster container"
 
 # Arguments: ctr, address, namespace, pod filter, kubelet filter. Prints the pod's
@@ -72,19 +61,6 @@ echo --tasks--
 "$1" --address "$2" -n "$3" tasks ls || exit 3
 """
 CLUSTER_PREFIX = "openshell-cluster-"
-
-# Arguments: the ctr events command. Docker never ends an exec whose client went away,
-# so a daemon that exited (or was SIGKILLed) would leave `ctr events` running in the
-# cluster for good. The exec's stdin is our connection: when it closes, cat sees EOF
-# and the watcher ends ctr. (An asynchronous list's stdin is /dev/null, hence fd 3.)
-_EVENTS_WHILE_ATTACHED = r"""
-exec 3<&0
-"$@" </dev/null &
-child=$!
-(cat >/dev/null; kill "$child") <&3 >/dev/null 2>&1 &
-exec 3<&-
-wait "$child"
-"""
 
 
 class K3sTarget(Target):
@@ -129,16 +105,13 @@ class K3sTarget(Target):
         self.cluster: str = self.values["cluster"]
         self.pod: str = self.values["pod"] or sandbox
         self._client: docker.DockerClient | None = None
+        self._current: str | None = None  # the container last located: its events are ours
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
             self._client = _docker.client(self.values["docker_host"], self.values["timeout"])
         return self._client
-
-    def _stream_client(self) -> docker.DockerClient:
-        # Event streams block for hours: their own connection, with a long read timeout.
-        return _docker.client(self.values["docker_host"], 3600)
 
     def _ctr(self) -> list[str]:
         v = self.values
@@ -177,6 +150,7 @@ class K3sTarget(Target):
         if len(ids) > 1:
             shown = ", ".join(i[:12] for i in ids)
             raise TargetError(f"{len(ids)} running containers match {where} ({shown}); set target.pod")
+        self._current = ids[0]
         return Instance(ids[0], where)
 
     def _by_labels(self) -> tuple[list[str], bool]:
@@ -274,81 +248,22 @@ class K3sTarget(Target):
             )
 
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
-        """Two event sources: Docker events for the cluster container (stop, start,
-        restart) and containerd's task events inside it (a pod container started or
-        exited). Either one wakes the daemon, which then locates the pod: one exec,
-        whatever the number of files in the cluster."""
-        docker_thread = threading.Thread(
-            target=self._docker_events, args=(wake, stop), name=f"docker-events-{self.sandbox}", daemon=True
+        """Follow the cluster container's shared event feed (one per cluster, whatever the
+        number of sandboxes in it) until ``stop``: woken by this pod's own containers
+        starting or going away, and by the cluster container starting or stopping. The
+        daemon then locates the pod: one exec, whatever the number of files in the cluster."""
+        subscriber = Subscriber(
+            self.sandbox,
+            None if self.values["locate"] == "marker" else self.pod,
+            self.values["namespace"],
+            lambda: self._current,
+            wake,
         )
-        docker_thread.start()
-        delay, lost = 1.0, False
-        while not stop.is_set():
-            started = time.monotonic()
-            error = self._containerd_events(wake, stop)  # returns when the stream ends (cluster stopped)
-            if stop.is_set():
-                return
-            if time.monotonic() - started >= _EVENTS_HEALTHY_AFTER:
-                delay = 1.0
-            if error is not None and not lost:  # one line per change of state, not per retry
-                log.warning("events.lost", sandbox=self.sandbox, cluster=self.cluster, error=error, retry="backoff")
-                lost = True
-            elif error is None and lost:
-                log.info("events.resumed", sandbox=self.sandbox, cluster=self.cluster)
-                lost = False
-            if stop.wait(delay):
-                return
-            delay = min(delay * 2, EVENTS_BACKOFF_MAX)
-
-    def _docker_events(self, wake: Callable[[str], None], stop: threading.Event) -> None:
-        # This thread must never die: when Docker is away (a dockerd restart), wake the
-        # worker once and retry with capped backoff until the engine answers again.
-        delay = 1.0
-        while not stop.is_set():
-            try:
-                events = self._stream_client().events(
-                    decode=True, filters={"type": "container", "container": self.cluster}
-                )
-                delay = 1.0
-                for event in events:
-                    action = str(event.get("Action") or event.get("status") or "")
-                    if action in ("start", "die", "stop", "restart", "destroy", "create"):
-                        wake(f"cluster {action}")
-                    if stop.is_set():
-                        return
-            except (docker.errors.DockerException, OSError, ClawguardError) as exc:
-                if delay == 1.0:
-                    wake(f"docker unreachable: {exc}")
-                    log.warning("events.docker_lost", sandbox=self.sandbox, error=_tail(str(exc).encode()))
-            stop.wait(delay)
-            delay = min(delay * 2, EVENTS_BACKOFF_MAX)
-
-    def _containerd_events(self, wake: Callable[[str], None], stop: threading.Event) -> str | None:
-        """Follow containerd's events until the stream ends. Returns why it could not be
-        followed (or stopped short), None when it was followed until it ended."""
-        sock: Any = None
+        feed = ClusterEvents.join(self.values, subscriber)
         try:
-            api = self._stream_client().api
-            argv = ["sh", "-c", _EVENTS_WHILE_ATTACHED, "sh", *self._ctr()[:3], "events"]
-            created = api.exec_create(self.cluster, argv, stdout=True, stderr=False, stdin=True)
-            # A socket, not a stream: only a held connection keeps the exec's stdin open.
-            sock = api.exec_start(created["Id"], socket=True)
-            pending = b""
-            for _, chunk in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if _is_pod_event(line.decode(errors="replace")):
-                        wake("containerd event")
-                if stop.is_set():
-                    return None
-        except (docker.errors.DockerException, OSError, ClawguardError) as exc:
-            return _tail(str(exc).encode())  # the caller waits and retries
+            stop.wait()
         finally:
-            if sock is not None:  # ends the exec now, not when the daemon exits
-                with contextlib.suppress(OSError):
-                    getattr(sock, "_sock", sock).close()
-        return None
+            feed.leave(subscriber)
 
     def exec(
         self,
@@ -398,23 +313,6 @@ def running_pods(text: str) -> list[str]:
         if info.get("ID") in running and labels.get("io.kubernetes.pod.name"):
             pods.add(labels["io.kubernetes.pod.name"])
     return sorted(pods)
-
-
-def _is_pod_event(line: str) -> bool:
-    """True for a pod container starting or going away; false for the exits of
-    ``ctr task exec`` processes (ours included), which would otherwise wake us
-    after every command we run."""
-    topic = next((word for word in line.split() if word.startswith("/")), "")
-    if topic not in _POD_TOPICS:
-        return False
-    if topic != "/tasks/exit":
-        return True
-    payload = line[line.find("{") :]
-    try:
-        event = json.loads(payload)
-    except ValueError:
-        return True
-    return bool(event.get("id") in (None, event.get("container_id")))
 
 
 def _gone(stderr: bytes) -> bool:
