@@ -258,13 +258,14 @@ gateway_run() {
 		fi
 		sleep 0.05
 	done
-	# If this shell is SIGKILLed its trap cannot run: take the HTTP server down anyway.
-	main=$$
-	(
-		trap - TERM INT HUP
-		while alive "$main"; do sleep 1; done
-		kill "$httpd_pid" 2>/dev/null
-	) </dev/null >/dev/null 2>&1 &
+	# If this shell is SIGKILLed its trap cannot run: take the HTTP server down anyway, as
+	# a real gateway's /health dies with it. A process of its own (not a subshell, whose
+	# command line would be ours and die in the same `pkill -f "openclaw gateway run"`).
+	# (Alive: running and not a zombie, as alive() says.)
+	sh -c 'while [ -r "/proc/$1/stat" ] && [ "$(sed "s/^.*) //" "/proc/$1/stat" | cut -c1)" != Z ]; do
+		sleep 1
+	done
+	kill "$2" 2>/dev/null' gateway-watchdog "$$" "$httpd_pid" </dev/null >/dev/null 2>&1 &
 	watchdog_pid=$!
 
 	nl=
