@@ -33,6 +33,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 SANDBOXES = ("my-assistant", "other-uid")  # the integration testbed's two pods
 AGENT = SANDBOXES[0]  # the one whose memory markers are tracked
+OTHER = SANDBOXES[1]
+MEMORY_DIR = "/sandbox/.openclaw-data/workspace/memory"  # persisted by default
+# Names an agent may give its notes: printf %b escapes, so that non-UTF-8 bytes travel too.
+ODD_NAMES = ("back\\\\slash", "new\\nline", "-leading-dash", 'quote\'d "both"', "\\0377\\0376-not-utf8")
+OUTAGE_SEC = 60.0
+RSS_GROWTH_MAX = 20 << 20  # the daemon's peak RSS may grow this much while a huge file is refused
 MEMORY = "/sandbox/.openclaw-data/workspace/MEMORY.md"
 WATCHDOG_SEC = 6.0
 RESTART_SEC = 1.0
@@ -50,7 +56,32 @@ KINDS = (
     "gateway_crash",
     "daemon_sigkill",
     "daemon_sigstop",
+    "bad_archive_while_the_other_restarts",
+    "agent_writes_odd_names_and_a_huge_file",
+    "cluster_away_for_a_minute",
 )
+
+_NEEDS_SUPERVISOR = (
+    "daemon_sigkill",
+    "daemon_sigstop",
+    "agent_writes_odd_names_and_a_huge_file",
+    "cluster_away_for_a_minute",
+)
+
+# Arguments: a directory, then escaped names. Writes one file per name, as the agent would.
+_WRITE_NAMES = r"""
+dir=$1; shift
+mkdir -p "$dir"
+for e; do n=$(printf '%b.' "$e"); n=${n%.}; printf '%s\n' "$e" > "$dir/$n" || exit 1; done
+"""
+# Same arguments: exit 1 naming the first name that is not there with its content.
+_CHECK_NAMES = r"""
+dir=$1; shift
+for e; do
+  n=$(printf '%b.' "$e"); n=${n%.}
+  [ "$(cat "$dir/$n" 2>/dev/null)" = "$e" ] || { printf 'missing %s\n' "$e"; exit 1; }
+done
+"""
 
 PROXY_WRAPPER = """#!/bin/sh
 # The soak's switchable SSH proxy: ok, fail, or hang.
@@ -200,8 +231,8 @@ class Soak:
         wrapper.write_text(PROXY_WRAPPER.format(mode=self.proxy_mode, real=real))
         wrapper.chmod(0o755)
         self.proxy_mode.write_text("ok")
-        archive = self.workdir / "archive"
-        shutil.copytree(REPO / "restore-archive", archive, symlinks=True)
+        for name in SANDBOXES:  # one archive each: a bad one must cost only its own sandbox
+            shutil.copytree(REPO / "restore-archive", self._archive(name), symlinks=True)
         config = self.workdir / "config.yaml"
         gateway = "    gateway: {ssh_timeout: 5, start_timeout: 30}\n"
         config.write_text(
@@ -211,7 +242,7 @@ class Soak:
             + "".join(
                 f"  {name}:\n"
                 f"    target: {{kind: k3s, cluster: {self.bed.cluster_name}}}\n"
-                f"    archive: {archive}\n"
+                f"    archive: {self._archive(name)}\n"
                 f"{gateway}"
                 for name in SANDBOXES
             )
@@ -221,6 +252,9 @@ class Soak:
         self.env = env
         self.config = config
         return Supervisor(self.workdir, env, config)
+
+    def _archive(self, name: str) -> Path:
+        return self.workdir / f"archive-{name}"
 
     # ------------------------------------------------------------ observation
 
@@ -361,6 +395,94 @@ class Soak:
         time.sleep(WATCHDOG_SEC + 2)  # the watchdog fires and the supervisor kills and restarts it
         return "daemon SIGSTOPped until the watchdog fired"
 
+    def _wait(self, what: str, condition: Callable[[], bool], timeout: float = CONVERGE_TIMEOUT) -> float:
+        started = time.monotonic()
+        while not condition():
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def _bad_archive_while_the_other_restarts(self) -> str:
+        """Issue 13: one bad archive stopped the whole daemon; it must cost only its own sandbox."""
+        config = self._archive(OTHER) / "openclaw.json"
+        good = config.read_bytes()
+        config.write_text('{"gateway": {"mode": "local",')  # a typo mid-edit
+        try:
+            self._wait(
+                f"{OTHER} in the config-error state",
+                lambda: bool(self._state(OTHER).get("config_error")),
+                timeout=30,
+            )
+            new_id = self.bed.restart(AGENT)
+            took = self._wait(
+                f"{AGENT} restored while {OTHER}'s archive is bad",
+                lambda: (
+                    self._state(AGENT).get("container_id") == new_id
+                    and (self._state(AGENT).get("last_restore") or {}).get("outcome") == "ok"
+                ),
+            )
+        finally:
+            config.write_bytes(good)
+        self._wait(f"{OTHER} out of the config-error state", lambda: not self._state(OTHER).get("config_error"))
+        return f"{OTHER}'s openclaw.json broken: {AGENT}'s new pod restored in {took:.1f}s; fixed"
+
+    def _daemon_peak_rss(self, supervisor: Supervisor) -> int:
+        proc = supervisor.proc
+        try:
+            status = Path(f"/proc/{proc.pid if proc else 0}/status").read_text()
+        except OSError:
+            return 0
+        return next((int(line.split()[1]) << 10 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+
+    def _agent_writes_odd_names_and_a_huge_file(self, supervisor: Supervisor) -> str:
+        """Issue 13: every name Linux allows survives capture and restore; a file over the capture
+        limit is refused in the pod, costs the daemon no memory, and the previous capture stays."""
+        escaped = list(ODD_NAMES)
+        code, _, err = self.bed.exec_in_sandbox(
+            AGENT, ["sh", "-c", _WRITE_NAMES, "sh", MEMORY_DIR, *escaped], user="sandbox"
+        )
+        if code != 0:
+            raise RuntimeError(f"writing odd names failed: {err!r}")
+        written_at = time.time()
+        self._wait(
+            "a capture with the odd names",
+            lambda: ((self._state(AGENT).get("persist") or {}).get("last_capture_at") or 0) > written_at,
+            timeout=30,
+        )
+        peak_before = self._daemon_peak_rss(supervisor)
+        # 96 MiB of zeros over the default 64 MiB limit (sparse: costs the pod no disk).
+        huge = f"{MEMORY_DIR}/huge.bin"
+        code, _, err = self.bed.exec_in_sandbox(AGENT, ["truncate", "-s", "96M", huge], user="sandbox")
+        if code != 0:
+            raise RuntimeError(f"writing the huge file failed: {err!r}")
+        time.sleep(6)  # a few persist intervals: each capture is stopped in the pod
+        growth = self._daemon_peak_rss(supervisor) - peak_before
+        new_id = self.bed.restart(AGENT)
+        self._wait(f"{AGENT}'s new pod restored", lambda: self._state(AGENT).get("container_id") == new_id)
+        code, out, _ = self.bed.exec_in_sandbox(AGENT, ["sh", "-c", _CHECK_NAMES, "sh", MEMORY_DIR, *escaped])
+        if code != 0:
+            raise RuntimeError(f"odd names lost over the restart: {out.decode(errors='replace').strip()}")
+        code, _, _ = self.bed.exec_in_sandbox(AGENT, ["test", "-e", huge])
+        if code == 0:
+            raise RuntimeError("the file over the capture limit came back")
+        if growth > RSS_GROWTH_MAX:
+            raise RuntimeError(f"the daemon's peak RSS grew {growth >> 20} MiB while the huge file was refused")
+        return f"{len(escaped)} odd names restored, 96 MiB file refused, daemon peak RSS +{growth >> 10} KiB"
+
+    def _cluster_away_for_a_minute(self, supervisor: Supervisor) -> str:
+        """Issue 13: the event watchers hammered Docker while the cluster was away."""
+        logs = supervisor.log_files()
+        before = logs[-1].read_text(errors="replace").count("event=events.lost") if logs else 0
+        self.bed.stop_cluster(timeout=5)
+        time.sleep(OUTAGE_SEC)
+        logs = supervisor.log_files()
+        lost = (logs[-1].read_text(errors="replace").count("event=events.lost") if logs else 0) - before
+        self.bed.start_cluster()
+        if lost > 2:  # one per source at most (Docker's stream may stay up)
+            raise RuntimeError(f"{lost} events.lost lines in one outage: one per change of state expected")
+        return f"cluster down {OUTAGE_SEC:.0f}s, {lost} events.lost line(s)"
+
     # -------------------------------------------------------------------- run
 
     def run(self, faults: int) -> SoakReport:
@@ -380,7 +502,7 @@ class Soak:
             for index, kind in enumerate(plan, 1):
                 self._write_marker(index)
                 fault = getattr(self, f"_{kind}")
-                detail = fault(supervisor) if kind.startswith("daemon_") else fault()
+                detail = fault(supervisor) if kind in _NEEDS_SUPERVISOR else fault()
                 since = time.time()
                 ok, took = self._wait_converged(since)
                 memory = self._memory() if ok else ""
