@@ -84,6 +84,20 @@ def _doctor_lines(host: SystemdHost) -> dict[str, str]:
     return {line[2:].split(":", 1)[0]: line for line in out.splitlines() if line[:1] in "✓✗"}
 
 
+def _doctor_on_the_standin(host: SystemdHost, command: str) -> str:
+    """The page's doctor, on the testbed's stand-in agent: every line passes but the agent's,
+    because the stand-in is no OpenClaw release and the doctor rightly cannot tell its version
+    (a real agent's line is checked in tests/integration/test_real_agents.py, per version)."""
+    env = {"USER": "claw", "HOME": HOME, "NO_COLOR": "1"}
+    code, out, err = host.run(["bash", "-lc", command], user=True, env=env)
+    failed = [line for line in out.splitlines() if line.startswith("✗")]
+    assert code == 1 and len(failed) == 1, out + err
+    assert failed[0].startswith(
+        f"✗ {SANDBOX}: agent: cannot tell which OpenClaw runs here (openclaw 0.0.0-clawguard-testbed)"
+    )
+    return out
+
+
 def test_getting_started_literally(host: SystemdHost, testbed: object) -> None:
     # A user who has never enabled lingering (the host fixture turned it on for itself).
     host.run(["loginctl", "disable-linger", "claw"])
@@ -107,6 +121,9 @@ def test_getting_started_literally(host: SystemdHost, testbed: object) -> None:
     wait_for("the service's first restore", lambda: _restored(host, current), timeout=180, every=1)
     for command in checks:
         print(f"$ {command}")
+        if command.startswith("clawguard doctor"):
+            print(_doctor_on_the_standin(host, command))
+            continue
         print(_shell(host, command))
 
     new_id = testbed.restart(SANDBOX)  # type: ignore[attr-defined]

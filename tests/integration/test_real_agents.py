@@ -154,6 +154,11 @@ def test_the_daemon_restores_what_the_real_agent_accepts(
         took = wait_for("the new pod restored, gateway live", lambda: _healthy_on(config, name, new_pod), 240, 0.5)
         print(f"{version}: pod replaced -> restored and gateway live in {time.monotonic() - replaced_at:.1f}s")
 
+        # The doctor knows which OpenClaw it is and what that version needs.
+        doctor = clawguard("--config", str(config), "doctor", name, env=env)
+        agent_line = next((line for line in doctor.stdout.splitlines() if f" {name}: agent:" in line), "")
+        assert agent_line.startswith(f"✓ {name}: agent: OpenClaw {version}"), doctor.stdout + doctor.stderr
+
         # From inside, as the sandbox user, with the agent's own CLI.
         assert _agent_json(testbed, name, "config", "validate", "--json")["valid"] is True
         listed = {skill["name"] for skill in _agent_json(testbed, name, "skills", "list", "--json")["skills"]}
