@@ -62,6 +62,7 @@ KINDS = (
 )
 
 _NEEDS_SUPERVISOR = (
+    "bad_archive_while_the_other_restarts",
     "daemon_sigkill",
     "daemon_sigstop",
     "agent_writes_odd_names_and_a_huge_file",
@@ -403,16 +404,20 @@ class Soak:
             time.sleep(0.5)
         return time.monotonic() - started
 
-    def _bad_archive_while_the_other_restarts(self) -> str:
-        """Issue 13: one bad archive stopped the whole daemon; it must cost only its own sandbox."""
+    def _bad_archive_while_the_other_restarts(self, supervisor: Supervisor) -> str:
+        """Issue 13: a bad archive at start-up stopped the whole daemon; it must cost only its own
+        sandbox. (While the daemon runs, the last valid plan stays in force; a typo followed by a
+        restart of the daemon is the case that broke.)"""
         config = self._archive(OTHER) / "openclaw.json"
         good = config.read_bytes()
         config.write_text('{"gateway": {"mode": "local",')  # a typo mid-edit
         try:
+            time.sleep(2)  # the running daemon reports it and keeps the last valid plan
+            supervisor.signal(signal.SIGTERM)  # then the daemon restarts (an upgrade, a reboot)
             self._wait(
                 f"{OTHER} in the config-error state",
                 lambda: bool(self._state(OTHER).get("config_error")),
-                timeout=30,
+                timeout=90,  # the daemon's stop (a capture), restart and start-up
             )
             new_id = self.bed.restart(AGENT)
             took = self._wait(
@@ -425,7 +430,7 @@ class Soak:
         finally:
             config.write_bytes(good)
         self._wait(f"{OTHER} out of the config-error state", lambda: not self._state(OTHER).get("config_error"))
-        return f"{OTHER}'s openclaw.json broken: {AGENT}'s new pod restored in {took:.1f}s; fixed"
+        return f"{OTHER}'s openclaw.json broken, daemon restarted: {AGENT}'s new pod restored in {took:.1f}s; fixed"
 
     def _daemon_peak_rss(self, supervisor: Supervisor) -> int:
         proc = supervisor.proc
