@@ -113,8 +113,6 @@ sandboxes:
         assert peak < idle + 20 * MB, f"RSS rose from {idle / MB:.1f} MB to {peak / MB:.1f} MB"
         assert len(failed) >= 3, "\n".join(daemon.lines()[-20:])
         assert _generation(config) == kept
-        store = tmp_path / "state" / "clawguard" / NAME / "persist"
-        assert sorted(p.name for p in store.iterdir() if p.name.startswith(".capture-")) == []
         # No tar is left reading the big file in the pod.
         code, out, _ = testbed.exec_in_sandbox(pod, ["sh", "-c", "ps -o args | grep -c '[t]ar -c' || true"])
         assert out.decode().strip() == "0", out
@@ -123,6 +121,10 @@ sandboxes:
         code = daemon.stop()
     assert code == 0, "\n".join(daemon.lines()[-30:])
     assert "Traceback" not in daemon.log.read_text()
+    # No refused capture left its stream file behind (checked once the daemon stopped: while it
+    # runs, the capture in progress has one).
+    store = tmp_path / "state" / "clawguard" / NAME / "persist"
+    assert sorted(p.name for p in store.iterdir() if p.name.startswith(".capture-")) == []
 
 
 class _Counter:
