@@ -28,7 +28,6 @@ from .base import DEFAULT_GATEWAY, Discovery, ExecResult, Found, Instance, Sink,
 _NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _ID = re.compile(r"[0-9a-f]{64}")
 _counter = itertools.count()
-# containerd event topics that mean a pod container came or went.
 _IN_CLUSTER = "an absolute path in the cluster container"
 
 # Arguments: ctr, address, namespace, pod filter, kubelet filter. Prints the pod's
