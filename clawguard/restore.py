@@ -28,9 +28,12 @@ class StepReport:
     name: str
     kind: str
     outcome: str
-    duration: float
+    duration: float  # measured for this step alone; 0 for a step of the shared batch
     changes: list[str] = field(default_factory=list)
     error: str | None = None
+    # Checked, written and read back in the plan's one exec with the other file steps: its own
+    # time is not measured apart (RestoreReport.phases has the batch's).
+    batched: bool = False
 
 
 @dataclass
@@ -40,6 +43,10 @@ class RestoreReport:
     dry_run: bool
     steps: list[StepReport] = field(default_factory=list)
     duration: float = 0.0
+    # What was measured, per phase: "read" (one exec reads every planned path, and the agent
+    # accepts its files), "write" (one exec writes every file step and reads it back), "agent"
+    # (state written through the agent's own CLI, each verified).
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -113,11 +120,16 @@ def run_plan(
     declared = declared_paths(entries)
     _preflight(plan, pod, before, ids, declared)
     report = RestoreReport(plan.sandbox.name, pod.id, dry_run)
-    bound.info("restore.start", steps=len(groups), dry_run=dry_run)
+    report.phases["read"] = time.monotonic() - started
+    bound.info("restore.start", steps=len(groups), dry_run=dry_run, read=round(report.phases["read"], 3))
+    mark = time.monotonic()
     reports = apply_groups(groups, fs, before, ids, declared, dry_run) + ([unusable] if unusable else [])
+    report.phases["write"] = time.monotonic() - mark
+    mark = time.monotonic()
     for planned, step_report in zip(plan.steps, reports, strict=False):
         if planned.agent_states and step_report.outcome != FAILED:
             _restore_agent_states(planned, step_report, pod, dry_run)
+    report.phases["agent"] = time.monotonic() - mark
     for index, step_report in enumerate(reports, 1):
         report.steps.append(step_report)
         bound.log(
@@ -127,6 +139,7 @@ def run_plan(
             kind=step_report.kind,
             outcome=step_report.outcome,
             duration=round(step_report.duration, 3),
+            batched=step_report.batched or None,
             changes=step_report.changes or None,
             error=step_report.error,
         )
@@ -139,6 +152,7 @@ def run_plan(
         outcome="ok" if report.ok else "failed",
         changed=report.changed,
         duration=round(report.duration, 3),
+        **{phase: round(seconds, 3) for phase, seconds in report.phases.items()},
         dry_run=dry_run,
     )
     return report
@@ -243,11 +257,10 @@ def apply_groups(
     If the batch fails, the groups are applied one by one instead, so that the
     report names the step that really failed.
     """
-    started = time.monotonic()
     reports: list[StepReport] = []
     pending: list[tuple[Group, StepReport, list[Drift]]] = []
     for group in groups:
-        report = StepReport(group.name, group.kind, OK, 0.0)
+        report = StepReport(group.name, group.kind, OK, 0.0, batched=True)
         drifts = _drifts(group.entries, before, ids, declared)
         report.changes = [f"{shown(d.entry.path)}: {p}" for d in drifts for p in d.problems]
         reports.append(report)
@@ -266,14 +279,13 @@ def apply_groups(
         try:
             after = fs.apply(write, verify)
         except (SandboxCommandFailed, SourceChanged):
-            for group, report, drifts in pending:  # find out which step it was
+            for group, report, drifts in pending:  # find out which step it was: each on its own, timed
+                started = time.monotonic()
                 _apply_one(group, report, drifts, fs, ids, declared)
+                report.duration, report.batched = time.monotonic() - started, False
         else:
             for group, report, _ in pending:
                 _verify(group, report, after, ids, declared)
-    elapsed = time.monotonic() - started
-    for report in reports:  # the checks and the write were shared: split their time evenly
-        report.duration = elapsed / len(reports)
     return reports
 
 

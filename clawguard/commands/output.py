@@ -14,7 +14,9 @@ def step_line(index: int, total: int, step: StepReport, *, verbose: bool = False
     out = out or sys.stdout
     width = len(str(total))
     outcome = paint(f"{step.outcome:<12}", _OUTCOME_COLOUR.get(step.outcome, "dim"), out)
-    print(f"[{index:>{width}}/{total}] {step.name:<32} {outcome} {step.duration:6.2f}s", file=out, flush=True)
+    # A step of the shared batch has no time of its own: the summary line gives the batch's.
+    took = "  batch" if step.batched and not step.duration else f"{step.duration:6.2f}s"
+    print(f"[{index:>{width}}/{total}] {step.name:<32} {outcome} {took}", file=out, flush=True)
     if step.outcome == FAILED and step.error:
         print(f"      error: {redact_text(step.error)}", file=out)
     if verbose or step.outcome in ("would-change", FAILED):
@@ -27,9 +29,17 @@ def summary_line(report: RestoreReport, out: TextIO | None = None) -> None:
     counts = {o: sum(s.outcome == o for s in report.steps) for o in ("ok", "changed", "would-change", "failed")}
     shown = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
     verdict = "verified" if report.ok and not report.dry_run else ("dry run" if report.dry_run else "FAILED")
+    phases = report.phases
+    measured = (
+        f" (read {phases.get('read', 0):.2f}s, write and read back {phases.get('write', 0):.2f}s"
+        + (f", agent CLI {phases['agent']:.2f}s" if phases.get("agent", 0) >= 0.005 else "")
+        + ")"
+        if phases
+        else ""
+    )
     print(
         f"{report.sandbox} ({report.container_id[:12]}): {verdict}: {len(report.steps)} steps ({shown}) "
-        f"in {report.duration:.2f}s",
+        f"in {report.duration:.2f}s{measured}",
         file=out,
         flush=True,
     )

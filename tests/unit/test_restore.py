@@ -181,6 +181,26 @@ def test_a_restore_is_one_read_and_one_write(archive: Path, sandbox_root: Path) 
     assert len(target.calls) == 1  # nothing to do: one read, whatever the number of files
 
 
+def test_a_restore_reports_what_it_measured_per_phase_not_an_even_split(
+    archive: Path, sandbox_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: each step's duration was the batch's time divided evenly among the steps."""
+    from clawguard.commands import output
+
+    report = _restore(archive, sandbox_root)
+    assert set(report.phases) == {"read", "write", "agent"} and all(t >= 0 for t in report.phases.values())
+    assert report.phases["read"] + report.phases["write"] <= report.duration
+    # The file steps share one exec: none claims a time of its own.
+    assert all(s.batched and s.duration == 0.0 for s in report.steps)
+    output.step_line(1, len(report.steps), report.steps[0])
+    output.summary_line(report)
+    lines = capsys.readouterr().out.splitlines()
+    step = next(line for line in lines if line.startswith("[ 1/"))
+    summary = next(line for line in lines if ": verified: " in line)
+    assert step.endswith("  batch")
+    assert f"(read {report.phases['read']:.2f}s, write and read back {report.phases['write']:.2f}s" in summary
+
+
 class _FailingWrites(ChrootTarget):
     def exec(self, instance, argv, stdin=None, *, user=None):  # type: ignore[no-untyped-def]
         if "--inspect" in argv and any(a.endswith("/SOUL.md") for a in argv):
