@@ -111,6 +111,9 @@ class ClusterEvents:
         self.subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set when the cluster container starts: containerd's stream is tried again at once,
+        # not at the end of a backoff that grew while the cluster was down.
+        self._cluster_started = threading.Event()
         self._pods: dict[str, tuple[str, str] | None] = {}  # container ID -> (pod, namespace)
         self._client: docker.DockerClient | None = None
         self._docker_away = False
@@ -142,6 +145,7 @@ class ClusterEvents:
                 empty = not self.subscribers
             if empty:
                 self._stop.set()
+                self._cluster_started.set()  # ends a backoff wait now
                 key = (self.docker_host, self.cluster)
                 if type(self)._feeds.get(key) is self:
                     del type(self)._feeds[key]
@@ -210,7 +214,7 @@ class ClusterEvents:
     def _follow_docker(self) -> None:
         # This thread must never die: when Docker is away (a dockerd restart), wake every
         # sandbox once and retry with capped backoff until the engine answers again.
-        self._retrying("docker", self._docker_stream)
+        self._retrying("docker", self._docker_stream, self._stop)
 
     def _docker_stream(self) -> str | None:
         try:
@@ -220,6 +224,8 @@ class ClusterEvents:
                 action = str(event.get("Action") or event.get("status") or "")
                 if action in _CLUSTER_ACTIONS:
                     self._pods.clear()  # a restarted cluster reuses nothing
+                    if action in ("start", "restart"):
+                        self._cluster_started.set()
                     self._wake_all(f"cluster {action}")
                 if self._stop.is_set():
                     break
@@ -231,7 +237,7 @@ class ClusterEvents:
         return None
 
     def _follow_containerd(self) -> None:
-        self._retrying("containerd", self._containerd_stream)
+        self._retrying("containerd", self._containerd_stream, self._cluster_started)
 
     def _containerd_stream(self) -> str | None:
         """Follow containerd's events until the stream ends. Returns why it could not be
@@ -261,12 +267,15 @@ class ClusterEvents:
                     getattr(sock, "_sock", sock).close()
         return None
 
-    def _retrying(self, source: str, follow: Callable[[], str | None]) -> None:
-        """Run ``follow`` until the feed stops, with capped backoff between attempts and
-        one log line when the source is lost and one when it is back."""
+    def _retrying(self, source: str, follow: Callable[[], str | None], retry_now: threading.Event) -> None:
+        """Run ``follow`` until the feed stops, with capped backoff between attempts (cut
+        short, and started over, when ``retry_now`` is set) and one log line when the source
+        is lost and one when it is back."""
         delay, lost = 1.0, False
         while not self._stop.is_set():
             started = time.monotonic()
+            if retry_now is not self._stop:
+                retry_now.clear()  # a start seen from here on is one this attempt may have missed
             error = follow()
             if self._stop.is_set():
                 return
@@ -278,6 +287,9 @@ class ClusterEvents:
             elif error is None and lost:
                 log.info("events.resumed", cluster=self.cluster, source=source)
                 lost = False
-            if self._stop.wait(delay):
-                return
+            if retry_now.wait(delay):
+                if self._stop.is_set():
+                    return
+                delay = 1.0
+                continue
             delay = min(delay * 2, BACKOFF_MAX)

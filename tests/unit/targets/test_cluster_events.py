@@ -104,10 +104,32 @@ class _VirtualStop:
         self.until = self.clock[0]
 
 
+class _VirtualEvent:
+    """An event on the same virtual clock: wait(t) advances time unless it is set."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock, self.flag = clock, False
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def set(self) -> None:
+        self.flag = True
+
+    def clear(self) -> None:
+        self.flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.flag:
+            self.clock[0] += timeout or 0.0
+        return self.flag
+
+
 def _virtual(monkeypatch: pytest.MonkeyPatch, feed: ClusterEvents, until: float) -> list[float]:
     clock = [0.0]
     monkeypatch.setattr(_cluster_events.time, "monotonic", lambda: clock[0])
     feed._stop = _VirtualStop(clock, until)  # type: ignore[assignment]
+    feed._cluster_started = _VirtualEvent(clock)  # type: ignore[assignment]
     return clock
 
 
@@ -147,9 +169,31 @@ def test_a_source_coming_back_is_said_once(monkeypatch: pytest.MonkeyPatch) -> N
         clock[0] += 1.0
         return next(outcomes, None)
 
-    feed._retrying("containerd", follow)
+    feed._retrying("containerd", follow, feed._cluster_started)
     events = [line.split("event=")[1].split()[0] for line in out.getvalue().splitlines() if "event=events." in line]
     assert events == ["events.lost", "events.resumed"]
+
+
+def test_the_cluster_starting_cuts_the_containerd_backoff_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a long outage the backoff had grown: the new pods' start events were missed for
+    up to 30 s. The cluster container's start (seen by Docker's stream) retries at once."""
+    log.configure("info", io.StringIO())
+    feed = _feed({})
+    clock = _virtual(monkeypatch, feed, until=80.0)
+    attempts: list[float] = []
+
+    def follow() -> str | None:
+        attempts.append(clock[0])
+        if clock[0] >= 40.0:
+            return None  # the cluster is back: the stream is followed (until it ends)
+        if len(attempts) == 6:  # while down, after 31 s of backoff: the cluster container starts
+            feed._cluster_started.set()
+        return "409 Conflict: container is not running"
+
+    feed._retrying("containerd", follow, feed._cluster_started)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[:5] == [1, 2, 4, 8, 16]
+    assert gaps[5] == 0  # retried at once, not 30 s later
 
 
 def test_docker_going_away_wakes_every_sandbox_once_not_at_every_retry(monkeypatch: pytest.MonkeyPatch) -> None:
