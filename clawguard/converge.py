@@ -147,7 +147,6 @@ def converge(
                 callbacks.heartbeat()
                 if callbacks.replaced(pod.id):
                     raise SandboxGone("the pod was replaced during the restore")
-                fresh = False
                 if latest is not None and not dry_run and _persisted_ok(report):
                     persist.set_persist_state(
                         ctx.store,
@@ -155,7 +154,10 @@ def converge(
                         live_pod=pod.id,
                         restored={"generation": latest.generation, "into": pod.id, "at": time.time()},
                     )
-                    fresh = reason == "pod replaced"  # a new pod never runs a gateway (NemoClaw #2042)
+                # A replaced pod that had to be restored was wiped, and a new pod never runs a
+                # gateway (NemoClaw #2042): start it without a health probe that cannot succeed.
+                # (The start is in the background: a gateway that does run just stays healthy.)
+                fresh = reason == "pod replaced" and report.changed > 0
                 health: Health | None = None
                 gateway_error = None
                 if use_gateway and report.ok:

@@ -335,3 +335,32 @@ def test_a_target_that_cannot_stream_is_still_held_to_the_limit(tmp_path: Path) 
     assert caught.value.stderr == b"warning\n" and sink.getvalue() == b""
     done = Old("s", {}).exec_limited(Instance("a" * 64, "old"), ["cat", "big"], sink, limit=100)
     assert done == ExecResult(0, b"", b"warning\n") and sink.getvalue() == b"x" * 100
+
+
+class _RecordingGateway:
+    """Records how converge asks for the gateway."""
+
+    def __init__(self) -> None:
+        self.fresh: list[bool] = []
+
+    def ensure(self, pod: object, *_args: object, fresh: bool = False, **_kwargs: object) -> object:
+        from clawguard.gateway import Health
+
+        self.fresh.append(fresh)
+        return Health(True, "200", time.time())
+
+
+@needs_root
+def test_a_replaced_pod_that_was_wiped_gets_its_gateway_started_without_a_doomed_probe(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Issue 14: the skip of the first probe on a new pod (NemoClaw #2042) only happened when a
+    capture had been restored into it; every wiped pod needs it."""
+    sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
+    ctx = context(sandbox, ChrootTarget(make_sandbox_root(tmp_path / "root")))
+    gateway = _RecordingGateway()
+    ctx.gateway = gateway  # type: ignore[assignment]
+    assert converge(ctx, reason="pod replaced").ok  # wiped: every step writes, nothing captured yet
+    assert converge(ctx, reason="pod replaced").ok  # nothing to write: not known to be new, probe first
+    assert converge(ctx, reason="daemon start").ok
+    assert gateway.fresh == [True, False, False]
