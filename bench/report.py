@@ -278,14 +278,16 @@ def render_text(results: dict[str, Any]) -> str:
         _line("    sandbox.facts -> restore.start", cg.get("facts_to_restore_start_s")),
         _line("  restore.start -> restore.done", cg.get("restore_start_to_done_s")),
         _line("  engine's own duration (restore.done duration=)", cg.get("restore_engine_s")),
+        _line("    read: one exec inspects every planned path", cg.get("restore_read_s")),
+        _line("    write: one exec writes every step and reads it back", cg.get("restore_write_s")),
         _line("pod replaced -> gateway start issued (gateway.start)", cg.get("gateway_start_s")),
         _line("  restore.done -> gateway.start", cg.get("restored_to_gateway_start_s")),
         _line("  the start command (gateway.start -> .waiting)", cg.get("gateway_start_command_s")),
         _line("  gateway.start -> healthy", cg.get("gateway_start_to_healthy_s")),
         f"  gateway.start reasons: {cg.get('gateway_start_reasons')}",
         _line("pod replaced -> gateway healthy", cg.get("gateway_healthy_s")),
-        f"  restore steps: {cg.get('restore_steps')}; slowest step per restart: "
-        f"{', '.join(cg.get('slowest_steps') or []) or 'n/a'}",
+        f"  restore steps: {cg.get('restore_steps')}; slowest step with a time of its own, per restart: "
+        f"{', '.join(cg.get('slowest_steps') or []) or 'none (every step was in the shared batch)'}",
         f"  warnings logged during the restarts: {cg.get('warnings_during_restarts')}",
         _line(
             "testbed: pod container created -> its task (init.pid)", cg.get("testbed_task_created_after_container_s")

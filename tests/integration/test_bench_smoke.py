@@ -37,6 +37,8 @@ SUMMARIES = [
     ("clawguard", "restarts", "gateway_start_s"),
     ("clawguard", "restarts", "gateway_start_command_s"),
     ("clawguard", "restarts", "gateway_start_to_healthy_s"),
+    ("clawguard", "restarts", "restore_read_s"),
+    ("clawguard", "restarts", "restore_write_s"),
     ("cost", "wall_s"),
     ("cost", "cpu_s"),
     ("cost", "cpu_s_by_place", "clawguard"),
