@@ -684,6 +684,8 @@ class Testbed(SandboxHelpers):
             if pos >= len(text):
                 break
             obj, pos = decoder.raw_decode(text, pos)
+            if not isinstance(obj, dict) or "ID" not in obj:
+                continue  # not a container's info (seen once while 20 pods were being re-created)
             labels: dict[str, str] = obj.get("Labels") or {}
             spec = SandboxSpec.from_labels(labels)
             pods.append(
