@@ -461,7 +461,15 @@ class Soak:
         code, _, err = self.bed.exec_in_sandbox(AGENT, ["truncate", "-s", "96M", huge], user="sandbox")
         if code != 0:
             raise RuntimeError(f"writing the huge file failed: {err!r}")
-        time.sleep(6)  # a few persist intervals: each capture is stopped in the pod
+
+        def refused() -> int:
+            logs = supervisor.log_files()
+            text = logs[-1].read_text(errors="replace") if logs else ""
+            return text.count("over limits.max_persist_bytes")
+
+        already = refused()
+        # Two captures refused (stopped in the pod) while the daemon's peak RSS is watched.
+        self._wait("two captures refused as over the limit", lambda: refused() >= already + 2, timeout=60)
         growth = self._daemon_peak_rss(supervisor) - peak_before
         new_id = self.bed.restart(AGENT)
         self._wait(f"{AGENT}'s new pod restored", lambda: self._state(AGENT).get("container_id") == new_id)
