@@ -50,6 +50,14 @@ def testbed() -> Iterator[object]:
         bed.down()
 
 
+def fresh_sandbox(bed: object, name: str, **kwargs: object) -> Iterator[str]:
+    """Sandbox ``name`` made anew for one test (``add_sandbox``'s keywords), removed after it."""
+    bed.remove_sandbox(name)  # type: ignore[attr-defined]  # left by an interrupted run: nothing if absent
+    bed.add_sandbox(name, **kwargs)  # type: ignore[attr-defined]
+    yield name
+    bed.remove_sandbox(name)  # type: ignore[attr-defined]
+
+
 def wait_for(what: str, condition: Callable[[], object], timeout: float = 60, every: float = 0.1) -> float:
     """Poll until ``condition()`` is truthy; returns how long it took."""
     started = time.monotonic()

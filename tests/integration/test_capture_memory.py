@@ -23,7 +23,7 @@ from clawguard.targets import make_target
 from clawguard.targets.base import OutputTooLarge
 from testbed import DockerSandboxes, Testbed
 
-from .conftest import REPO, clawguard, clawguard_env, wait_for
+from .conftest import REPO, clawguard, clawguard_env, fresh_sandbox, wait_for
 from .test_daemon import DaemonProcess
 
 pytestmark = pytest.mark.integration
@@ -35,11 +35,7 @@ MB = 1024 * 1024
 
 @pytest.fixture
 def pod(testbed: Testbed) -> Iterator[str]:
-    if testbed.container_id(NAME) is not None:
-        testbed.remove_sandbox(NAME)
-    testbed.add_sandbox(NAME)
-    yield NAME
-    testbed.remove_sandbox(NAME)
+    yield from fresh_sandbox(testbed, NAME)
 
 
 def _rss(pid: int) -> int:

@@ -26,19 +26,14 @@ from clawguard.restore import CHANGED, OK, Group, apply_groups, declared_paths, 
 from clawguard.targets import make_target
 from testbed import Testbed
 
-from .conftest import FIGURES_DIR
+from .conftest import FIGURES_DIR, fresh_sandbox
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=["standin", "2026.9.6"], ids=["busybox", "gnu"])
 def pod_name(request: pytest.FixtureRequest, testbed: Testbed) -> Iterator[str]:
-    name = "io-cost-" + ("bb" if request.param == "standin" else "gnu")
-    if testbed.container_id(name) is not None:
-        testbed.remove_sandbox(name)
-    testbed.add_sandbox(name, agent=request.param)
-    yield name
-    testbed.remove_sandbox(name)
+    yield from fresh_sandbox(testbed, "io-cost-" + ("bb" if request.param == "standin" else "gnu"), agent=request.param)
 
 
 def _pod_cpu(testbed: Testbed, name: str, container_id: str) -> float:

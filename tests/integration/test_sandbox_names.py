@@ -30,22 +30,11 @@ from clawguard.state import StateStore
 from clawguard.targets import make_target
 from testbed import Testbed
 
-from .conftest import REPO
+from ..names import ARCHIVE_NAMES
+from .conftest import REPO, fresh_sandbox
 
 pytestmark = pytest.mark.integration
 
-# Names an archive may hold (UTF-8, no control characters).
-ARCHIVE_NAMES = [
-    "notes\\2024.md",
-    "\\",
-    "-leading-dash.md",
-    "--",
-    " spaces  around ",
-    "quotes ' and \"",
-    "$(touch pwned) `touch pwned`; *?[a]",
-    "caf\u00e9 \u2603",
-    "x" * 255,
-]
 # Names the agent may give its own files: any bytes but "/" and NUL.
 AGENT_NAMES = [
     b"notes\\2024.md",
@@ -90,12 +79,9 @@ def _escaped(name: bytes) -> str:
 
 @pytest.fixture(params=["standin", "2026.9.6"], ids=["busybox", "gnu"])
 def pod_name(request: pytest.FixtureRequest, testbed: Testbed) -> Iterator[str]:
-    name = "io-names-" + ("bb" if request.param == "standin" else "gnu")
-    if testbed.container_id(name) is not None:
-        testbed.remove_sandbox(name)
-    testbed.add_sandbox(name, agent=request.param)
-    yield name
-    testbed.remove_sandbox(name)
+    yield from fresh_sandbox(
+        testbed, "io-names-" + ("bb" if request.param == "standin" else "gnu"), agent=request.param
+    )
 
 
 def _config(tmp_path: Path, name: str) -> Config:

@@ -27,8 +27,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from tests.integration.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOXES = ("my-assistant", "other-uid")  # the integration testbed's two pods
@@ -43,6 +46,8 @@ MEMORY = "/sandbox/.openclaw-data/workspace/MEMORY.md"
 WATCHDOG_SEC = 6.0
 RESTART_SEC = 1.0
 CONVERGE_TIMEOUT = 180.0
+# The integration tests' poll, with the soak's patience (a fault may take a daemon restart to heal).
+_wait_for = partial(wait_for, timeout=CONVERGE_TIMEOUT, every=0.5)
 
 # Every kind runs once before any repeats, so a short run covers them all.
 KINDS = (
@@ -396,14 +401,6 @@ class Soak:
         time.sleep(WATCHDOG_SEC + 2)  # the watchdog fires and the supervisor kills and restarts it
         return "daemon SIGSTOPped until the watchdog fired"
 
-    def _wait(self, what: str, condition: Callable[[], bool], timeout: float = CONVERGE_TIMEOUT) -> float:
-        started = time.monotonic()
-        while not condition():
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.5)
-        return time.monotonic() - started
-
     def _bad_archive_while_the_other_restarts(self, supervisor: Supervisor) -> str:
         """Issue 13: a bad archive at start-up stopped the whole daemon; it must cost only its own
         sandbox. (While the daemon runs, the last valid plan stays in force; a typo followed by a
@@ -414,13 +411,13 @@ class Soak:
         try:
             time.sleep(2)  # the running daemon reports it and keeps the last valid plan
             supervisor.signal(signal.SIGTERM)  # then the daemon restarts (an upgrade, a reboot)
-            self._wait(
+            _wait_for(
                 f"{OTHER} in the config-error state",
                 lambda: bool(self._state(OTHER).get("config_error")),
                 timeout=90,  # the daemon's stop (a capture), restart and start-up
             )
             new_id = self.bed.restart(AGENT)
-            took = self._wait(
+            took = _wait_for(
                 f"{AGENT} restored while {OTHER}'s archive is bad",
                 lambda: (
                     self._state(AGENT).get("container_id") == new_id
@@ -429,7 +426,7 @@ class Soak:
             )
         finally:
             config.write_bytes(good)
-        self._wait(f"{OTHER} out of the config-error state", lambda: not self._state(OTHER).get("config_error"))
+        _wait_for(f"{OTHER} out of the config-error state", lambda: not self._state(OTHER).get("config_error"))
         return f"{OTHER}'s openclaw.json broken, daemon restarted: {AGENT}'s new pod restored in {took:.1f}s; fixed"
 
     def _daemon_peak_rss(self, supervisor: Supervisor) -> int:
@@ -450,7 +447,7 @@ class Soak:
         if code != 0:
             raise RuntimeError(f"writing odd names failed: {err!r}")
         written_at = time.time()
-        self._wait(
+        _wait_for(
             "a capture with the odd names",
             lambda: ((self._state(AGENT).get("persist") or {}).get("last_capture_at") or 0) > written_at,
             timeout=30,
@@ -469,10 +466,10 @@ class Soak:
 
         already = refused()
         # Two captures refused (stopped in the pod) while the daemon's peak RSS is watched.
-        self._wait("two captures refused as over the limit", lambda: refused() >= already + 2, timeout=60)
+        _wait_for("two captures refused as over the limit", lambda: refused() >= already + 2, timeout=60)
         growth = self._daemon_peak_rss(supervisor) - peak_before
         new_id = self.bed.restart(AGENT)
-        self._wait(f"{AGENT}'s new pod restored", lambda: self._state(AGENT).get("container_id") == new_id)
+        _wait_for(f"{AGENT}'s new pod restored", lambda: self._state(AGENT).get("container_id") == new_id)
         code, out, _ = self.bed.exec_in_sandbox(AGENT, ["sh", "-c", _CHECK_NAMES, "sh", MEMORY_DIR, *escaped])
         if code != 0:
             raise RuntimeError(f"odd names lost over the restart: {out.decode(errors='replace').strip()}")

@@ -21,6 +21,7 @@ from clawguard.restore import CHANGED, OK, PERSISTED, run_plan
 from clawguard.state import StateStore
 from clawguard.targets.base import Instance
 
+from ..names import ARCHIVE_NAMES
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root, pod_of
 from .conftest import basic_config
 from .test_sandboxfs import HOSTILE
@@ -28,19 +29,6 @@ from .test_sandboxfs import HOSTILE
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 MEMORY = "sandbox/.openclaw-data/workspace/memory"
-
-# Names an archive may hold: UTF-8, no control characters.
-ARCHIVE_NAMES = [
-    "notes\\2024.md",
-    "\\",
-    "-leading-dash.md",
-    "--",
-    " spaces  around ",
-    "quotes ' and \"",
-    "$(touch pwned) `touch pwned`; *?[a]",
-    "caf\u00e9 \u2603",
-    "x" * 255,
-]
 
 
 def _config(archive: Path) -> str:
