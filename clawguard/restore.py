@@ -83,7 +83,8 @@ def run_plan(
 ) -> RestoreReport:
     """Bring ``pod`` to the state ``plan`` declares and verify it from inside.
 
-    In order: read everything (one exec), have the agent accept what it must
+    In order: read everything (one exec: every path, and the content of the files
+    judged by it), have the agent accept what it must
     (openclaw.json), write every file step and ``persisted`` (a capture of the
     agent's own state, for a new pod) in one exec that reads them back, then restore
     what the agent keeps itself through its CLI, each verified by reading it again.
@@ -110,10 +111,10 @@ def run_plan(
             ids.update(member_ids)
     entries = [entry for group in groups for entry in group.entries]
     try:
-        before = fs.inspect(entries)  # one exec reads everything
+        before = fs.inspect(entries, contents=True)  # one exec reads everything
     except SandboxCommandFailed as exc:
         raise TargetError(str(exc)) from None
-    try:
+    try:  # only a file the agent rewrote while it was read is still unread
         before.contents.update(fs.read_files([e.path for e in entries if needs_content(e, before)]))
     except SandboxCommandFailed as exc:  # unread, they count as different: rewritten, and verified
         bound.warning("restore.read_failed", error=str(exc))

@@ -52,6 +52,7 @@ little: hashing is not what a read costs (sha256sum reads those 5.3 MB in about
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -106,19 +107,34 @@ describe() {
 }
 """
 
-# Arguments: the DESCRIBE text, then one per path: "P:" (the path itself) or "R:" (it
-# and everything below it), then the path as path_arg sends it. Paths with the same
-# parent must be adjacent (inspect_args): each distinct parent is resolved once.
-# Output: describe's batches, and for each path whose nearest existing ancestor is
-# reached through a symlink, U <resolved> <path>.
+# contents PATH...: for each regular file, C <path> <od's hex dump of it> <od's exit status>.
+# Hex, because a file may hold NULs; od is POSIX, in busybox and GNU coreutils. A file
+# gone since it was described gives a non-zero status instead of failing the read.
+CONTENTS = r"""
+contents() {
+  for p do
+    printf 'C\0%s\0' "$p"
+    od -An -v -tx1 -- "$p" 2>/dev/null
+    printf '\0%s\0' "$?"
+  done
+}
+"""
+
+# Arguments: the DESCRIBE text, then one per path: "P:" (the path itself), "R:" (it
+# and everything below it) or "C:" (the path itself, and its content when it is a
+# regular file), then the path as path_arg sends it. Paths with the same parent must be
+# adjacent (inspect_args): each distinct parent is resolved once.
+# Output: describe's batches, contents' records, and for each path whose nearest existing
+# ancestor is reached through a symlink, U <resolved> <path>.
 INSPECT_SCRIPT = (
     _PATH_FUNCTION
     + DESCRIBE
+    + CONTENTS
     + r"""
 set -f
 unset CDPATH
 D=$1; shift
-n=$#; k=0; last=''; roots=''; paths=''
+n=$#; k=0; last=''; roots=''; paths=''; texts=''
 for spec do
   path "${spec#??}"
   d=${p%/*}; d=${d:-/}
@@ -133,6 +149,7 @@ for spec do
   set -- "$@" "$p"; k=$((k + 1))
   case $spec in
     R*) if [ -d "$p" ] && [ ! -L "$p" ]; then roots="$roots \"\${$k}\""; continue; fi ;;
+    C*) if [ -f "$p" ] && [ ! -L "$p" ]; then texts="$texts \"\${$k}\""; fi ;;
   esac
   paths="$paths \"\${$k}\""
 done
@@ -143,6 +160,7 @@ if [ -n "$roots" ]; then
 describe \"\$@\"' sh {} +" || exit 3
 fi
 eval "describe $paths"
+eval "contents $texts"
 """
 )
 
@@ -224,16 +242,22 @@ def path_arg(path: str) -> str:
     return path
 
 
-def inspect_args(entries: Iterable[Entry]) -> list[str]:
+_SPEC_RANK = {"P:": 0, "C:": 1, "R:": 2}
+
+
+def inspect_args(entries: Iterable[Entry], *, contents: bool = False) -> list[str]:
     """The inspector's path arguments, one per path, grouped by parent directory (in the
-    order the parents first appear) so that it resolves each parent once."""
-    recursive: dict[str, bool] = {}
-    for entry in entries:
-        recursive[entry.path] = recursive.get(entry.path, False) or entry.recursive
+    order the parents first appear) so that it resolves each parent once. With
+    ``contents``, a file whose drift is judged by its content (``Entry.equivalent``) is
+    read in the same exec: it is small, and a fresh pod's copy differs from the archive's."""
+    kinds: dict[str, str] = {}
+    for entry in entries:  # a path named twice gets the most it was asked for: R, then C, then P
+        kind = "R:" if entry.recursive else "C:" if contents and entry.equivalent is not None else "P:"
+        kinds[entry.path] = max(kinds.get(entry.path, "P:"), kind, key=_SPEC_RANK.__getitem__)
     by_parent: dict[str, list[str]] = {}
-    for path, deep in recursive.items():
+    for path, kind in kinds.items():
         parent = path.rsplit("/", 1)[0] or "/"
-        by_parent.setdefault(parent, []).append(("R:" if deep else "P:") + path_arg(path))
+        by_parent.setdefault(parent, []).append(kind + path_arg(path))
     return [spec for specs in by_parent.values() for spec in specs]
 
 
@@ -242,6 +266,7 @@ def parse_inspection(output: bytes) -> Inspection:
     result = Inspection()
     if not output:
         return result
+    contents: dict[str, bytes] = {}
     fields = output.split(b"\0")
     if fields.pop() != b"":
         raise ProtocolError(f"the inspector's reply is cut short: ...{_shown(output[-80:])}")
@@ -253,9 +278,27 @@ def parse_inspection(output: bytes) -> Inspection:
             result.unsafe[os.fsdecode(path)] = os.fsdecode(resolved)
         elif tag == b"B":
             _read_batch(reader, result)
+        elif tag == b"C":
+            name, dump, status = os.fsdecode(reader.next()), reader.next(), reader.next()
+            if status == b"0":
+                contents[name] = _undump(dump)
         else:
             raise ProtocolError(f"unexpected record from the inspector: {_shown(tag)}")
+    for name, data in contents.items():
+        seen = result.found.get(name)
+        # Read after it was hashed: only the same bytes count (a file the agent rewrote
+        # in between stays unread, and so counts as different).
+        if seen is not None and seen.sha256 == hashlib.sha256(data).hexdigest():
+            result.contents[name] = data
     return result
+
+
+def _undump(dump: bytes) -> bytes:
+    """The bytes of an ``od -An -v -tx1`` dump. Raises ProtocolError for anything else."""
+    try:
+        return bytes.fromhex(dump.decode("ascii"))
+    except ValueError:
+        raise ProtocolError(f"od printed something that is not a hex dump: {_shown(dump)}") from None
 
 
 class _Fields:
@@ -534,8 +577,10 @@ class SandboxFS:
         users, _, inspection = self._check("reading the sandbox", argv).partition(b"\0")
         return UserTable.parse(users.decode(errors="replace")), self._inspection("reading the sandbox", inspection)
 
-    def inspect(self, entries: Iterable[Entry]) -> Inspection:
-        args = inspect_args(entries)
+    def inspect(self, entries: Iterable[Entry], *, contents: bool = False) -> Inspection:
+        """Describe ``entries``' paths as they are, in one exec; with ``contents``, also read
+        the files judged by their content (inspect_args)."""
+        args = inspect_args(entries, contents=contents)
         if not args:
             return Inspection()
         output = self._check("inspecting files", ["sh", "-c", INSPECT_SCRIPT, "sh", DESCRIBE, *args])

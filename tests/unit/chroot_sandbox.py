@@ -41,6 +41,7 @@ APPLETS = [
     "kill",
     "ls",
     "mkdir",
+    "od",
     "pwd",
     "readlink",
     "rm",

@@ -170,15 +170,26 @@ def test_a_restore_is_one_read_and_one_write(archive: Path, sandbox_root: Path) 
     target.calls.clear()
     report = run_plan(build_plan(sandbox, pod.facts), pod)
     assert report.ok and report.changed == len(report.steps)
-    # Every path read in one exec, then the content of the one file whose hash differs but
-    # whose meaning may not (openclaw.json, compared as JSON), the agent's own validator on
-    # the openclaw.json about to be written, and every step written and read back in one more.
-    assert len(target.calls) == 4
-    assert "tar -c" in target.calls[1][2] and target.calls[1][4:] == ["/sandbox/.openclaw/openclaw.json"]
-    assert target.calls[2][-4:] == ["openclaw", "config", "validate", "--json"]
+    # Every path read in one exec, with the content of the one file whose hash differs but
+    # whose meaning may not (openclaw.json, compared as JSON); the agent's own validator on
+    # the openclaw.json about to be written; every step written and read back in one more.
+    assert len(target.calls) == 3
+    assert "C:/sandbox/.openclaw/openclaw.json" in target.calls[0]
+    assert target.calls[1][-4:] == ["openclaw", "config", "validate", "--json"]
     target.calls.clear()
     assert run_plan(build_plan(sandbox, pod.facts), pod).changed == 0
     assert len(target.calls) == 1  # nothing to do: one read, whatever the number of files
+
+
+def test_a_userland_without_od_reads_the_judged_file_in_one_more_exec(archive: Path, sandbox_root: Path) -> None:
+    (sandbox_root / "bin" / "od").unlink()
+    target = ChrootTarget(sandbox_root)
+    sandbox = _sandbox(archive)
+    pod = pod_of(target, sandbox)
+    target.calls.clear()
+    assert run_plan(build_plan(sandbox, pod.facts), pod).ok
+    assert "tar -c" in target.calls[1][2] and target.calls[1][4:] == ["/sandbox/.openclaw/openclaw.json"]
+    assert len(target.calls) == 4
 
 
 def test_a_restore_reports_what_it_measured_per_phase_not_an_even_split(

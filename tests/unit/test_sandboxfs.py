@@ -57,7 +57,7 @@ def _userland(kind: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     bin_dir = tmp_path / "busybox-bin"
     if not bin_dir.exists():
         bin_dir.mkdir()
-        for applet in ("sh", "stat", "sha256sum", "find", "readlink", "printf", "tar", "chown", "chmod", "rm"):
+        for applet in ("sh", "stat", "sha256sum", "find", "readlink", "printf", "tar", "chown", "chmod", "rm", "od"):
             (bin_dir / applet).symlink_to(busybox)
     return [str(bin_dir / "sh")], {"PATH": str(bin_dir)}
 
@@ -87,6 +87,49 @@ def test_inspect_script_on_a_real_tree(tmp_path: Path, userland: str) -> None:
     assert tree[f"{tmp_path}/link"].kind == "symlink"
     assert f"{tmp_path}/missing" not in tree
     assert found.unsafe == {f"{tmp_path}/link/x": str((tmp_path / "real").resolve())}
+
+
+def _same(data: bytes, found: bytes) -> bool:
+    return data == found
+
+
+def test_inspect_args_ask_for_contents_only_when_told() -> None:
+    judged = Entry("/s/openclaw.json", "file", content=b"{}", equivalent=_same)
+    tree = Entry("/s/skills", "dir", exact=True)
+    assert inspect_args([judged, tree]) == ["P:/s/openclaw.json", "R:/s/skills"]
+    assert inspect_args([judged, tree], contents=True) == ["C:/s/openclaw.json", "R:/s/skills"]
+    # A path asked for twice gets the most: a tree below a judged file is still walked.
+    assert inspect_args([judged, Entry("/s/openclaw.json", "dir", exact=True)], contents=True) == ["R:/s/openclaw.json"]
+
+
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_the_inspector_reads_judged_files_in_the_same_exec(tmp_path: Path, userland: str) -> None:
+    json_file, binary, odd = tmp_path / "openclaw.json", tmp_path / "bin", tmp_path / "new\nline\n"
+    json_file.write_bytes(b'{"gateway": {"port": 18789}}\n')
+    binary.write_bytes(bytes(range(256)) * 3)  # NULs and every other byte survive
+    odd.write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "link").symlink_to(json_file)
+    specs = [json_file, binary, odd, tmp_path / "dir", tmp_path / "link", tmp_path / "missing"]
+    found = _inspect(userland, tmp_path, [f"C:{path_arg(str(p))}" for p in specs])
+    assert found.contents == {
+        str(json_file): json_file.read_bytes(),
+        str(binary): binary.read_bytes(),
+        str(odd): b"",
+    }  # not the directory, not through the symlink, not the missing file
+    assert found.found[str(tmp_path / "link")].kind == "symlink"
+    assert found.found[str(binary)].sha256 == hashlib.sha256(binary.read_bytes()).hexdigest()
+
+
+def test_content_read_after_a_change_stays_unread() -> None:
+    """od runs after sha256sum: bytes that do not hash to what was described are dropped."""
+    digest = hashlib.sha256(b"old").hexdigest().encode()
+    batch = b"B\0" + b"1\0/a\0" + b"81a4 0 0 3\n\0H\0 1\0" + digest + b"  /a\n\0"
+    assert parse_inspection(batch + b"C\0/a\0 6f 6c 64\n\0" + b"0\0").contents == {"/a": b"old"}
+    assert parse_inspection(batch + b"C\0/a\0 6e 65 77\n\0" + b"0\0").contents == {}
+    assert parse_inspection(batch + b"C\0/a\0\0" + b"1\0").contents == {}  # gone before od read it
+    with pytest.raises(ProtocolError, match="not a hex dump"):
+        parse_inspection(batch + b"C\0/a\0zz\0" + b"0\0")
 
 
 # Every kind of name Linux allows that a line- or tab-based reply would garble.
