@@ -117,6 +117,9 @@ HOST_KEY_FILE_FLAG = "--host-key-file"
 TINI = "/usr/bin/tini"
 TINI_SOURCE = "/usr/bin/tini-static"
 OPENCLAW_BIN = "/usr/local/bin/openclaw"
+# Installed where `npm install -g openclaw` puts the real one, with its package.json, so that
+# what clawguard learns from the install is learned the same way on the stand-in.
+OPENCLAW_PACKAGE = "/usr/local/lib/node_modules/openclaw"
 WGET_WRAPPER = "/usr/local/bin/wget"  # shadows busybox's /bin/wget (PATH order)
 SSHD = "/usr/sbin/sshd"
 SSHD_CONFIG = "/etc/ssh/sshd_config"
@@ -383,7 +386,9 @@ def sandbox_rootfs(uid: int, applets: Iterable[str] | None = None) -> RootFS:
     fs.file(SSH_RELAY, standins.read(standins.SSH_RELAY), 0o755)
     fs.dir("/var/lib/openshell", 0o755)
     fs.dir("/var/log", 0o755)
-    fs.file(OPENCLAW_BIN, standins.read(standins.OPENCLAW), 0o755)
+    fs.file(f"{OPENCLAW_PACKAGE}/openclaw.sh", standins.read(standins.OPENCLAW), 0o755)
+    fs.file(f"{OPENCLAW_PACKAGE}/package.json", standins.openclaw_package_json())
+    fs.symlink(OPENCLAW_BIN, "../lib/node_modules/openclaw/openclaw.sh")
     fs.file(WGET_WRAPPER, standins.read(standins.WGET), 0o755)
     fs.dir("/sandbox", 0o755, uid, uid)
     fs.dir("/sandbox/.openclaw", 0o755, 0, 0)

@@ -1,12 +1,17 @@
 """What a pod is: its users, NemoClaw's layout generation and the agent's version.
 
-Learned once per pod (a container's image cannot change under it), in two reads: one
-root exec for the user table and the layout, then ``openclaw --version`` as the
-sandbox user. Nothing is written.
+Learned once per pod (a container's image cannot change under it), in one root exec:
+the user table, the layout, and the ``package.json`` of the npm package the agent's
+command resolves to (``/usr/local/bin/openclaw -> ../lib/node_modules/openclaw/openclaw.mjs``),
+whose version is the one ``openclaw --version`` prints. Only when the command is not
+an OpenClaw package (a wrapper script, a custom build) is ``openclaw --version`` asked, as
+the sandbox user, in a second exec: a Node.js start that costs the restore of a new pod
+more than everything else it reads. Nothing is written.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,13 +23,25 @@ from .versions import Capabilities, Version, capabilities
 
 Style = Literal["split", "flat"]
 
-# Arguments: the config directory and the data directory of NemoClaw's split layout.
-# Split when ~/.openclaw holds NemoClaw's symlinks or .openclaw-data exists.
-_STYLE_SCRIPT = r"""
+# Arguments: the config directory and the data directory of NemoClaw's split layout, and
+# the agent's command. Prints the style (split when ~/.openclaw holds NemoClaw's symlinks
+# or .openclaw-data exists), then the package.json nearest above what the command resolves
+# to (up to three levels: npm links a package's bin file, at its root or in a subdirectory).
+_STYLE_AND_PACKAGE_SCRIPT = r"""
+style=flat
 for name in agents skills workspace; do
-  if [ -L "$1/$name" ]; then echo split; exit 0; fi
+  if [ -L "$1/$name" ]; then style=split; fi
 done
-if [ -d "$2" ]; then echo split; else echo flat; fi
+if [ -d "$2" ]; then style=split; fi
+echo "$style"
+echo '--package--'
+c=$(command -v "$3") || exit 0
+t=$(readlink -f "$c") || exit 0
+d=${t%/*}
+for level in 1 2 3; do
+  if [ -f "$d/package.json" ]; then exec cat "$d/package.json"; fi
+  d=${d%/*}
+done
 """
 
 
@@ -60,17 +77,21 @@ def probe(
 
     Raises SandboxCommandFailed when the pod cannot be read.
     """
-    script = PASSWD_SCRIPT + "; echo '--style--'\n" + _STYLE_SCRIPT
-    result = target.exec(instance, ["sh", "-c", script, "sh", *split_dirs])
+    script = PASSWD_SCRIPT + "; echo '--style--'\n" + _STYLE_AND_PACKAGE_SCRIPT
+    result = target.exec(instance, ["sh", "-c", script, "sh", *split_dirs, command])
     if result.code != 0:
         raise SandboxCommandFailed(
             f"reading the sandbox failed: {result.stderr.decode(errors='replace').strip()[-300:]}"
         )
-    passwd, _, style_text = result.stdout.decode("utf-8", errors="surrogateescape").partition("--style--\n")
+    passwd, _, rest = result.stdout.decode("utf-8", errors="surrogateescape").partition("--style--\n")
+    style_text, _, package = rest.partition("--package--\n")
     users = UserTable.parse(passwd)
     style: Style = "split" if style_text.strip() == "split" else "flat"
     if version is not None:
         return SandboxFacts(instance.id, users, style, Version.parse(version), f"configured: {version}")
+    installed = package_version(package)
+    if installed is not None:
+        return SandboxFacts(instance.id, users, style, Version.parse(installed), f"openclaw {installed}")
     try:
         ids = users.resolve(user)
     except LookupError as exc:  # the plan's owner check reports it, with the config line
@@ -81,3 +102,15 @@ def probe(
     except AgentError as exc:
         return SandboxFacts(instance.id, users, style, None, str(exc))
     return SandboxFacts(instance.id, users, style, Version.parse(text), text)
+
+
+def package_version(text: str) -> str | None:
+    """The version in an OpenClaw package.json, or None when ``text`` is not one."""
+    try:
+        package = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(package, dict) or package.get("name") != "openclaw":
+        return None
+    version = package.get("version")
+    return version if isinstance(version, str) and version else None

@@ -17,7 +17,8 @@ AGENT_SCHEMA = Record(
         "version": Field(
             Str(pattern=r"auto|20\d\d\.\d{1,2}\.\d{1,3}", hint='"auto" or a version such as "2026.9.6"'),
             "The OpenClaw version in the sandbox, which decides how approvals and state are restored "
-            "(docs/compatibility.md); auto asks `openclaw --version` in each new pod.",
+            "(docs/compatibility.md); auto reads it in each new pod from the agent's npm package (the version "
+            "`openclaw --version` prints), and asks `openclaw --version` when the command is not one.",
             "auto",
         ),
         "validate_config": Field(

@@ -4,7 +4,9 @@ Files here (shipped with the package, read with :func:`read`):
 
 * ``openclaw.sh``: the OpenClaw CLI and gateway (POSIX sh run by dash, using
   busybox tools: ``httpd`` for HTTP, ``awk`` to read JSON), installed in the
-  sandbox image as ``/usr/local/bin/openclaw``; it doubles as the gateway's CGI.
+  sandbox image as npm installs the real one (``/usr/local/bin/openclaw``, a symlink into
+  ``/usr/local/lib/node_modules/openclaw`` beside :func:`openclaw_package_json`); it
+  doubles as the gateway's CGI.
 * ``wget.sh``: ``/usr/local/bin/wget``, busybox wget with ``-T`` done by
   ``timeout`` (Debian's busybox-static 1.35 wget segfaults on ``-T``).
 * ``sandbox-init.sh``: every sandbox's main command (stand-in and real-agent
@@ -23,6 +25,8 @@ Files here (shipped with the package, read with :func:`read`):
 
 from __future__ import annotations
 
+import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -48,6 +52,15 @@ def read(name: str) -> bytes:
         raise FileNotFoundError(
             f"test-bed stand-in {name!r} is missing from {path}; run the test bed from a clawguard source checkout"
         ) from exc
+
+
+def openclaw_package_json() -> bytes:
+    """The stand-in CLI's package.json: its name and the version its ``--version`` prints."""
+    match = re.search(rb'^VERSION="([^"]+)"$', read(OPENCLAW), re.MULTILINE)
+    if match is None:
+        raise ValueError(f"{OPENCLAW} declares no VERSION")
+    package = {"name": "openclaw", "version": match.group(1).decode(), "bin": {"openclaw": OPENCLAW}}
+    return json.dumps(package, indent=2).encode() + b"\n"
 
 
 #: A line only the stand-in ``openshell`` carries, so it can tell its own copies apart.

@@ -1,6 +1,6 @@
 #!/bin/sh
 # openclaw: the clawguard test bed's stand-in for the OpenClaw CLI (POSIX sh, busybox tools).
-# Installed in the sandbox image as /usr/local/bin/openclaw.
+# Installed in the sandbox image as npm would: /usr/local/bin/openclaw -> ../lib/node_modules/openclaw/openclaw.sh.
 #
 #   openclaw gateway run      the gateway, in the foreground. Start it like NemoClaw does:
 #                             nohup openclaw gateway run > /tmp/gateway.log 2>&1 &
