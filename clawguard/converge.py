@@ -118,12 +118,15 @@ def converge(
     reason: str = "manual",
     lock_timeout: float | None = None,
     callbacks: Callbacks = Callbacks(),
+    located: Instance | None = None,
 ) -> Convergence:
     """Restore the sandbox and bring its gateway up; record the outcome in its state.
 
     ``plan`` is used when it was made for the pod found (a subset of steps, for a live
     re-sync); otherwise the pod's facts are read (``facts`` when they are its) and a
-    full plan is made for it.
+    full plan is made for it. ``located`` is the pod the caller has just located (the
+    daemon, on its event): the first attempt takes it instead of locating again, and
+    locates afresh if it cannot be read.
     """
     sandbox, target, gateway = ctx.config, ctx.target, ctx.gateway
     use_gateway = with_gateway and not dry_run and bool(sandbox.gateway["enabled"])
@@ -133,10 +136,15 @@ def converge(
         ctx.store.lock(sandbox.name, timeout=lock_timeout, on_wait=callbacks.on_wait),
     ):
         for _attempt in range(MAX_POD_CHANGES):
-            instance = target.locate()
+            instance, hinted, located = located or target.locate(), located is not None, None
             bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)
             try:
-                pod = open_pod(sandbox, target, instance, facts)
+                try:
+                    pod = open_pod(sandbox, target, instance, facts)
+                except TargetError as exc:
+                    if hinted:  # gone since the caller located it: find the pod that is there now
+                        raise SandboxGone(f"the located pod cannot be read ({exc})") from None
+                    raise
                 facts = pod.facts
                 this_plan = plan_for(sandbox, pod, plan)
                 if this_plan.persist and not dry_run:

@@ -108,6 +108,7 @@ class SandboxWorker(threading.Thread):
         self.changed_at: float | None = None
         self.generation = 0  # bumped by every event, so a restore can tell it was overtaken
         self.woken_at: float | None = None  # monotonic time of the first event since the last round
+        self._located: tuple[Instance | None, int] = (None, -1)  # a new pod, and the generation it was seen at
         self.log = log.bind(sandbox=ctx.name)
 
     def heartbeat(self) -> None:
@@ -194,6 +195,7 @@ class SandboxWorker(threading.Thread):
                 # From the event that woke this round; None (not logged) when the poll found it.
                 since_event=round(time.monotonic() - woken_at, 3) if woken_at is not None and self.last_id else None,
             )
+            self._located = (instance, self.generation)
             self._converge("pod replaced" if self.last_id else "daemon start")
             self._next_health = time.monotonic() + self.settings.health_interval
             self._next_verify = time.monotonic() + self.settings.verify_interval
@@ -358,6 +360,9 @@ class SandboxWorker(threading.Thread):
     def _converge_once(self, reason: str, plan: Plan | None) -> bool:
         """One converge; whether it succeeded."""
         started_generation = self.generation
+        # The pod this round located, unless an event about it arrived since (a slot can
+        # take a while): converge then need not locate it a second time.
+        (instance, generation), self._located = self._located, (None, -1)
         self.status.busy_until = time.monotonic() + 300
         try:
             result: Convergence = converge(
@@ -365,6 +370,7 @@ class SandboxWorker(threading.Thread):
                 plan=plan or self.plan,
                 facts=self.facts,
                 reason=reason,
+                located=instance if generation == started_generation else None,
                 callbacks=Callbacks(
                     heartbeat=self.heartbeat,
                     on_wait=self._waiting,

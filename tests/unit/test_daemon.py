@@ -36,8 +36,10 @@ class PodTarget(ChrootTarget):
         super().__init__(root)
         self.reachable = True
         self.woken: Callable[[str], None] | None = None
+        self.locates = 0
 
     def locate(self) -> Instance:
+        self.locates += 1
         if not self.reachable:
             raise TargetError("cluster container openshell-cluster-nemoclaw is exited, not running")
         return self.instance
@@ -94,8 +96,12 @@ def test_restores_on_start_then_on_pod_replacement(daemon_parts) -> None:  # typ
     assert any(m.startswith("STATUS=my-assistant: restored 10 steps") for m in recorder.messages)
     assert "WATCHDOG=1" in recorder.messages
 
+    locates = target.locates
     target.replace_pod("1" * 64)  # the event wakes the worker long before the 30 s poll
     _wait(lambda: load_state("my-assistant").get("container_id") == "1" * 64, timeout=10)
+    # The round's locate finds the new pod and the restore takes it from there; one more
+    # at the end checks that it is still the same pod.
+    assert target.locates - locates == 2
     state = load_state("my-assistant")
     assert state["last_restore"]["reason"] == "pod replaced" and state["last_restore"]["changed"] == 10
     assert (target.root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
