@@ -91,9 +91,11 @@ DAEMON_SCHEMA = Record(
         ),
         "persist_keep": Field(Int(minimum=1, maximum=1000), "Capture generations kept per sandbox.", 5),
         "max_parallel": Field(
-            Int(minimum=1, maximum=64),
-            "Restores running at once across sandboxes (after a cluster restart, all need one).",
-            8,
+            Int(minimum=1, maximum=64, word="auto", type_name='an integer or "auto"'),
+            "Restores running at once across sandboxes (after a cluster restart, all need one). auto: one "
+            "per CPU the daemon may use, at least 2: a restore keeps about one core busy (docs/performance.md), "
+            "so more at once only share the same cores.",
+            "auto",
         ),
         "live_resync": Field(
             Bool(), "Watch each archive and re-apply the steps a changed file feeds, to the live sandbox.", True
@@ -151,9 +153,16 @@ class DaemonSettings:
     verify_interval: int
     persist_interval: int
     persist_keep: int
-    max_parallel: int
+    max_parallel: int | str
     live_resync: bool
     metrics: Mapping[str, Any]
+
+    @property
+    def restores_at_once(self) -> int:
+        """max_parallel as a number: ``auto`` is one restore per usable CPU, at least 2."""
+        if isinstance(self.max_parallel, int):
+            return self.max_parallel
+        return max(2, len(os.sched_getaffinity(0)))
 
     @classmethod
     def defaults(cls) -> DaemonSettings:

@@ -446,7 +446,7 @@ class Daemon:
         # Only a bad config.yaml stops the daemon (load_config raised already). A sandbox whose
         # archive or plan is bad gets a worker in the config-error state: every other sandbox
         # stays protected, and it is protected as soon as its archive is fixed.
-        slots = threading.BoundedSemaphore(config.daemon.max_parallel)
+        slots = threading.BoundedSemaphore(config.daemon.restores_at_once)
         self.workers = []
         for ctx in sandbox_contexts(config, self.store, targets or {}):
             plan: Plan | None = None
@@ -492,7 +492,12 @@ class Daemon:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         started = time.time()
-        log.info("daemon.start", sandboxes=[w.sandbox.name for w in self.workers], pid=os.getpid())
+        log.info(
+            "daemon.start",
+            sandboxes=[w.sandbox.name for w in self.workers],
+            pid=os.getpid(),
+            restores_at_once=self.config.daemon.restores_at_once,
+        )
         for worker in self.workers:
             worker.start()
         observer = self._watch_archives()

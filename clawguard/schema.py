@@ -82,8 +82,11 @@ class Int(Schema):
     minimum: int | None = None
     maximum: int | None = None
     type_name: str = "an integer"
+    word: str | None = None  # a word also accepted instead of a number ("auto")
 
-    def validate(self, node: Located, key: str, ctx: Context) -> int:
+    def validate(self, node: Located, key: str, ctx: Context) -> int | str:
+        if self.word is not None and node.value == self.word:
+            return self.word
         if isinstance(node.value, bool) or not isinstance(node.value, int):
             raise _type_error(self, node, key, ctx)
         if self.minimum is not None and node.value < self.minimum:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,12 @@ def test_unknown_key_names_key_and_line(archive: Path, write_config) -> None:  #
             "absolute",
         ),
         (
+            "version: 1\ndaemon: {max_parallel: many}\nsandboxes: {}\n",
+            "daemon.max_parallel",
+            2,
+            'expected an integer or "auto", got str',
+        ),
+        (
             "version: 1\nsandboxes:\n  a:\n    target: {kind: k3s}\n    archive: /x\n    layout: {data_dir: /sandbox/../etc}\n",
             "sandboxes.a.layout.data_dir",
             6,
@@ -110,6 +117,12 @@ def test_bad_values(body: str, key: str, line: int, message: str) -> None:
     assert info.value.key == key
     assert info.value.line == line
     assert message in str(info.value)
+
+
+def test_restores_at_once_follows_the_cpus_unless_set(archive: Path) -> None:
+    auto = parse_config(basic_config(archive), "c.yaml").daemon
+    assert auto.max_parallel == "auto" and auto.restores_at_once == max(2, len(os.sched_getaffinity(0)))
+    assert parse_config("daemon: {max_parallel: 5}\n" + basic_config(archive), "c.yaml").daemon.restores_at_once == 5
 
 
 def test_yaml_syntax_error_has_line() -> None:
