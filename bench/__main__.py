@@ -37,6 +37,8 @@ from .daemon import Daemon, write_config
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX = "bench-assistant"
 UID = 998
+# daemon.max_parallel before it followed the CPUs: the scale phase runs it once more for comparison.
+FORMER_MAX_PARALLEL = 8
 PHASES = ("limit", "baseline", "clawguard", "cost", "locate", "scale", "agent")
 
 
@@ -195,6 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workdir=workdir,
             bin_dir=bin_dir,
             progress=progress,
+            compare_parallel=None if args.smoke else FORMER_MAX_PARALLEL,
         )
 
     def agent_phase() -> None:

@@ -218,27 +218,39 @@ def scale(
     workdir: Path,
     bin_dir: Path,
     progress: Progress,
+    compare_parallel: int | None = None,
 ) -> list[dict[str, Any]]:
     """For each count: that many sandboxes, the cluster container stopped and started,
-    time until every sandbox is restored (and its gateway healthy)."""
+    time until every sandbox is restored (and its gateway healthy). With default
+    settings (``daemon.max_parallel: auto``); with ``compare_parallel``, the largest count
+    once more with that many restores at once."""
     results = []
     extra: list[str] = []
+    runs = [(count, "auto") for count in counts]
+    if compare_parallel is not None:
+        runs.append((counts[-1], str(compare_parallel)))
     try:
-        for count in counts:
+        for count, parallel in runs:
             names = [sandbox] + [f"bench-scale-{i:02d}" for i in range(1, count)]
             for name in names[1:]:
                 if bed.container_id(name) is None:
                     bed.add_sandbox(name, uid=uid)
                     extra.append(name)
-            config = write_config(workdir / f"scale-{count}.yaml", archive, names, bed.cluster_name, bed.gateway)
-            daemon = Daemon(config, workdir, bin_dir, name=f"daemon-scale-{count}")
+            settings = "" if parallel == "auto" else f"{{max_parallel: {parallel}}}"
+            config = write_config(
+                workdir / f"scale-{count}-{parallel}.yaml", archive, names, bed.cluster_name, bed.gateway, settings
+            )
+            daemon = Daemon(config, workdir, bin_dir, name=f"daemon-scale-{count}-{parallel}")
             rows: list[dict[str, float]] = []
             try:
                 wait_converged(daemon, bed, names, timeout=120 + 30 * count)
+                started = daemon.find("daemon.start")
+                at_once = int(started.fields.get("restores_at_once", 0)) if started else 0
                 for i in range(iterations):
                     rows.append(_cluster_restart(bed, clock, daemon, names))
                     progress(
-                        f"scale {count} sandboxes {i + 1}/{iterations}: all restored "
+                        f"scale {count} sandboxes (max_parallel {parallel}: {at_once}) {i + 1}/{iterations}: "
+                        "all restored "
                         f"{rows[-1]['all_restored_s']:.2f}s after the first pod started "
                         f"(pods started over {rows[-1]['pod_start_spread_s']:.2f}s), "
                         f"all gateways healthy {rows[-1]['all_healthy_s']:.2f}s"
@@ -249,6 +261,8 @@ def scale(
             results.append(
                 {
                     "sandboxes": count,
+                    "max_parallel": parallel,
+                    "restores_at_once": at_once,
                     **{
                         key: summary([row[key] for row in rows], _unit(key))
                         for key in (rows[0] if rows else {})

@@ -10,6 +10,7 @@ one run, because machines are shared and noisy.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,8 @@ def test_the_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         for key in SCALE:
             assert _is_summary(row[key]), f"scale {row['sandboxes']}: {key}"
         assert row["daemon_rss_hwm_mb"] > 0
+        # Default settings: as many restores at once as the daemon's CPUs, read from its own log.
+        assert row["max_parallel"] == "auto" and row["restores_at_once"] == max(2, len(os.sched_getaffinity(0)))
 
     assert results["ratios"] and all(isinstance(v, float) for v in results["ratios"].values()), results["ratios"]
     assert [g["goal"][: len(name)] for g, name in zip(results["goals"], GOALS, strict=False)] == list(GOALS)
