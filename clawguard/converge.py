@@ -6,6 +6,7 @@ command and the always-on service do exactly the same thing, under the same lock
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,15 +16,15 @@ from typing import Any
 import structlog
 
 from . import hooks, persist
-from .agent import SandboxFacts, probe
+from .agent import SandboxFacts, probe_and_inspect
 from .config import SandboxConfig
 from .context import SandboxContext
-from .errors import SandboxGone, TargetError
+from .errors import InputError, SandboxGone, TargetError
 from .gateway import GatewayError, Health
 from .plan import Plan, build_plan
 from .pod import Pod
-from .restore import CHANGED, FAILED, PERSISTED, Progress, RestoreReport, run_plan
-from .sandboxfs import SandboxCommandFailed
+from .restore import CHANGED, FAILED, PERSISTED, Progress, RestoreReport, persisted_entries, run_plan
+from .sandboxfs import SandboxCommandFailed, inspect_args
 from .targets import Instance, Target
 
 log = structlog.get_logger("clawguard.converge")
@@ -59,22 +60,55 @@ class Convergence:
         return line
 
 
-def open_pod(sandbox: SandboxConfig, target: Target, instance: Instance, known: SandboxFacts | None = None) -> Pod:
-    """The pod ``instance`` with its facts: ``known`` when they are this pod's, else read now."""
-    if known is None or known.container_id != instance.id:
-        try:
-            known = probe(
-                target,
-                instance,
-                user=sandbox.user,
-                split_dirs=sandbox.layout.split_dirs(),
-                command=sandbox.agent.command,
-                version=sandbox.agent.pinned_version,
-            )
-        except SandboxCommandFailed as exc:
-            raise TargetError(str(exc)) from None
-        log.info("sandbox.facts", sandbox=sandbox.name, container_id=instance.short_id, agent=known.describe())
-    return Pod(target, instance, known, sandbox.user, sandbox.agent.command)
+def open_pod(
+    sandbox: SandboxConfig,
+    target: Target,
+    instance: Instance,
+    known: SandboxFacts | None = None,
+    first_look: Callable[[], list[str]] | None = None,
+) -> Pod:
+    """The pod ``instance`` with its facts: ``known`` when they are this pod's, else read now,
+    with an inspection of ``first_look()``'s inspector arguments in the same exec (kept for
+    the restore's first read, which uses it only if it asks for exactly those)."""
+    if known is not None and known.container_id == instance.id:
+        return Pod(target, instance, known, sandbox.user, sandbox.agent.command)
+    try:
+        known, preread = probe_and_inspect(
+            target,
+            instance,
+            user=sandbox.user,
+            split_dirs=sandbox.layout.split_dirs(),
+            command=sandbox.agent.command,
+            version=sandbox.agent.pinned_version,
+            inspect=first_look() if first_look else (),
+        )
+    except SandboxCommandFailed as exc:
+        raise TargetError(str(exc)) from None
+    log.info("sandbox.facts", sandbox=sandbox.name, container_id=instance.short_id, agent=known.describe())
+    return Pod(target, instance, known, sandbox.user, sandbox.agent.command, preread)
+
+
+# A capture larger than this is not read a second time to guess a restore's first read:
+# the exec it would save costs less than reading it.
+FIRST_LOOK_MAX_CAPTURE = 8 << 20
+
+
+def first_look(ctx: SandboxContext, plan: Plan | None, instance: Instance) -> list[str]:
+    """The inspector's arguments a restore of the new pod ``instance`` will most likely
+    start with: those of ``plan`` (made for the last pod, or else from the config alone)
+    and of the capture it would write back. They are read with the pod's facts, in one
+    exec; the restore uses that read only if the plan made for the facts asks for exactly
+    the same paths (a pod of another image or agent version does not)."""
+    try:
+        guess = plan if plan is not None else build_plan(ctx.config)
+    except InputError:
+        return []  # the plan for the pod will say what is wrong
+    entries = guess.entries
+    capture = _capture_for(ctx, guess, instance.id)
+    if capture is not None and capture.size <= FIRST_LOOK_MAX_CAPTURE:
+        with contextlib.suppress(persist.CaptureRejected, TargetError, OSError):
+            entries += persisted_entries(guess, capture, None)[0]
+    return inspect_args(entries, contents=True)
 
 
 def plan_for(sandbox: SandboxConfig, pod: Pod, plan: Plan | None = None) -> Plan:
@@ -140,7 +174,7 @@ def converge(
             bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)
             try:
                 try:
-                    pod = open_pod(sandbox, target, instance, facts)
+                    pod = open_pod(sandbox, target, instance, facts, partial(first_look, ctx, plan, instance))
                 except TargetError as exc:
                     if hinted:  # gone since the caller located it: find the pod that is there now
                         raise SandboxGone(f"the located pod cannot be read ({exc})") from None
@@ -215,17 +249,21 @@ def _persisted_ok(report: RestoreReport) -> bool:
 
 
 def _capture_to_restore(ctx: SandboxContext, plan: Plan, pod: Pod, dry_run: bool) -> persist.Capture | None:
-    """The capture to write into this pod: the latest good one, unless the pod is live already
-    (its persisted paths are the agent's own) or the capture came from this very pod."""
-    if not plan.persist or persist.live_pod(ctx.store, ctx.name) == pod.id:
+    """The capture to write into this pod (_capture_for); when there is none, the pod's
+    persisted paths are the agent's own from now on."""
+    latest = _capture_for(ctx, plan, pod.id)
+    if latest is None and plan.persist and not dry_run and persist.live_pod(ctx.store, ctx.name) != pod.id:
+        persist.set_persist_state(ctx.store, ctx.name, live_pod=pod.id)
+    return latest
+
+
+def _capture_for(ctx: SandboxContext, plan: Plan, pod_id: str) -> persist.Capture | None:
+    """The latest good capture, unless the pod is live already (its persisted paths are the
+    agent's own), nothing was captured yet, or the capture came from this very pod."""
+    if not plan.persist or persist.live_pod(ctx.store, ctx.name) == pod_id:
         return None
     latest = persist.CaptureStore(ctx.store, ctx.name, ctx.settings.persist_keep).latest_good()
-    if latest is None or latest.container_id == pod.id:
-        # Nothing captured yet, or the capture came from this very pod: its files are the agent's own.
-        if not dry_run:
-            persist.set_persist_state(ctx.store, ctx.name, live_pod=pod.id)
-        return None
-    return latest
+    return None if latest is None or latest.container_id == pod_id else latest
 
 
 def capture_before_restore(ctx: SandboxContext, plan: Plan, pod: Pod) -> None:

@@ -8,11 +8,11 @@ looked up again or passed along one by one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .agent import AgentCLI, SandboxFacts
 from .entries import Ids, OwnerRef
-from .sandboxfs import SandboxFS
+from .sandboxfs import PreRead, SandboxFS
 from .targets import ExecResult, Instance, Target
 
 
@@ -23,6 +23,8 @@ class Pod:
     facts: SandboxFacts
     user: OwnerRef  # the sandbox user, as configured
     command: str = "openclaw"  # the agent's CLI
+    # An inspection read with the facts, for the restore's first read (SandboxFS.inspect).
+    preread: PreRead | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -47,7 +49,7 @@ class Pod:
         return self.facts.users.home(self.user)
 
     def fs(self) -> SandboxFS:
-        return SandboxFS(lambda argv, stdin: self.target.exec(self.instance, argv, stdin))
+        return SandboxFS(lambda argv, stdin: self.target.exec(self.instance, argv, stdin), self.preread)
 
     def agent(self) -> AgentCLI:
         return AgentCLI(self.target, self.instance, self.ids, self.home, self.command)

@@ -341,19 +341,26 @@ def _persisted_group(plan: Plan, pod: Pod, capture: Capture) -> tuple[Group, dic
     """One capture's paths as a group of the write, with their captured owners and modes
     (the sandbox user's mapped to its ids in this pod). Raises CaptureRejected, TargetError
     or OSError when the capture cannot be used."""
-    now = pod.ids
-    members = read_members(
-        capture.read(), plan.persist, plan.layout.root, (capture.owner, now) if capture.owner else None
-    )
-    entries = [m.entry for m in members] + stale_journals(members)
-    ids: dict[Entry, Ids | None] = {m.entry: m.ids for m in members}
-    ids.update((entry, None) for entry in entries if entry.kind == "absent")
+    entries, ids = persisted_entries(plan, capture, pod.ids)
     log.info(
         "restore.persisted",
         sandbox=plan.sandbox.name,
         container_id=pod.short_id,
         generation=capture.generation,
         captured_from=capture.container_id[:12],
-        paths=len(members),
+        paths=sum(entry.kind != "absent" for entry in entries),
     )
     return Group(PERSISTED, "persist", entries), ids
+
+
+def persisted_entries(plan: Plan, capture: Capture, now: Ids | None) -> tuple[list[Entry], dict[Entry, Ids | None]]:
+    """What writing ``capture`` back means for ``plan``: its entries (and the stale journals
+    beside its databases), with the ids each is owned by, the sandbox user's as ``now``.
+    Raises CaptureRejected or OSError."""
+    members = read_members(
+        capture.read(), plan.persist, plan.layout.root, (capture.owner, now) if capture.owner and now else None
+    )
+    entries = [m.entry for m in members] + stale_journals(members)
+    ids: dict[Entry, Ids | None] = {m.entry: m.ids for m in members}
+    ids.update((entry, None) for entry in entries if entry.kind == "absent")
+    return entries, ids

@@ -4,8 +4,8 @@ Any target that can run a command inside the sandbox (with stdin) gets inspectio
 batched writes and user lookup from this module. The scripts are constants: paths
 travel as separate arguments, never inside the script text, so nothing the user
 writes is ever parsed by a shell. They use only POSIX sh plus ``stat -c``,
-``sha256sum``, ``find -exec {} +``, ``readlink -n`` and ``tar``, which busybox and
-GNU coreutils both provide.
+``sha256sum``, ``find -exec {} +``, ``readlink -n``, ``tar`` and ``od``, which busybox
+and GNU coreutils both provide.
 
 Names. Linux allows any byte but "/" and NUL in a name, and the agent writes what it
 likes (``memory/notes\\2024.md``, a newline, a tab, bytes that are not UTF-8), so no
@@ -31,7 +31,8 @@ A reply that does not parse is a :class:`ProtocolError`; it and a failed command
 (:class:`SandboxCommandFailed`) are TargetErrors, which every caller handles.
 
 Cost. A read is one exec whose number of processes does not grow with the number
-of paths. Paths are sent grouped by parent directory and each distinct parent is
+of paths; on a new pod it is the exec that reads the pod's facts too (``PreRead``), and
+it brings the content of the files judged by their meaning (openclaw.json) along. Paths are sent grouped by parent directory and each distinct parent is
 resolved once, with shell builtins only (``[ -d ]``, ``cd -P``, ``$PWD``); a path
 whose parent is missing is missing, without a look at it. One ``find`` walks every
 recursive root and gives its names to one ``stat`` and one ``sha256sum`` per batch
@@ -548,11 +549,28 @@ class UserTable:
         return ids
 
 
+class PreRead:
+    """An inspection made in an exec that had other work (the pod's facts), kept for the
+    one ``SandboxFS.inspect`` that asks for exactly the same arguments: the read a restore
+    starts with, moments later and before anything is written. Given out once."""
+
+    def __init__(self, args: Sequence[str], inspection: Inspection) -> None:
+        self.args = list(args)
+        self._inspection: Inspection | None = inspection
+
+    def take(self, args: Sequence[str]) -> Inspection | None:
+        if self._inspection is None or list(args) != self.args:
+            return None
+        inspection, self._inspection = self._inspection, None
+        return inspection
+
+
 class SandboxFS:
     """Inspect and write one live sandbox through an exec function."""
 
-    def __init__(self, run: Exec) -> None:
+    def __init__(self, run: Exec, preread: PreRead | None = None) -> None:
         self._run = run
+        self._preread = preread
 
     def _check(self, what: str, argv: Sequence[str], stdin: bytes | None = None) -> bytes:
         result = self._run(argv, stdin)
@@ -567,22 +585,14 @@ class SandboxFS:
         except ProtocolError as exc:
             raise ProtocolError(f"{what}: {exc}") from None
 
-    def users(self) -> UserTable:
-        return UserTable.parse(self._check("reading /etc/passwd", ["sh", "-c", PASSWD_SCRIPT]).decode(errors="replace"))
-
-    def users_and_inspect(self, entries: Iterable[Entry]) -> tuple[UserTable, Inspection]:
-        """The user table and an inspection, in one exec (a restore's whole read side)."""
-        script = PASSWD_SCRIPT + "; printf '\\0'\n" + INSPECT_SCRIPT
-        argv = ["sh", "-c", script, "sh", DESCRIBE, *inspect_args(entries)]
-        users, _, inspection = self._check("reading the sandbox", argv).partition(b"\0")
-        return UserTable.parse(users.decode(errors="replace")), self._inspection("reading the sandbox", inspection)
-
     def inspect(self, entries: Iterable[Entry], *, contents: bool = False) -> Inspection:
         """Describe ``entries``' paths as they are, in one exec; with ``contents``, also read
         the files judged by their content (inspect_args)."""
         args = inspect_args(entries, contents=contents)
         if not args:
             return Inspection()
+        if self._preread is not None and (inspection := self._preread.take(args)) is not None:
+            return inspection
         output = self._check("inspecting files", ["sh", "-c", INSPECT_SCRIPT, "sh", DESCRIBE, *args])
         return self._inspection("inspecting files", output)
 

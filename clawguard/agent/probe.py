@@ -12,11 +12,21 @@ more than everything else it reads. Nothing is written.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from ..entries import OwnerRef
-from ..sandboxfs import PASSWD_SCRIPT, SandboxCommandFailed, UserTable
+from ..sandboxfs import (
+    DESCRIBE,
+    INSPECT_SCRIPT,
+    PASSWD_SCRIPT,
+    PreRead,
+    ProtocolError,
+    SandboxCommandFailed,
+    UserTable,
+    parse_inspection,
+)
 from ..targets import Instance, Target
 from .cli import AgentCLI, AgentError
 from .versions import Capabilities, Version, capabilities
@@ -24,10 +34,16 @@ from .versions import Capabilities, Version, capabilities
 Style = Literal["split", "flat"]
 
 # Arguments: the config directory and the data directory of NemoClaw's split layout, and
-# the agent's command. Prints the style (split when ~/.openclaw holds NemoClaw's symlinks
-# or .openclaw-data exists), then the package.json nearest above what the command resolves
-# to (up to three levels: npm links a package's bin file, at its root or in a subdirectory).
-_STYLE_AND_PACKAGE_SCRIPT = r"""
+# the agent's command. Prints the user table, the style (split when ~/.openclaw holds
+# NemoClaw's symlinks or .openclaw-data exists), then the package.json nearest above what
+# the command resolves to (up to three levels: npm links a package's bin file, at its root
+# or in a subdirectory). Through tr: no NUL from a file can reach the reply, where a NUL
+# ends the facts and starts an inspection (FACTS_AND_INSPECT_SCRIPT).
+FACTS_SCRIPT = (
+    "{\n"
+    + PASSWD_SCRIPT
+    + r"""
+echo '--style--'
 style=flat
 for name in agents skills workspace; do
   if [ -L "$1/$name" ]; then style=split; fi
@@ -35,14 +51,19 @@ done
 if [ -d "$2" ]; then style=split; fi
 echo "$style"
 echo '--package--'
-c=$(command -v "$3") || exit 0
-t=$(readlink -f "$c") || exit 0
-d=${t%/*}
-for level in 1 2 3; do
-  if [ -f "$d/package.json" ]; then exec cat "$d/package.json"; fi
-  d=${d%/*}
-done
+if c=$(command -v "$3") && t=$(readlink -f "$c"); then
+  d=${t%/*}
+  for level in 1 2 3; do
+    if [ -f "$d/package.json" ]; then cat "$d/package.json"; break; fi
+    d=${d%/*}
+  done
+fi
+} | tr -d '\000'
 """
+)
+
+# FACTS_SCRIPT's three arguments, then the inspector's: the facts, a NUL, an inspection.
+FACTS_AND_INSPECT_SCRIPT = FACTS_SCRIPT + "printf '\\0'\nshift 3\n" + INSPECT_SCRIPT
 
 
 @dataclass(frozen=True)
@@ -77,13 +98,52 @@ def probe(
 
     Raises SandboxCommandFailed when the pod cannot be read.
     """
-    script = PASSWD_SCRIPT + "; echo '--style--'\n" + _STYLE_AND_PACKAGE_SCRIPT
-    result = target.exec(instance, ["sh", "-c", script, "sh", *split_dirs, command])
+    return probe_and_inspect(
+        target, instance, user=user, split_dirs=split_dirs, command=command, version=version, inspect=()
+    )[0]
+
+
+def probe_and_inspect(
+    target: Target,
+    instance: Instance,
+    *,
+    user: OwnerRef,
+    split_dirs: tuple[str, str],
+    command: str,
+    version: str | None = None,
+    inspect: Sequence[str],
+) -> tuple[SandboxFacts, PreRead | None]:
+    """The pod's facts and, in the same exec, an inspection with the inspector's arguments
+    ``inspect`` (none when empty): what a restore reads first, when it can tell which paths
+    it will ask for before it knows the pod.
+
+    Raises SandboxCommandFailed when the pod cannot be read.
+    """
+    if inspect:
+        argv = ["sh", "-c", FACTS_AND_INSPECT_SCRIPT, "sh", *split_dirs, command, DESCRIBE, *inspect]
+    else:
+        argv = ["sh", "-c", FACTS_SCRIPT, "sh", *split_dirs, command]
+    result = target.exec(instance, argv)
     if result.code != 0:
         raise SandboxCommandFailed(
             f"reading the sandbox failed: {result.stderr.decode(errors='replace').strip()[-300:]}"
         )
-    passwd, _, rest = result.stdout.decode("utf-8", errors="surrogateescape").partition("--style--\n")
+    facts_text, nul, inspection = result.stdout.partition(b"\0")
+    preread = None
+    if inspect:
+        if not nul:
+            raise ProtocolError("reading the sandbox: the reply ends before its inspection")
+        try:
+            preread = PreRead(inspect, parse_inspection(inspection))
+        except ProtocolError as exc:
+            raise ProtocolError(f"reading the sandbox: {exc}") from None
+    return _facts(target, instance, facts_text, user=user, command=command, version=version), preread
+
+
+def _facts(
+    target: Target, instance: Instance, reply: bytes, *, user: OwnerRef, command: str, version: str | None
+) -> SandboxFacts:
+    passwd, _, rest = reply.decode("utf-8", errors="surrogateescape").partition("--style--\n")
     style_text, _, package = rest.partition("--package--\n")
     users = UserTable.parse(passwd)
     style: Style = "split" if style_text.strip() == "split" else "flat"

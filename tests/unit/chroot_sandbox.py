@@ -8,6 +8,7 @@ protocol is exercised for real. Needs root (chroot and chown).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -52,6 +53,7 @@ APPLETS = [
     "stat",
     "tar",
     "test",
+    "tr",
 ]
 
 
@@ -67,16 +69,25 @@ esac
 """
 
 
-def make_sandbox_root(root: Path, uid: int = 998, agent: str | None = "2026.3.31") -> Path:
+def make_sandbox_root(root: Path, uid: int = 998, agent: str | None = "2026.3.31", npm: bool = True) -> Path:
     """A chroot with NemoClaw's split layout and, unless ``agent`` is None, a stand-in
-    ``openclaw`` that says it is that version."""
+    ``openclaw`` that says it is that version: installed as ``npm install -g`` does (a
+    symlink into its package, beside its package.json), or with ``npm=False`` a script
+    with no package."""
     (root / "bin").mkdir(parents=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     for applet in APPLETS:
         (root / "bin" / applet).symlink_to("busybox")
     if agent is not None:
-        (root / "bin" / "openclaw").write_text(FAKE_OPENCLAW.replace("$VERSION", agent))
-        (root / "bin" / "openclaw").chmod(0o755)
+        script = root / "bin" / "openclaw"
+        if npm:
+            package = root / "usr/local/lib/node_modules/openclaw"
+            package.mkdir(parents=True)
+            (package / "package.json").write_text(json.dumps({"name": "openclaw", "version": agent}))
+            script = package / "openclaw.sh"
+            (root / "bin" / "openclaw").symlink_to("../usr/local/lib/node_modules/openclaw/openclaw.sh")
+        script.write_text(FAKE_OPENCLAW.replace("$VERSION", agent))
+        script.chmod(0o755)
     (root / "etc").mkdir()
     (root / "etc" / "passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}::/sandbox:/bin/sh\n")
     (root / "etc" / "group").write_text(f"root:x:0:\nsandbox:x:{uid}:\n")

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from clawguard import TargetError, parse_config
+from clawguard import TargetError, build_plan, parse_config
+from clawguard.agent.probe import FACTS_AND_INSPECT_SCRIPT, FACTS_SCRIPT
 from clawguard.converge import converge
+from clawguard.entries import Inspection
+from clawguard.sandboxfs import APPLY_SCRIPT, INSPECT_SCRIPT, PreRead
 from clawguard.targets.base import ExecResult, Instance
 
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
@@ -55,3 +58,50 @@ def test_a_located_pod_that_is_gone_is_located_afresh(parts) -> None:  # type: i
     result = converge(ctx, located=gone)
     assert result.ok and result.container_id == target.instance.id
     assert target.locates == 2  # the pod that is there now, and the check at the end
+
+
+def _scripts(target: CountingTarget) -> list[str]:
+    """What each exec ran: the script's name, or the command."""
+    names = {
+        FACTS_AND_INSPECT_SCRIPT: "facts+inspect",
+        FACTS_SCRIPT: "facts",
+        INSPECT_SCRIPT: "inspect",
+        APPLY_SCRIPT: "apply",
+    }
+    return [names.get(argv[2], argv[2][:20]) if argv[:2] == ["sh", "-c"] else " ".join(argv) for argv in target.calls]
+
+
+def test_a_new_pod_is_read_whole_in_one_exec_and_written_in_one_more(parts) -> None:  # type: ignore[no-untyped-def]
+    ctx, target = parts
+    result = converge(ctx)
+    assert result.ok and result.report.changed == len(result.report.steps)
+    # The facts and the restore's first read together (the plan guessed from the config
+    # alone asks what the plan for this pod asks); then the agent's validator, and the write.
+    assert _scripts(target)[0] == "facts+inspect" and "inspect" not in _scripts(target)
+    assert _scripts(target)[-1] == "apply" and len(target.calls) == 3
+    # The daemon's way: the plan made for the last pod guesses the next one's read.
+    target.calls.clear()
+    target.instance = Instance("5" * 64, "chroot")
+    again = converge(ctx, plan=result.plan, facts=result.plan.facts if result.plan else None)
+    assert again.ok and again.report.changed == 0
+    assert _scripts(target) == ["facts+inspect"]  # nothing to write: one exec in all
+
+
+def test_a_guess_that_misses_costs_one_more_read_and_nothing_else(parts, archive: Path) -> None:  # type: ignore[no-untyped-def]
+    ctx, target = parts
+    flat = parse_config(
+        basic_config(archive, "    gateway: {enabled: false}\n    layout: {style: flat}\n"), "c.yaml"
+    ).sandboxes["my-assistant"]
+    wrong = build_plan(flat)  # another layout: other paths than this pod's
+    result = converge(ctx, plan=wrong)
+    assert result.ok and result.report.changed == len(result.report.steps)
+    assert _scripts(target)[:2] == ["facts+inspect", "inspect"]
+    assert (target.root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
+
+
+def test_a_pre_read_is_given_out_once_and_only_for_the_same_arguments() -> None:
+    inspection = Inspection()
+    preread = PreRead(["P:/a"], inspection)
+    assert preread.take(["P:/b"]) is None
+    assert preread.take(["P:/a"]) is inspection
+    assert preread.take(["P:/a"]) is None  # after a write, an old read must not stand for a new one

@@ -56,7 +56,7 @@ def test_a_bin_file_below_the_package_root_is_found_too(tmp_path: Path) -> None:
 
 
 def test_without_an_openclaw_package_the_agent_is_asked(tmp_path: Path) -> None:
-    root = make_sandbox_root(tmp_path / "root", agent="2026.6.10")  # a script in /bin: no package
+    root = make_sandbox_root(tmp_path / "root", agent="2026.6.10", npm=False)  # a script in /bin: no package
     target = ChrootTarget(root)
     assert _probe(target).version == Version(2026, 6, 10)
     assert target.calls[1][-2:] == ["openclaw", "--version"] and len(target.calls) == 2
