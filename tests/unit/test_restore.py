@@ -141,6 +141,22 @@ def test_symlinked_parent_is_refused(archive: Path, sandbox_root: Path, tmp_path
     assert list((sandbox_root / "etc" / "victim").iterdir()) == []
 
 
+def test_a_symlink_inside_a_tree_is_replaced_never_written_through(archive: Path, sandbox_root: Path) -> None:
+    # Below a tree the walk describes every path; a symlinked subdirectory is not walked,
+    # so what the plan wants below it is missing, and the write removes the link first.
+    skill = sandbox_root / "sandbox/.openclaw-data/skills/proxmox"
+    skill.mkdir()
+    (sandbox_root / "etc" / "victim").mkdir()
+    (skill / "scripts").symlink_to("/etc/victim")
+    report = _restore(archive, sandbox_root)
+    assert report.ok, report.to_dict()
+    assert list((sandbox_root / "etc" / "victim").iterdir()) == []
+    assert (skill / "scripts").is_dir() and not (skill / "scripts").is_symlink()
+    assert (skill / "scripts" / "list-vms.sh").read_bytes() == (
+        archive / "skills/proxmox/scripts/list-vms.sh"
+    ).read_bytes()
+
+
 def test_real_file_exec_approvals_layout(archive: Path, sandbox_root: Path) -> None:
     report = _restore(archive, sandbox_root, "    layout:\n      exec_approvals: file\n")
     assert report.ok
