@@ -31,11 +31,13 @@ _counter = itertools.count()
 _IN_CLUSTER = "an absolute path in the cluster container"
 
 # Arguments: ctr, address, namespace, pod filter, kubelet filter. Prints the pod's
-# container IDs, then every kubelet-labelled container ID, then the task table.
+# container IDs, then the task table; when the pod has none, every kubelet-labelled
+# container ID instead (whether the marker search may be tried: see locate).
 _LIST_BY_LABELS = r"""
-"$1" --address "$2" -n "$3" containers ls -q "$4" || exit 3
+ours=$("$1" --address "$2" -n "$3" containers ls -q "$4") || exit 3
+echo "$ours"
 echo --labelled--
-"$1" --address "$2" -n "$3" containers ls -q "$5" || exit 3
+if [ -z "$ours" ]; then "$1" --address "$2" -n "$3" containers ls -q "$5" || exit 3; exit 0; fi
 echo --tasks--
 "$1" --address "$2" -n "$3" tasks ls || exit 3
 """
@@ -187,7 +189,9 @@ class K3sTarget(Target):
             fields = line.split()
             if len(fields) >= 3 and fields[0] in candidates and fields[2] == "RUNNING":
                 running.append(fields[0])
-        return sorted(running), any(_ID.fullmatch(word) for word in labelled.split())
+        # Our pod's containers are kubelet-labelled: only when there is none does the script
+        # ask for any other (and list no tasks), so a locate is two ctr runs, not three.
+        return sorted(running), bool(candidates) or any(_ID.fullmatch(word) for word in labelled.split())
 
     def _by_marker(self) -> list[str]:
         v = self.values

@@ -39,7 +39,7 @@ TASKS = f"TASK PID STATUS\n{CID} 10 RUNNING\n{OTHER} 11 RUNNING\n"
 
 
 def test_labels_pick_the_running_pod_container(monkeypatch: pytest.MonkeyPatch) -> None:
-    target, _ = _target(monkeypatch, f"{CID}\n--labelled--\n{CID}\n{OTHER}\n--tasks--\n{TASKS}", "")
+    target, _ = _target(monkeypatch, f"{CID}\n--labelled--\n--tasks--\n{TASKS}", "")
     assert target.locate().id == CID
 
 
@@ -49,7 +49,7 @@ def test_no_marker_fallback_while_other_pods_are_labelled(monkeypatch: pytest.Mo
     from clawguard import TargetError
 
     rootfs = f"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{OTHER}/rootfs\n"
-    target, calls = _target(monkeypatch, f"--labelled--\n{OTHER}\n--tasks--\n{TASKS}", rootfs)
+    target, calls = _target(monkeypatch, f"\n--labelled--\n{OTHER}\n", rootfs)
     with pytest.raises(TargetError, match="no running sandbox found"):
         target.locate()
     assert len(calls) == 1
@@ -57,5 +57,47 @@ def test_no_marker_fallback_while_other_pods_are_labelled(monkeypatch: pytest.Mo
 
 def test_marker_fallback_without_kubelet_labels(monkeypatch: pytest.MonkeyPatch) -> None:
     rootfs = f"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs\n"
-    target, _ = _target(monkeypatch, f"--labelled--\n--tasks--\n{TASKS}", rootfs)
+    target, _ = _target(monkeypatch, "\n--labelled--\n", rootfs)
     assert target.locate().id == CID
+
+
+FAKE_CTR = """#!/bin/sh
+echo "$*" >> "$CTR_LOG"
+case "$*" in
+  *"containers ls -q labels.\\"io.kubernetes.pod.name\\""*) printf '%s' "$OURS" ;;
+  *"containers ls -q"*) printf '%s\\n' "$ANY" ;;
+  *"tasks ls"*) printf 'TASK PID STATUS\\n%s 10 RUNNING\\n' "$OURS" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    ("ours", "other", "found", "labelled", "runs"),
+    [
+        (CID, OTHER, [CID], True, 2),  # the usual case: our pod's containers and the tasks
+        ("", OTHER, [], True, 2),  # between two containers: are there kubelet labels at all?
+        ("", "", [], False, 2),
+    ],
+)
+def test_a_locate_by_labels_is_two_ctr_runs(  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch, tmp_path, ours: str, other: str, found: list[str], labelled: bool, runs: int
+) -> None:
+    import subprocess
+
+    from clawguard.targets.base import ExecResult
+
+    ctr = tmp_path / "ctr"
+    ctr.write_text(FAKE_CTR)
+    ctr.chmod(0o755)
+    log = tmp_path / "log"
+    env = {"PATH": "/usr/bin:/bin", "CTR_LOG": str(log), "OURS": ours, "ANY": f"{ours}\n{other}".strip()}
+    target, _ = _target(monkeypatch, "", "")
+
+    def run(argv, stdin=None):  # type: ignore[no-untyped-def]
+        argv = [str(ctr) if a == target.values["ctr"] else a for a in argv]
+        done = subprocess.run(argv, capture_output=True, env=env, check=False)
+        return ExecResult(done.returncode, done.stdout, done.stderr)
+
+    monkeypatch.setattr(target, "_cluster_exec", run)
+    assert target._by_labels() == (found, labelled)
+    assert len(log.read_text().splitlines()) == runs
