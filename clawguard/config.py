@@ -92,9 +92,10 @@ DAEMON_SCHEMA = Record(
         "persist_keep": Field(Int(minimum=1, maximum=1000), "Capture generations kept per sandbox.", 5),
         "max_parallel": Field(
             Int(minimum=1, maximum=64, word="auto", type_name='an integer or "auto"'),
-            "Restores running at once across sandboxes (after a cluster restart, all need one). auto: one "
-            "per CPU the daemon may use, at least 2: a restore keeps about one core busy (docs/performance.md), "
-            "so more at once only share the same cores.",
+            "Restores running at once across sandboxes (after a cluster restart, all need one); a sandbox "
+            "waiting for its gateway to become healthy does not count. auto: one per CPU the daemon may use, "
+            "at least 2: a restore keeps about one core busy (docs/performance.md), so more at once only share "
+            "the same cores.",
             "auto",
         ),
         "live_resync": Field(

@@ -132,12 +132,14 @@ class Callbacks:
 
     ``replaced(container_id)`` is asked after the restore and while waiting for the
     gateway: when it says the pod was replaced, the run is abandoned and started over on
-    the new pod. ``heartbeat`` is called whenever work goes on; ``on_wait(what)`` while
-    the sandbox's lock is held by another clawguard.
+    the new pod. ``heartbeat`` is called whenever work goes on; ``restored`` once a
+    restore has been written and verified, before the gateway is started or waited for;
+    ``on_wait(what)`` while the sandbox's lock is held by another clawguard.
     """
 
     progress: Progress | None = None
     heartbeat: Callable[[], None] = _nothing
+    restored: Callable[[], None] = _nothing
     replaced: Callable[[str], bool] = _never
     on_wait: Callable[[str], None] | None = None
 
@@ -186,6 +188,7 @@ def converge(
                 latest = _capture_to_restore(ctx, this_plan, pod, dry_run)
                 callbacks.heartbeat()
                 report = run_plan(this_plan, pod, dry_run=dry_run, progress=callbacks.progress, persisted=latest)
+                callbacks.restored()
                 callbacks.heartbeat()
                 if callbacks.replaced(pod.id):
                     raise SandboxGone("the pod was replaced during the restore")

@@ -334,15 +334,18 @@ class SandboxWorker(threading.Thread):
             self.heartbeat()
             if self.stop.is_set():
                 return
+        # The slot bounds the restores (CPU in the cluster), not the wait for a gateway
+        # (seconds of a real agent's start): it is freed as soon as the restore is verified.
+        free = _Once(self.slots.release)
         try:
-            self._converge_now(reason, plan)
+            self._converge_now(reason, plan, free)
         finally:
-            self.slots.release()
+            free()
 
-    def _converge_now(self, reason: str, plan: Plan | None) -> None:
+    def _converge_now(self, reason: str, plan: Plan | None, restored: Callable[[], None]) -> None:
         ok = False
         try:
-            ok = self._converge_once(reason, plan)
+            ok = self._converge_once(reason, plan, restored)
         finally:
             if ok:
                 self._failed_pod, self._retry_delay = None, 1.0
@@ -357,7 +360,7 @@ class SandboxWorker(threading.Thread):
         except ClawguardError:
             return None
 
-    def _converge_once(self, reason: str, plan: Plan | None) -> bool:
+    def _converge_once(self, reason: str, plan: Plan | None, restored: Callable[[], None]) -> bool:
         """One converge; whether it succeeded."""
         started_generation = self.generation
         # The pod this round located, unless an event about it arrived since (a slot can
@@ -373,6 +376,7 @@ class SandboxWorker(threading.Thread):
                 located=instance if generation == started_generation else None,
                 callbacks=Callbacks(
                     heartbeat=self.heartbeat,
+                    restored=restored,
                     on_wait=self._waiting,
                     replaced=lambda current: self.generation != started_generation and self._pod_changed(current),
                 ),
@@ -428,6 +432,20 @@ class SandboxWorker(threading.Thread):
         if not health.healthy:
             self.log.warning("gateway.down", container_id=instance.short_id, status=health.status)
             self._converge("gateway down")
+
+
+class _Once:
+    """Calls ``action`` the first time it is called, and never again."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self._action: Callable[[], object] | None = action
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            action, self._action = self._action, None
+        if action is not None:
+            action()
 
 
 class Daemon:

@@ -17,6 +17,7 @@ import clawguard.converge as converge_module
 from clawguard import log, parse_config
 from clawguard.converge import converge
 from clawguard.daemon import Daemon
+from clawguard.gateway import Gateway, Health
 from clawguard.sandboxfs import APPLY_SCRIPT
 from clawguard.targets.base import ExecResult, Instance
 
@@ -131,3 +132,47 @@ def test_restores_across_sandboxes_run_in_parallel_up_to_the_bound(
         daemon.shutdown()
         runner.join(20)
     assert peak == 2  # parallel, and never more than max_parallel
+
+
+def test_a_gateway_wait_does_not_hold_a_restore_slot(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_parallel bounds restores: a sandbox waiting for its gateway (a real agent takes
+    seconds to start) has freed its slot for the next sandbox's restore."""
+    log.configure("error", io.StringIO())
+    events: list[tuple[str, str, float]] = []
+    guard = threading.Lock()
+    real_run_plan = converge_module.run_plan
+
+    def restore(plan: Any, *args: Any, **kwargs: Any) -> Any:
+        with guard:
+            events.append(("restore", plan.sandbox.name, time.monotonic()))
+        return real_run_plan(plan, *args, **kwargs)
+
+    def slow_gateway(self: Gateway, pod: Any, *args: Any, **kwargs: Any) -> Health:
+        with guard:
+            events.append(("gateway from", self.sandbox, time.monotonic()))
+        time.sleep(1.5)
+        with guard:
+            events.append(("gateway to", self.sandbox, time.monotonic()))
+        return Health(True, "live", time.time())
+
+    monkeypatch.setattr(converge_module, "run_plan", restore)
+    monkeypatch.setattr(Gateway, "ensure", slow_gateway)
+    names = ["sandbox-a", "sandbox-b"]
+    text = "version: 1\ndaemon: {max_parallel: 1}\nsandboxes:\n" + "".join(
+        f"  {name}:\n    target: {{kind: k3s}}\n    archive: {archive}\n" for name in names
+    )
+    targets = {name: PodTarget(make_sandbox_root(tmp_path / name)) for name in names}
+    daemon = Daemon(parse_config(text, "c.yaml"), Recorder(), targets=dict(targets))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        _wait(lambda: sum(kind == "gateway to" for kind, _, _ in events) == 2, timeout=60)
+    finally:
+        daemon.shutdown()
+        runner.join(20)
+    first_wait = next((at, name) for kind, name, at in events if kind == "gateway from")
+    second_restore = next(at for kind, name, at in events if kind == "restore" and name != first_wait[1])
+    first_done = next(at for kind, name, at in events if kind == "gateway to" and name == first_wait[1])
+    assert first_wait[0] <= second_restore < first_done  # the next restore did not wait for that gateway
