@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from . import hooks, persist
-from .agent import SandboxFacts, probe_and_inspect
+from .agent import SandboxFacts, probe
 from .config import SandboxConfig
 from .context import SandboxContext
 from .errors import InputError, SandboxGone, TargetError
@@ -73,7 +73,7 @@ def open_pod(
     if known is not None and known.container_id == instance.id:
         return Pod(target, instance, known, sandbox.user, sandbox.agent.command)
     try:
-        known, preread = probe_and_inspect(
+        known, preread = probe(
             target,
             instance,
             user=sandbox.user,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .cli import AgentCLI, AgentError
-from .probe import SandboxFacts, Style, probe, probe_and_inspect
+from .probe import SandboxFacts, Style, probe
 from .settings import AGENT_SCHEMA, AgentSettings
 from .versions import TABLE, UNKNOWN, Capabilities, Version, capabilities
 
@@ -20,5 +20,4 @@ __all__ = [
     "Version",
     "capabilities",
     "probe",
-    "probe_and_inspect",
 ]

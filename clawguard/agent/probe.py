@@ -93,29 +93,12 @@ def probe(
     split_dirs: tuple[str, str],
     command: str,
     version: str | None = None,
-) -> SandboxFacts:
-    """Read the pod's facts. ``version`` (from the config) skips asking the agent.
-
-    Raises SandboxCommandFailed when the pod cannot be read.
-    """
-    return probe_and_inspect(
-        target, instance, user=user, split_dirs=split_dirs, command=command, version=version, inspect=()
-    )[0]
-
-
-def probe_and_inspect(
-    target: Target,
-    instance: Instance,
-    *,
-    user: OwnerRef,
-    split_dirs: tuple[str, str],
-    command: str,
-    version: str | None = None,
-    inspect: Sequence[str],
+    inspect: Sequence[str] = (),
 ) -> tuple[SandboxFacts, PreRead | None]:
-    """The pod's facts and, in the same exec, an inspection with the inspector's arguments
-    ``inspect`` (none when empty): what a restore reads first, when it can tell which paths
-    it will ask for before it knows the pod.
+    """The pod's facts (``version``, from the config, skips asking the agent) and, in the
+    same exec, an inspection with the inspector's arguments ``inspect`` (none when empty):
+    what a restore reads first, when it can tell which paths it will ask for before it
+    knows the pod.
 
     Raises SandboxCommandFailed when the pod cannot be read.
     """

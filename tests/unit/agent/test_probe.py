@@ -36,7 +36,7 @@ def _probe(target: ChrootTarget):  # type: ignore[no-untyped-def]
         user="sandbox",
         split_dirs=("/sandbox/.openclaw", "/sandbox/.openclaw-data"),
         command="openclaw",
-    )
+    )[0]
 
 
 def test_the_version_comes_from_the_package_json_in_the_same_exec(tmp_path: Path) -> None:
