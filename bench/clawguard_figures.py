@@ -138,7 +138,7 @@ def pod_restarts(
         figures.before_first_step_s.append(begun.ts - seen.ts)
         figures.restore_start_to_done_s.append(done.ts - begun.ts)
         facts = daemon.find("sandbox.facts", sandbox=sandbox, container_id=short)
-        if facts is not None:  # the pod's facts (users, layout, `openclaw --version`), read once per pod
+        if facts is not None:  # the pod's facts (users, layout, the agent's version), read once per pod
             figures.detected_to_facts_s.append(facts.ts - seen.ts)
             figures.facts_to_restore_start_s.append(begun.ts - facts.ts)
         # The gateway: `gateway.start` is logged as the start command is issued, `gateway.waiting` once it returned.

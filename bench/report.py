@@ -373,7 +373,7 @@ def render_text(results: dict[str, Any]) -> str:
         _line("under the daemon: pod replaced -> /health live", ad.get("live_s")),
         _line("  detection (pod replaced -> sandbox.detected)", ad.get("detection_s")),
         _line("  restore (sandbox.detected -> restore.done)", ad.get("restore_s")),
-        _line("    sandbox.detected -> sandbox.facts (openclaw --version)", ad.get("detected_to_facts_s")),
+        _line("    sandbox.detected -> sandbox.facts (users, layout, version)", ad.get("detected_to_facts_s")),
         _line("    sandbox.facts -> restore.start (config validate)", ad.get("facts_to_restore_start_s")),
         _line("    restore.start -> restore.done", ad.get("restore_start_to_done_s")),
         _line("      of which the exec-approvals step (agent CLI)", ad.get("approvals_step_s")),

@@ -87,7 +87,8 @@ def run_plan(
     judged by it), have the agent accept what it must
     (openclaw.json), write every file step and ``persisted`` (a capture of the
     agent's own state, for a new pod) in one exec that reads them back, then restore
-    what the agent keeps itself through its CLI, each verified by reading it again.
+    what the agent keeps itself through its CLI, each judged by the snapshot the agent
+    answers it stored.
     Raises InputError (nothing written) for an owner the pod does not have or a file
     the agent rejects, and TargetError when the pod cannot be reached.
     """
@@ -189,7 +190,8 @@ def preflight_objections(planned: PlannedStep, pod: Pod) -> list[AgentRejected]:
 
 
 def _restore_agent_states(planned: PlannedStep, report: StepReport, pod: Pod, dry_run: bool) -> None:
-    """Read each state through the agent's CLI; write it when it differs; read it back."""
+    """Read each state through the agent's CLI; write it when it differs; judge what the
+    agent answers it stored."""
     started = time.monotonic()
     try:
         cli = pod.agent()
@@ -201,8 +203,7 @@ def _restore_agent_states(planned: PlannedStep, report: StepReport, pod: Pod, dr
             if dry_run:
                 report.outcome = WOULD_CHANGE
                 continue
-            state.write(cli)
-            left = state.problems(cli)
+            left = state.write(cli)  # what the agent answers it stored
             if left:
                 report.outcome, report.error = FAILED, "still wrong after apply: " + "; ".join(left)
                 return

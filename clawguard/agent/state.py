@@ -3,8 +3,9 @@
 Two kinds, each declared by a step and run by the engine:
 
 * ``AgentState``: something the agent keeps in its own database (exec approvals since
-  2026.8.1). The engine reads it through the CLI, writes it when it differs, and reads
-  it back to verify, after the files and the persisted state are in place.
+  2026.8.1). The engine reads it through the CLI, writes it when it differs, and judges
+  the snapshot the agent answers with as the read-back, after the files and the
+  persisted state are in place.
 * ``Preflight``: a question the agent must answer yes to before anything is written
   (is this openclaw.json one you accept?). A "no" stops the restore as bad input.
 """
@@ -26,8 +27,10 @@ class AgentState(ABC):
         """Read the agent's state and say how it differs from the plan's (empty: as wanted)."""
 
     @abstractmethod
-    def write(self, cli: AgentCLI) -> None:
-        """Hand the plan's state to the agent."""
+    def write(self, cli: AgentCLI) -> list[str]:
+        """Hand the plan's state to the agent, and say how what the agent answers it stored
+        still differs (empty: as wanted). That answer is the read-back: asking again would
+        be one more CLI call, a Node.js start of seconds, for the same snapshot."""
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,9 @@ class ExecApprovalsStep(Step):
 
 
 class ApprovalsInAgent(AgentState):
-    """Approvals that live in the agent's database: ``openclaw approvals set``, verified by ``get``."""
+    """Approvals that live in the agent's database: read with ``openclaw approvals get``,
+    written with ``set``, whose ``--json`` answer is the snapshot it stored (the same
+    redacted snapshot ``get`` prints), judged as the read-back."""
 
     label = "exec approvals (agent database)"
 
@@ -117,15 +119,18 @@ class ApprovalsInAgent(AgentState):
         self.wanted = normalize(json.loads(data))
 
     def problems(self, cli: AgentCLI) -> list[str]:
-        answer = cli.approvals_get()
-        if not answer.get("exists"):
-            return [f"{answer.get('path', 'the agent database')}: no approvals stored"]
-        if normalize(answer.get("file") or {}) != self.wanted:
-            return [f"{answer.get('path', 'the agent database')}: approvals differ from {self.source.name}"]
-        return []
+        return self._judge(cli.approvals_get())
 
-    def write(self, cli: AgentCLI) -> None:
-        cli.approvals_set(self.data)
+    def write(self, cli: AgentCLI) -> list[str]:
+        return self._judge(cli.approvals_set(self.data))
+
+    def _judge(self, snapshot: dict[str, Any]) -> list[str]:
+        where = snapshot.get("path", "the agent database")
+        if not snapshot.get("exists"):
+            return [f"{where}: no approvals stored"]
+        if normalize(snapshot.get("file") or {}) != self.wanted:
+            return [f"{where}: approvals differ from {self.source.name}"]
+        return []
 
 
 def normalize(document: Any) -> Any:
