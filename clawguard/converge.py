@@ -7,6 +7,7 @@ command and the always-on service do exactly the same thing, under the same lock
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,18 +94,18 @@ def open_pod(
 FIRST_LOOK_MAX_CAPTURE = 8 << 20
 
 
-def first_look(ctx: SandboxContext, plan: Plan | None, instance: Instance) -> list[str]:
-    """The inspector's arguments a restore of the new pod ``instance`` will most likely
-    start with: those of ``plan`` (made for the last pod, or else from the config alone)
-    and of the capture it would write back. They are read with the pod's facts, in one
-    exec; the restore uses that read only if the plan made for the facts asks for exactly
-    the same paths (a pod of another image or agent version does not)."""
+def first_look(ctx: SandboxContext, plan: Plan | None, latest: Callable[[], persist.Capture | None]) -> list[str]:
+    """The inspector's arguments a restore of a new pod will most likely start with: those
+    of ``plan`` (made for the last pod, or else from the config alone) and of the capture
+    it would write back (``latest()``). They are read with the pod's facts, in one exec;
+    the restore uses that read only if the plan made for the facts asks for exactly the
+    same paths (a pod of another image or agent version does not)."""
     try:
         guess = plan if plan is not None else build_plan(ctx.config)
     except InputError:
         return []  # the plan for the pod will say what is wrong
     entries = guess.entries
-    capture = _capture_for(ctx, guess, instance.id)
+    capture = latest() if guess.persist else None
     if capture is not None and capture.size <= FIRST_LOOK_MAX_CAPTURE:
         with contextlib.suppress(persist.CaptureRejected, TargetError, OSError):
             entries += persisted_entries(guess, capture, None)[0]
@@ -174,9 +175,11 @@ def converge(
         for _attempt in range(MAX_POD_CHANGES):
             instance, hinted, located = located or target.locate(), located is not None, None
             bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)
+            # Chosen once (it reads and checksums the capture): the first look and the restore share it.
+            latest = functools.cache(partial(_latest_capture, ctx, instance.id))
             try:
                 try:
-                    pod = open_pod(sandbox, target, instance, facts, partial(first_look, ctx, plan, instance))
+                    pod = open_pod(sandbox, target, instance, facts, partial(first_look, ctx, plan, latest))
                 except TargetError as exc:
                     if hinted:  # gone since the caller located it: find the pod that is there now
                         raise SandboxGone(f"the located pod cannot be read ({exc})") from None
@@ -185,19 +188,19 @@ def converge(
                 this_plan = plan_for(sandbox, pod, plan)
                 if this_plan.persist and not dry_run:
                     capture_before_restore(ctx, this_plan, pod)
-                latest = _capture_to_restore(ctx, this_plan, pod, dry_run)
+                capture = _capture_to_restore(ctx, this_plan, pod, dry_run, latest)
                 callbacks.heartbeat()
-                report = run_plan(this_plan, pod, dry_run=dry_run, progress=callbacks.progress, persisted=latest)
+                report = run_plan(this_plan, pod, dry_run=dry_run, progress=callbacks.progress, persisted=capture)
                 callbacks.restored()
                 callbacks.heartbeat()
                 if callbacks.replaced(pod.id):
                     raise SandboxGone("the pod was replaced during the restore")
-                if latest is not None and not dry_run and _persisted_ok(report):
+                if capture is not None and not dry_run and _persisted_ok(report):
                     persist.set_persist_state(
                         ctx.store,
                         sandbox.name,
                         live_pod=pod.id,
-                        restored={"generation": latest.generation, "into": pod.id, "at": time.time()},
+                        restored={"generation": capture.generation, "into": pod.id, "at": time.time()},
                     )
                 # A replaced pod that had to be restored was wiped, and a new pod never runs a
                 # gateway (NemoClaw #2042): start it without a health probe that cannot succeed.
@@ -251,19 +254,23 @@ def _persisted_ok(report: RestoreReport) -> bool:
     return any(step.name == PERSISTED and step.outcome != FAILED for step in report.steps)
 
 
-def _capture_to_restore(ctx: SandboxContext, plan: Plan, pod: Pod, dry_run: bool) -> persist.Capture | None:
-    """The capture to write into this pod (_capture_for); when there is none, the pod's
-    persisted paths are the agent's own from now on."""
-    latest = _capture_for(ctx, plan, pod.id)
-    if latest is None and plan.persist and not dry_run and persist.live_pod(ctx.store, ctx.name) != pod.id:
+def _capture_to_restore(
+    ctx: SandboxContext, plan: Plan, pod: Pod, dry_run: bool, latest: Callable[[], persist.Capture | None]
+) -> persist.Capture | None:
+    """The capture to write into this pod, when the plan persists anything (``latest()``);
+    when there is none, the pod's persisted paths are the agent's own from now on."""
+    if not plan.persist:
+        return None
+    capture = latest()
+    if capture is None and not dry_run and persist.live_pod(ctx.store, ctx.name) != pod.id:
         persist.set_persist_state(ctx.store, ctx.name, live_pod=pod.id)
-    return latest
+    return capture
 
 
-def _capture_for(ctx: SandboxContext, plan: Plan, pod_id: str) -> persist.Capture | None:
+def _latest_capture(ctx: SandboxContext, pod_id: str) -> persist.Capture | None:
     """The latest good capture, unless the pod is live already (its persisted paths are the
     agent's own), nothing was captured yet, or the capture came from this very pod."""
-    if not plan.persist or persist.live_pod(ctx.store, ctx.name) == pod_id:
+    if persist.live_pod(ctx.store, ctx.name) == pod_id:
         return None
     latest = persist.CaptureStore(ctx.store, ctx.name, ctx.settings.persist_keep).latest_good()
     return None if latest is None or latest.container_id == pod_id else latest

@@ -10,6 +10,7 @@ from clawguard import TargetError, build_plan, parse_config
 from clawguard.agent.probe import FACTS_AND_INSPECT_SCRIPT, FACTS_SCRIPT
 from clawguard.converge import converge
 from clawguard.entries import Inspection
+from clawguard.persist import CaptureStore
 from clawguard.sandboxfs import APPLY_SCRIPT, INSPECT_SCRIPT, PreRead
 from clawguard.targets.base import ExecResult, Instance
 
@@ -105,3 +106,17 @@ def test_a_pre_read_is_given_out_once_and_only_for_the_same_arguments() -> None:
     assert preread.take(["P:/b"]) is None
     assert preread.take(["P:/a"]) is inspection
     assert preread.take(["P:/a"]) is None  # after a write, an old read must not stand for a new one
+
+
+def test_the_capture_to_write_back_is_chosen_once_per_pod(parts, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Choosing it reads and checksums every capture it looks at: the first look (which
+    guesses the paths to read) and the restore share the one choice."""
+    ctx, _target = parts
+    chosen: list[int] = []
+
+    def latest_good(self: CaptureStore) -> None:
+        chosen.append(1)
+
+    monkeypatch.setattr(CaptureStore, "latest_good", latest_good)
+    assert converge(ctx).ok
+    assert len(chosen) == 1
