@@ -288,7 +288,7 @@ def render_text(results: dict[str, Any]) -> str:
         _line("    sandbox.facts -> restore.start", cg.get("facts_to_restore_start_s")),
         _line("  restore.start -> restore.done", cg.get("restore_start_to_done_s")),
         _line("  engine's own duration (restore.done duration=)", cg.get("restore_engine_s")),
-        _line("    read: one exec inspects every planned path", cg.get("restore_read_s")),
+        _line("    read: one exec inspects every planned path (~0: read with the facts)", cg.get("restore_read_s")),
         _line("    write: one exec writes every step and reads it back", cg.get("restore_write_s")),
         _line("pod replaced -> gateway start issued (gateway.start)", cg.get("gateway_start_s")),
         _line("  restore.done -> gateway.start", cg.get("restored_to_gateway_start_s")),

@@ -47,6 +47,9 @@ class RestoreReport:
     # accepts its files), "write" (one exec writes every file step and reads it back), "agent"
     # (state written through the agent's own CLI, each verified).
     phases: dict[str, float] = field(default_factory=dict)
+    # The read came with the pod's facts, in the exec before the restore (PreRead): its time
+    # is in that exec's, not in phases["read"].
+    read_with_facts: bool = False
 
     @property
     def ok(self) -> bool:
@@ -121,9 +124,15 @@ def run_plan(
         bound.warning("restore.read_failed", error=str(exc))
     declared = declared_paths(entries)
     _preflight(plan, pod, before, ids, declared)
-    report = RestoreReport(plan.sandbox.name, pod.id, dry_run)
+    report = RestoreReport(plan.sandbox.name, pod.id, dry_run, read_with_facts=fs.read_with_facts)
     report.phases["read"] = time.monotonic() - started
-    bound.info("restore.start", steps=len(groups), dry_run=dry_run, read=round(report.phases["read"], 3))
+    bound.info(
+        "restore.start",
+        steps=len(groups),
+        dry_run=dry_run,
+        read=round(report.phases["read"], 3),
+        read_with_facts=report.read_with_facts or None,
+    )
     mark = time.monotonic()
     reports = apply_groups(groups, fs, before, ids, declared, dry_run) + ([unusable] if unusable else [])
     report.phases["write"] = time.monotonic() - mark

@@ -591,6 +591,7 @@ class SandboxFS:
     def __init__(self, run: Exec, preread: PreRead | None = None) -> None:
         self._run = run
         self._preread = preread
+        self.read_with_facts = False  # an inspect answered by the pre-read: its exec had the facts' work too
 
     def _check(self, what: str, argv: Sequence[str], stdin: bytes | None = None) -> bytes:
         result = self._run(argv, stdin)
@@ -612,6 +613,7 @@ class SandboxFS:
         if not args:
             return Inspection()
         if self._preread is not None and (inspection := self._preread.take(args)) is not None:
+            self.read_with_facts = True
             return inspection
         output = self._check("inspecting files", ["sh", "-c", INSPECT_SCRIPT, "sh", DESCRIBE, *args])
         return self._inspection("inspecting files", output)

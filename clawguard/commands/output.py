@@ -30,8 +30,9 @@ def summary_line(report: RestoreReport, out: TextIO | None = None) -> None:
     shown = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
     verdict = "verified" if report.ok and not report.dry_run else ("dry run" if report.dry_run else "FAILED")
     phases = report.phases
+    read = "read with the pod's facts" if report.read_with_facts else f"read {phases.get('read', 0):.2f}s"
     measured = (
-        f" (read {phases.get('read', 0):.2f}s, write and read back {phases.get('write', 0):.2f}s"
+        f" ({read}, write and read back {phases.get('write', 0):.2f}s"
         + (f", agent CLI {phases['agent']:.2f}s" if phases.get("agent", 0) >= 0.005 else "")
         + ")"
         if phases

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 
 from clawguard import TargetError, build_plan, parse_config
 from clawguard.agent.probe import FACTS_AND_INSPECT_SCRIPT, FACTS_SCRIPT
+from clawguard.commands import output
 from clawguard.converge import converge
 from clawguard.entries import Inspection
 from clawguard.persist import CaptureStore
@@ -80,6 +82,10 @@ def test_a_new_pod_is_read_whole_in_one_exec_and_written_in_one_more(parts) -> N
     # alone asks what the plan for this pod asks); then the agent's validator, and the write.
     assert _scripts(target)[0] == "facts+inspect" and "inspect" not in _scripts(target)
     assert _scripts(target)[-1] == "apply" and len(target.calls) == 3
+    assert result.report.read_with_facts  # the summary line says so rather than "read 0.00s"
+    summary = io.StringIO()
+    output.summary_line(result.report, summary)
+    assert "(read with the pod's facts, write and read back " in summary.getvalue()
     # The daemon's way: the plan made for the last pod guesses the next one's read.
     target.calls.clear()
     target.instance = Instance("5" * 64, "chroot")
@@ -97,6 +103,7 @@ def test_a_guess_that_misses_costs_one_more_read_and_nothing_else(parts, archive
     result = converge(ctx, plan=wrong)
     assert result.ok and result.report.changed == len(result.report.steps)
     assert _scripts(target)[:2] == ["facts+inspect", "inspect"]
+    assert not result.report.read_with_facts
     assert (target.root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
 
 
