@@ -40,7 +40,7 @@ class DaemonProcess:
         for line in self.lines():
             if f"event={event}" not in line or any(f"{k}={v}" not in line for k, v in fields.items()):
                 continue
-            match = re.search(r"ts=(\S+)", line)
+            match = re.search(r"(?:^|\s)ts=(\S+)", line)  # the key ts, not a key ending in it
             if match:
                 at = datetime.fromisoformat(match.group(1).strip('"').replace("Z", "+00:00")).timestamp()
                 if at >= after:
