@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,10 @@ RESYNC_DEBOUNCE = 1.0
 UNREACHABLE_WARN_AFTER = 4.0
 # How long a stopping daemon waits for its workers' final captures.
 SHUTDOWN_GRACE = 20.0
+# A notification that cannot be queued within this long is dropped. systemd drains its
+# socket at once; one that stops draining (its queue holds net.unix.max_dgram_qlen
+# datagrams, 10 by default) must not block the main loop for good, nor its stop.
+NOTIFY_TIMEOUT = 0.5
 
 
 class Notifier(Protocol):
@@ -58,12 +63,36 @@ class _NullNotifier:
         pass
 
 
+class SocketNotifier:
+    """sd_notify(3) on a connected datagram socket, each send bounded by NOTIFY_TIMEOUT
+    (sdnotify's own notify blocks for as long as the socket's queue is full)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.settimeout(NOTIFY_TIMEOUT)
+        self._socket = sock
+        self.dropped = 0
+
+    def notify(self, state: str) -> None:
+        try:
+            self._socket.sendall(state.encode())
+        except OSError as exc:  # TimeoutError included: nobody drains the socket
+            self.dropped += 1
+            if self.dropped == 1:  # once per episode; the key only (a STATUS line may name anything)
+                log.warning("systemd.notify_dropped", message=state.partition("=")[0], error=type(exc).__name__)
+            return
+        if self.dropped:
+            log.info("systemd.notify_recovered", dropped=self.dropped)
+            self.dropped = 0
+
+
 def systemd_notifier() -> Notifier:
     if not os.environ.get("NOTIFY_SOCKET"):
         return _NullNotifier()
     import sdnotify
 
-    return sdnotify.SystemdNotifier()  # type: ignore[no-any-return]
+    # sdnotify finds and connects the socket ($NOTIFY_SOCKET, abstract names too).
+    sock = sdnotify.SystemdNotifier().socket
+    return _NullNotifier() if sock is None else SocketNotifier(sock)
 
 
 @dataclass
@@ -461,6 +490,7 @@ class Daemon:
         self.store = store or StateStore()
         self.stop = threading.Event()
         self.changed = threading.Event()
+        self.stopped_by: str | None = None  # the signal's name, once one asked us to stop
         # Only a bad config.yaml stops the daemon (load_config raised already). A sandbox whose
         # archive or plan is bad gets a worker in the config-error state: every other sandbox
         # stays protected, and it is protected as soon as its archive is fixed.
@@ -481,9 +511,11 @@ class Daemon:
         return max(0.5, int(usec) / 1e6 / 3) if usec and usec.isdigit() else 5.0
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        log.info("daemon.stopping", signal=signal.Signals(signum).name)
-        self.notifier.notify("STOPPING=1")
-        self.shutdown()
+        # The handler runs between two bytecodes of the main thread, which may be holding the
+        # lock that setting an Event takes (self.changed.clear()): the events are set from a
+        # thread, and the logging and STOPPING=1 (a send that may wait) happen in the main loop.
+        self.stopped_by = signal.Signals(signum).name
+        threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
 
     def shutdown(self) -> None:
         """Stop the workers and wake the main loop now, not at its next watchdog tick."""
@@ -554,6 +586,8 @@ class Daemon:
             )
             self.changed.wait(interval)
             self.changed.clear()
+        log.info("daemon.stopping", signal=self.stopped_by)
+        self.notifier.notify("STOPPING=1")
         if observer is not None:
             observer.stop()
         # Let each worker take its last capture; systemd's stop timeout bounds us anyway.

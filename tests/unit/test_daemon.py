@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from clawguard import TargetError, log, parse_config
-from clawguard.daemon import Daemon
+from clawguard import daemon as daemon_module
+from clawguard.daemon import Daemon, SocketNotifier
 from clawguard.persist import CaptureStore
 from clawguard.state import StateStore, load_state
 from clawguard.targets.base import ExecResult, Instance
@@ -407,3 +409,37 @@ def test_waiting_for_the_lock_feeds_the_watchdog_and_says_what_for(archive: Path
     finally:
         daemon.shutdown()
         runner.join(20)
+
+
+def test_a_notify_socket_nobody_drains_drops_notifications_instead_of_blocking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_module, "NOTIFY_TIMEOUT", 0.05)
+    out = io.StringIO()
+    log.configure("info", out)
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "notify.sock"))
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.connect(str(tmp_path / "notify.sock"))
+    filler.setblocking(False)
+    with pytest.raises(BlockingIOError):  # fill the queue, whatever net.unix.max_dgram_qlen says
+        while True:
+            filler.send(b"X=1")
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.connect(str(tmp_path / "notify.sock"))
+    notifier = SocketNotifier(sender)
+    for _ in range(5):
+        notifier.notify("STATUS=my-assistant: token sk-not-a-secret")  # returns: the send gives up
+    assert notifier.dropped == 5
+    receiver.setblocking(False)
+    with pytest.raises(BlockingIOError):  # systemd drains it again
+        while True:
+            receiver.recv(64)
+    notifier.notify("WATCHDOG=1")
+    assert receiver.recv(64) == b"WATCHDOG=1"
+    for sock in (receiver, filler, sender):
+        sock.close()
+    events = [word for line in out.getvalue().splitlines() for word in line.split() if "event=systemd" in word]
+    assert events == ["event=systemd.notify_dropped", "event=systemd.notify_recovered"]  # once per episode
+    assert "message=STATUS" in out.getvalue() and "dropped=5" in out.getvalue()
+    assert "sk-not-a-secret" not in out.getvalue()  # the key is logged, never the line

@@ -1,0 +1,72 @@
+"""clawguard run under a service manager that stops draining its notify socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..conftest import basic_config
+
+
+def _fill(path: Path) -> socket.socket:
+    """A bound datagram socket nobody reads, its queue already full: the next send blocks."""
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.connect(str(path))
+    sender.setblocking(False)
+    try:
+        while True:
+            sender.send(b"WATCHDOG=1")
+    except BlockingIOError:
+        pass
+    sender.close()
+    return receiver
+
+
+def test_sigterm_stops_the_daemon_even_when_nobody_drains_the_notify_socket(archive: Path, tmp_path: Path) -> None:
+    receiver = _fill(tmp_path / "notify.sock")
+    config = tmp_path / "config.yaml"
+    # A cluster that is not there: the workers wait, the main loop notifies.
+    config.write_text(
+        basic_config(archive, "    gateway: {enabled: false}\n").replace("openshell-cluster-nemoclaw", "no-cluster")
+    )
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+        "WATCHDOG_USEC": "1500000",
+        "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock",
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clawguard", "--config", str(config), "run"], stdout=out, stderr=out, env=env
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "event=daemon.start " not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"the daemon did not start:\n{log.read_text()}"
+            time.sleep(0.1)
+        time.sleep(1.0)  # its main loop's first WATCHDOG=1 meets the full queue
+        proc.send_signal(signal.SIGTERM)
+        # Before: the main loop blocked in the send for good, and the signal handler's own
+        # STOPPING=1 blocked too, so SIGTERM never stopped it.
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        receiver.close()
+    text = log.read_text()
+    assert code == 0, text
+    assert "event=daemon.stopping signal=SIGTERM" in text and "event=daemon.stopped" in text
+    # One line per episode, naming the message's key only (a STATUS line may name anything).
+    assert text.count("event=systemd.notify_dropped") == 1
+    assert "message=WATCHDOG" in text or "message=STATUS" in text or "message=STOPPING" in text
