@@ -157,7 +157,8 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.runs = 0
-        self.stopping = False
+        self.stopping = False  # no more restarts
+        self.closed = False  # the daemon has exited: stop reading the socket
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -171,7 +172,12 @@ class Supervisor:
     def _spawn(self) -> None:
         self.runs += 1
         log = (self.workdir / f"daemon-{self.runs:03d}.log").open("wb")
-        env = {**self.env, "NOTIFY_SOCKET": str(self.socket_path), "WATCHDOG_USEC": str(int(WATCHDOG_SEC * 1e6))}
+        env = {
+            **self.env,
+            "NOTIFY_SOCKET": str(self.socket_path),
+            "WATCHDOG_USEC": str(int(WATCHDOG_SEC * 1e6)),
+            "PYTHONFAULTHANDLER": "1",  # a hung daemon's stacks, when stop() has to abort it
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "clawguard", "--config", str(self.config), "run"],
             stdout=log,
@@ -181,7 +187,9 @@ class Supervisor:
         self.last_ping = time.monotonic()
 
     def _loop(self) -> None:
-        while not self.stopping:
+        # Reads the notify socket until the daemon has exited, as systemd does: a daemon may
+        # notify while it stops, and a queue nobody drains fills up (net.unix.max_dgram_qlen).
+        while not self.closed:
             with contextlib.suppress(TimeoutError, OSError):
                 data = self.sock.recv(4096)
                 if b"WATCHDOG=1" in data:
@@ -204,14 +212,27 @@ class Supervisor:
                 self.proc.send_signal(signum)
 
     def stop(self) -> int:
-        self.stopping = True
-        self.thread.join(5)
+        with self.lock:  # not while a restart is under way: it is the new daemon we stop
+            self.stopping = True
         code = -1
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            code = self.proc.wait(60)
-        self.sock.close()
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGCONT)
+                self.proc.terminate()
+                try:
+                    code = self.proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    # PYTHONFAULTHANDLER is set for the daemon: SIGABRT writes every thread's stack to its log.
+                    self.proc.send_signal(signal.SIGABRT)
+                    self.proc.wait(10)
+                    tail = "\n".join(self.log_files()[-1].read_text(errors="replace").splitlines()[-60:])
+                    raise RuntimeError(
+                        f"the daemon did not stop within 60 s of SIGTERM; its log ends:\n{tail}"
+                    ) from None
+        finally:
+            self.closed = True
+            self.thread.join(5)
+            self.sock.close()
         return code
 
 
@@ -281,9 +302,42 @@ class Soak:
             check=False,
         )
 
-    def _memory(self) -> str:
-        code, out, _ = self.bed.exec_in_sandbox(AGENT, ["cat", MEMORY], timeout=30)
-        return out.decode(errors="replace") if code == 0 else ""
+    def _memory(self) -> tuple[str, str]:
+        """MEMORY.md as the agent's pod holds it, and why it could not be read ("" if it was).
+        A failed read is tried again: a moment's exec failure is not a loss, a missing file is."""
+        why = ""
+        for _ in range(3):
+            code, out, err = self.bed.exec_in_sandbox(AGENT, ["cat", MEMORY], timeout=30)
+            if code == 0:
+                return out.decode(errors="replace"), ""
+            why = f"cat {MEMORY}: exit {code}: {err.decode(errors='replace').strip()[-200:]}"
+            time.sleep(1)
+        return "", why
+
+    def _captures(self, lost: list[str]) -> str:
+        """For a post-mortem of a loss: the newest generations, and which lost markers each holds."""
+        import tarfile
+
+        directory = self.state_home / "clawguard" / AGENT / "persist"
+        lines = []
+        for tar_path in sorted(directory.glob("*.tar"))[-3:]:
+            try:
+                with tarfile.open(tar_path, ignore_zeros=True) as tar:
+                    names = tar.getnames()
+                    member = next((m for m in tar.getmembers() if m.name.endswith("MEMORY.md")), None)
+                    extracted = tar.extractfile(member) if member else None
+                    data = extracted.read().decode(errors="replace") if extracted else ""
+            except (OSError, tarfile.TarError) as exc:
+                lines.append(f"{tar_path.name}: unreadable ({exc})")
+                continue
+            held = sum(m in data for m in lost)
+            meta = tar_path.with_suffix(".json")
+            info = json.loads(meta.read_text()) if meta.is_file() else {}
+            lines.append(
+                f"{tar_path.name}: from {str(info.get('container_id'))[:12]} ({info.get('reason')}), "
+                f"{names}, holds {held}/{len(lost)} lost markers"
+            )
+        return "; ".join(lines) or f"no capture in {directory}"
 
     def _converged(self, since: float) -> bool:
         """Cheap checks first (state, gateway from inside), then a full dry-run verification."""
@@ -515,11 +569,13 @@ class Soak:
                 detail = fault(supervisor) if kind in _NEEDS_SUPERVISOR else fault()
                 since = time.time()
                 ok, took = self._wait_converged(since)
-                memory = self._memory() if ok else ""
+                memory, unreadable = self._memory() if ok else ("", "")
                 lost = [m for m in self.markers if m not in memory] if ok else []
                 if lost:
                     report.data_lost += len(lost)
-                    detail += f"; LOST {lost}"
+                    detail += (
+                        f"; LOST {lost} ({unreadable or 'MEMORY.md read, markers missing'}; {self._captures(lost)})"
+                    )
                     self.markers = [m for m in self.markers if m not in lost]  # each loss counts once
                 result = FaultResult(index, kind, ok and not lost, round(took, 2), detail)
                 report.results.append(result)
@@ -527,7 +583,7 @@ class Soak:
                     f"fault {index:3d}/{faults} {kind:26s} {'converged' if result.converged else 'NOT CONVERGED'} "
                     f"in {took:5.1f}s  ({detail})"
                 )
-                if not ok:
+                if not ok or lost:
                     self.out(self._tail(supervisor))
         finally:
             supervisor.stop()
