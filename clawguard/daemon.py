@@ -10,6 +10,7 @@ shows signs of life, so a hung worker makes systemd restart the service.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -513,9 +514,10 @@ class Daemon:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         # The handler runs between two bytecodes of the main thread, which may be holding the
         # lock that setting an Event takes (self.changed.clear()): the events are set from a
-        # thread, and the logging and STOPPING=1 (a send that may wait) happen in the main loop.
+        # bare thread (threading.Thread.start takes a lock of its own), and the logging and
+        # STOPPING=1 (a send that may wait) happen in the main loop.
         self.stopped_by = signal.Signals(signum).name
-        threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
+        _thread.start_new_thread(self.shutdown, ())
 
     def shutdown(self) -> None:
         """Stop the workers and wake the main loop now, not at its next watchdog tick."""
