@@ -42,13 +42,18 @@ echo --tasks--
 "$1" --address "$2" -n "$3" tasks ls || exit 3
 """
 
-# Arguments: state dir, namespace, marker path. Reads /proc/mounts (one line per
-# container) instead of walking every rootfs like the seed's `find /run/k3s`.
+# Arguments: state dir, namespace, marker path, then (the fallback of `auto`) ctr,
+# address and the kubelet-label filter. Reads /proc/mounts (one line per container)
+# instead of walking every rootfs like the seed's `find /run/k3s`. The labelled
+# containers are listed after the mounts: one that a kubelet made while we looked shows.
 _LIST_BY_MARKER = r"""
 grep -o "$1/io.containerd.runtime.v2.task/$2/[0-9a-f]\{64\}/rootfs" /proc/mounts | sort -u |
 while read -r rootfs; do
   if [ -e "$rootfs$3" ]; then echo "$rootfs"; fi
 done
+[ -n "${4:-}" ] || exit 0
+echo --labelled--
+"$4" --address "$5" -n "$2" containers ls -q "$6" || exit 3
 """
 
 
@@ -144,7 +149,7 @@ class K3sTarget(Target):
         # nothing in the cluster carries kubelet labels, never while our pod is
         # merely between two containers (it would find another sandbox's pod).
         if not ids and (strategy == "marker" or (strategy == "auto" and not labelled)):
-            ids = self._by_marker()
+            ids = self._by_marker(fallback=strategy == "auto")
         where = f"pod {self.values['namespace']}/{self.pod} in {self.cluster}"
         if not ids:
             raise TargetError(f"no running sandbox found for {where}")
@@ -193,13 +198,21 @@ class K3sTarget(Target):
         # ask for any other (and list no tasks), so a locate is two ctr runs, not three.
         return sorted(running), bool(candidates) or any(_ID.fullmatch(word) for word in labelled.split())
 
-    def _by_marker(self) -> list[str]:
+    def _by_marker(self, fallback: bool = False) -> list[str]:
+        """The running containers whose rootfs holds the marker. As ``auto``'s fallback it
+        finds nothing once any container is kubelet-labelled: nothing was labelled a moment
+        ago only because the kubelet was between two pods (a node reboot deletes every old
+        container first), and the marker would take another sandbox's new pod for ours."""
         v = self.values
-        result = self._cluster_exec(
-            ["sh", "-c", _LIST_BY_MARKER, "sh", v["containerd_state"], v["containerd_namespace"], v["marker"]]
-        )
+        argv = ["sh", "-c", _LIST_BY_MARKER, "sh", v["containerd_state"], v["containerd_namespace"], v["marker"]]
+        if fallback:
+            argv += [v["ctr"], v["containerd_address"], 'labels."io.kubernetes.container.name"']
+        result = self._cluster_exec(argv)
+        found, _, labelled = result.stdout.decode(errors="replace").partition("--labelled--")
+        if fallback and (result.code != 0 or any(_ID.fullmatch(word) for word in labelled.split())):
+            return []
         ids = []
-        for line in result.stdout.decode(errors="replace").splitlines():
+        for line in found.splitlines():
             match = re.search(r"/([0-9a-f]{64})/rootfs$", line.strip())
             if match:
                 ids.append(match.group(1))

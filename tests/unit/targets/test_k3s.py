@@ -16,7 +16,7 @@ def test_gone_detection() -> None:
 def _target(monkeypatch: pytest.MonkeyPatch, labels_out: str, marker_out: str, locate: str = "auto"):  # type: ignore[no-untyped-def]
     from clawguard.config import parse_config
     from clawguard.targets.base import ExecResult
-    from clawguard.targets.k3s import K3sTarget
+    from clawguard.targets.k3s import _LIST_BY_MARKER, K3sTarget
 
     config = parse_config(
         f"version: 1\nsandboxes:\n  my-assistant:\n    target: {{kind: k3s, locate: {locate}}}\n    archive: /x\n",
@@ -27,7 +27,7 @@ def _target(monkeypatch: pytest.MonkeyPatch, labels_out: str, marker_out: str, l
 
     def fake(argv, stdin=None):  # type: ignore[no-untyped-def]
         calls.append(list(argv))
-        out = labels_out if "--labelled--" in argv[2] else marker_out
+        out = marker_out if argv[2] == _LIST_BY_MARKER else labels_out
         return ExecResult(0, out.encode(), b"")
 
     monkeypatch.setattr(target, "_cluster_exec", fake)
@@ -57,8 +57,30 @@ def test_no_marker_fallback_while_other_pods_are_labelled(monkeypatch: pytest.Mo
 
 def test_marker_fallback_without_kubelet_labels(monkeypatch: pytest.MonkeyPatch) -> None:
     rootfs = f"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs\n"
-    target, _ = _target(monkeypatch, "\n--labelled--\n", rootfs)
+    target, calls = _target(monkeypatch, "\n--labelled--\n", rootfs + "--labelled--\n")
     assert target.locate().id == CID
+    assert calls[1][-3:] == ["ctr", "/run/k3s/containerd/containerd.sock", 'labels."io.kubernetes.container.name"']
+
+
+def test_the_marker_fallback_takes_nothing_once_a_labelled_pod_appears(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The soak caught it (a docker restart of the cluster): the kubelet had deleted every old
+    # container, so nothing was labelled when other-uid's locate asked; a moment later
+    # my-assistant's new pod ran, the marker search found it, and other-uid's archive was
+    # written into my-assistant's pod. A labelled container listed after the mounts ends it.
+    from clawguard import TargetError
+
+    rootfs = f"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{OTHER}/rootfs\n"
+    target, calls = _target(monkeypatch, "\n--labelled--\n", f"{rootfs}--labelled--\n{OTHER}\n")
+    with pytest.raises(TargetError, match="no running sandbox found"):
+        target.locate()
+    assert len(calls) == 2
+
+
+def test_an_explicit_marker_locate_does_not_ask_for_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    rootfs = f"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs\n"
+    target, calls = _target(monkeypatch, "", rootfs, locate="marker")
+    assert target.locate().id == CID
+    assert calls[-1][4:] == ["/run/k3s/containerd", "k8s.io", target.values["marker"]]
 
 
 FAKE_CTR = """#!/bin/sh
