@@ -56,12 +56,13 @@ NOTIFY_TIMEOUT = 0.5
 
 
 class Notifier(Protocol):
-    def notify(self, state: str) -> None: ...
+    def notify(self, state: str) -> bool | None:
+        """Send one sd_notify message; False when it could not be sent (None: not known)."""
 
 
 class _NullNotifier:
-    def notify(self, state: str) -> None:
-        pass
+    def notify(self, state: str) -> bool:
+        return True
 
 
 class SocketNotifier:
@@ -73,17 +74,18 @@ class SocketNotifier:
         self._socket = sock
         self.dropped = 0
 
-    def notify(self, state: str) -> None:
+    def notify(self, state: str) -> bool:
         try:
             self._socket.sendall(state.encode())
         except OSError as exc:  # TimeoutError included: nobody drains the socket
             self.dropped += 1
             if self.dropped == 1:  # once per episode; the key only (a STATUS line may name anything)
                 log.warning("systemd.notify_dropped", message=state.partition("=")[0], error=type(exc).__name__)
-            return
+            return False
         if self.dropped:
             log.info("systemd.notify_recovered", dropped=self.dropped)
             self.dropped = 0
+        return True
 
 
 def systemd_notifier() -> Notifier:
@@ -567,13 +569,14 @@ class Daemon:
                 self.notifier.notify("WATCHDOG=1")
             else:
                 log.error("daemon.hung", sandboxes=hung)
+            # READY=1 and the status line are sent again next round if they could not go out
+            # (a unit whose READY=1 is lost fails its start); a lost WATCHDOG=1 is just late.
             if not ready and all(w.status.settled for w in self.workers):
-                ready = True
-                self.notifier.notify("READY=1")
-                log.info("daemon.ready")
+                ready = self.notifier.notify("READY=1") is not False
+                if ready:
+                    log.info("daemon.ready")
             status = "; ".join(w.status.line for w in self.workers)
-            if status != last_status:
-                self.notifier.notify(f"STATUS={status}")
+            if status != last_status and self.notifier.notify(f"STATUS={status}") is not False:
                 last_status = status
             write_json(
                 self.store.daemon_file,

@@ -443,3 +443,40 @@ def test_a_notify_socket_nobody_drains_drops_notifications_instead_of_blocking(
     assert events == ["event=systemd.notify_dropped", "event=systemd.notify_recovered"]  # once per episode
     assert "message=STATUS" in out.getvalue() and "dropped=5" in out.getvalue()
     assert "sk-not-a-secret" not in out.getvalue()  # the key is logged, never the line
+
+
+class RefusingRecorder(Recorder):
+    """A notify socket that refuses the first READY=1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_refuse = {"READY"}
+
+    def notify(self, state: str) -> bool:
+        key = state.partition("=")[0]
+        refused = key in self.to_refuse
+        self.to_refuse.discard(key)
+        self.messages.append(f"refused {state}" if refused else state)
+        return not refused
+
+
+def test_a_ready_that_could_not_be_sent_is_sent_again(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A unit whose READY=1 is lost would fail its start (Type=notify) though the daemon runs.
+    monkeypatch.setenv("WATCHDOG_USEC", "1500000")  # a main-loop round every 0.5 s
+    log.configure("info", io.StringIO())
+    config = parse_config(
+        "daemon: {poll_interval: 30}\n" + basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml"
+    )
+    recorder = RefusingRecorder()
+    daemon = Daemon(config, recorder, targets={"my-assistant": PodTarget(make_sandbox_root(tmp_path / "root"))})
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        _wait(lambda: "READY=1" in recorder.messages)
+    finally:
+        daemon.shutdown()
+        thread.join(10)
+    assert recorder.messages.index("refused READY=1") < recorder.messages.index("READY=1")
+    assert recorder.messages[-1] == "STOPPING=1"
