@@ -285,4 +285,25 @@ def _build(document: _yaml.Located, file: Path) -> Config:
         )
     if not sandboxes:
         raise ConfigError("no sandboxes configured", file=file, key="sandboxes", line=ctx.lines.get("sandboxes"))
+    _refuse_shared_pods(sandboxes, file, ctx)
     return config
+
+
+def _refuse_shared_pods(sandboxes: Mapping[str, SandboxConfig], file: Path, ctx: Context) -> None:
+    """Two sandboxes whose targets name the same pod would each restore their archive
+    over the other's, every round: a config error, not a fight."""
+    claimed: dict[tuple[object, ...], str] = {}
+    for name, sandbox in sandboxes.items():
+        identity = TARGET_KINDS[sandbox.target["kind"]](name, sandbox.target).identity()
+        if identity is None:
+            continue
+        if identity in claimed:
+            key = f"sandboxes.{name}.target"
+            raise ConfigError(
+                f"sandboxes {claimed[identity]!r} and {name!r} name the same sandbox; each needs its own "
+                "(target.pod, target.container or target.labels), or each would restore over the other",
+                file=file,
+                key=key,
+                line=ctx.lines.get(key),
+            )
+        claimed[identity] = name

@@ -114,6 +114,12 @@ class Target(ABC):
         """Every parameter's default, from its one declaration in ``params``."""
         return {name: spec.default for name, spec in cls.params.items()}
 
+    def identity(self) -> tuple[object, ...] | None:
+        """Which sandbox the config names, as far as the config alone tells: two sandboxes
+        with the same identity would locate the same pod and restore over each other.
+        None when a kind cannot tell."""
+        return None
+
     @abstractmethod
     def locate(self) -> Instance:
         """Find the running sandbox. Raises TargetError when it cannot be found."""

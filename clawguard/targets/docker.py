@@ -132,6 +132,9 @@ class DockerTarget(Target):
             raise ConfigError(_BOTH if self.container else _NEITHER, key=f"sandboxes.{sandbox}.target")
         self._client: docker.DockerClient | None = None
 
+    def identity(self) -> tuple[object, ...]:
+        return ("docker", self.values.get("docker_host"), self.container, tuple(sorted(self.labels.items())))
+
     @classmethod
     def discover(cls, client: docker.DockerClient, into: Discovery) -> None:
         """Every running container labelled ``openshell.ai/managed-by=openshell``, one sandbox

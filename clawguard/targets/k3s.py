@@ -113,6 +113,12 @@ class K3sTarget(Target):
         self._client: docker.DockerClient | None = None
         self._current: str | None = None  # the container last located: its events are ours
 
+    def identity(self) -> tuple[object, ...]:
+        v = self.values
+        if v["locate"] == "marker":  # the one pod holding the marker, whatever its name
+            return ("k3s", v["docker_host"], self.cluster, "marker", v["marker"])
+        return ("k3s", v["docker_host"], self.cluster, v["namespace"], self.pod, v["container"])
+
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:

@@ -216,3 +216,34 @@ def test_a_key_with_a_newline_is_escaped_in_the_message() -> None:
         parse_config(body, "c.yaml")
     assert "\n" not in str(info.value)
     assert str(info.value).startswith("c.yaml:3: sandboxes.a\\nlevel=info event=forged: ")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("{kind: k3s, pod: shared}", "{kind: k3s, pod: shared}"),
+        ("{kind: k3s}", "{kind: k3s, pod: my-assistant}"),  # the pod defaults to the sandbox's name
+        ("{kind: k3s, locate: marker}", "{kind: k3s, locate: marker}"),  # the one pod holding the marker
+        ("{kind: docker, container: openshell-a}", "{kind: docker, container: openshell-a}"),
+    ],
+)
+def test_two_sandboxes_on_one_pod_are_a_config_error(archive: Path, first: str, second: str) -> None:
+    body = (
+        "version: 1\nsandboxes:\n"
+        f"  my-assistant:\n    target: {first}\n    archive: {archive}\n"
+        f"  other:\n    target: {second}\n    archive: {archive}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(body, "c.yaml")
+    assert info.value.key == "sandboxes.other.target" and info.value.line == 7
+    assert "'my-assistant' and 'other' name the same sandbox" in str(info.value)
+
+
+def test_sandboxes_on_their_own_pods_are_fine(archive: Path) -> None:
+    body = (
+        "version: 1\nsandboxes:\n"
+        f"  my-assistant:\n    target: {{kind: k3s}}\n    archive: {archive}\n"
+        f"  other:\n    target: {{kind: k3s, cluster: openshell-cluster-b, pod: my-assistant}}\n    archive: {archive}\n"
+        f"  third:\n    target: {{kind: docker, container: openshell-a}}\n    archive: {archive}\n"
+    )
+    assert list(parse_config(body, "c.yaml").sandboxes) == ["my-assistant", "other", "third"]
