@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -316,8 +317,6 @@ class Soak:
 
     def _captures(self, lost: list[str]) -> str:
         """For a post-mortem of a loss: the newest generations, and which lost markers each holds."""
-        import tarfile
-
         directory = self.state_home / "clawguard" / AGENT / "persist"
         lines = []
         for tar_path in sorted(directory.glob("*.tar"))[-3:]:
