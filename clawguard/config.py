@@ -19,6 +19,7 @@ from .layout import LAYOUT_SCHEMA, LayoutSettings
 from .schema import Bool, Context, Field, HostPath, Int, ListOf, MapOf, Owner, Record, SandboxPath, Str, Tagged
 from .steps import REGISTRY as STEP_KINDS
 from .targets import REGISTRY as TARGET_KINDS
+from .targets import make_target
 
 # Kubernetes pod names (DNS-1123 labels): also keeps shell and path metacharacters out.
 SANDBOX_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -294,7 +295,7 @@ def _refuse_shared_pods(sandboxes: Mapping[str, SandboxConfig], file: Path, ctx:
     over the other's, every round: a config error, not a fight."""
     claimed: dict[tuple[object, ...], str] = {}
     for name, sandbox in sandboxes.items():
-        identity = TARGET_KINDS[sandbox.target["kind"]](name, sandbox.target).identity()
+        identity = make_target(name, sandbox.target).identity()
         if identity is None:
             continue
         if identity in claimed:

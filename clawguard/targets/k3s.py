@@ -67,6 +67,8 @@ echo --tasks--
 "$1" --address "$2" -n "$3" tasks ls || exit 3
 """
 CLUSTER_PREFIX = "openshell-cluster-"
+# ctr's filter for every container a kubelet made (whatever its pod).
+_KUBELET_LABELLED = 'labels."io.kubernetes.container.name"'
 
 
 class K3sTarget(Target):
@@ -176,7 +178,6 @@ class K3sTarget(Target):
                 ("io.kubernetes.container.name", v["container"]),
             )
         )
-        kubelet = 'labels."io.kubernetes.container.name"'
         result = self._cluster_exec(
             [
                 "sh",
@@ -187,7 +188,7 @@ class K3sTarget(Target):
                 v["containerd_address"],
                 v["containerd_namespace"],
                 selector,
-                kubelet,
+                _KUBELET_LABELLED,
             ]
         )
         if result.code != 0:
@@ -202,7 +203,7 @@ class K3sTarget(Target):
                 running.append(fields[0])
         # Our pod's containers are kubelet-labelled: only when there is none does the script
         # ask for any other (and list no tasks), so a locate is two ctr runs, not three.
-        return sorted(running), bool(candidates) or any(_ID.fullmatch(word) for word in labelled.split())
+        return sorted(running), bool(candidates) or _any_id(labelled)
 
     def _by_marker(self, fallback: bool = False) -> list[str]:
         """The running containers whose rootfs holds the marker. As ``auto``'s fallback it
@@ -212,10 +213,10 @@ class K3sTarget(Target):
         v = self.values
         argv = ["sh", "-c", _LIST_BY_MARKER, "sh", v["containerd_state"], v["containerd_namespace"], v["marker"]]
         if fallback:
-            argv += [v["ctr"], v["containerd_address"], 'labels."io.kubernetes.container.name"']
+            argv += [v["ctr"], v["containerd_address"], _KUBELET_LABELLED]
         result = self._cluster_exec(argv)
         found, _, labelled = result.stdout.decode(errors="replace").partition("--labelled--")
-        if fallback and (result.code != 0 or any(_ID.fullmatch(word) for word in labelled.split())):
+        if fallback and (result.code != 0 or _any_id(labelled)):
             return []
         ids = []
         for line in found.splitlines():
@@ -335,6 +336,11 @@ def running_pods(text: str) -> list[str]:
         if info.get("ID") in running and labels.get("io.kubernetes.pod.name"):
             pods.add(labels["io.kubernetes.pod.name"])
     return sorted(pods)
+
+
+def _any_id(text: str) -> bool:
+    """Whether ``ctr containers ls -q`` output lists any container."""
+    return any(_ID.fullmatch(word) for word in text.split())
 
 
 def _gone(stderr: bytes) -> bool:
