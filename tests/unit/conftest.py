@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import textwrap
 from pathlib import Path
 
@@ -49,3 +50,17 @@ sandboxes:
     archive: {archive}
     user: sandbox
 {extra}"""
+
+
+def full_notify_socket(path: Path) -> socket.socket:
+    """A bound datagram socket nobody reads, its queue already full whatever
+    net.unix.max_dgram_qlen says: the next blocking send to it waits."""
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        filler.connect(str(path))
+        filler.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            while True:
+                filler.send(b"X=1")
+    return receiver

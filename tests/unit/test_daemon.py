@@ -18,7 +18,7 @@ from clawguard.state import StateStore, load_state
 from clawguard.targets.base import ExecResult, Instance
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root
-from .conftest import basic_config
+from .conftest import basic_config, full_notify_socket
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
@@ -417,14 +417,7 @@ def test_a_notify_socket_nobody_drains_drops_notifications_instead_of_blocking(
     monkeypatch.setattr(daemon_module, "NOTIFY_TIMEOUT", 0.05)
     out = io.StringIO()
     log.configure("info", out)
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(tmp_path / "notify.sock"))
-    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    filler.connect(str(tmp_path / "notify.sock"))
-    filler.setblocking(False)
-    with pytest.raises(BlockingIOError):  # fill the queue, whatever net.unix.max_dgram_qlen says
-        while True:
-            filler.send(b"X=1")
+    receiver = full_notify_socket(tmp_path / "notify.sock")
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sender.connect(str(tmp_path / "notify.sock"))
     notifier = SocketNotifier(sender)
@@ -437,7 +430,7 @@ def test_a_notify_socket_nobody_drains_drops_notifications_instead_of_blocking(
             receiver.recv(64)
     notifier.notify("WATCHDOG=1")
     assert receiver.recv(64) == b"WATCHDOG=1"
-    for sock in (receiver, filler, sender):
+    for sock in (receiver, sender):
         sock.close()
     events = [word for line in out.getvalue().splitlines() for word in line.split() if "event=systemd" in word]
     assert events == ["event=systemd.notify_dropped", "event=systemd.notify_recovered"]  # once per episode

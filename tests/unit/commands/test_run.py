@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..conftest import basic_config
-
-
-def _fill(path: Path) -> socket.socket:
-    """A bound datagram socket nobody reads, its queue already full: the next send blocks."""
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(path))
-    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sender.connect(str(path))
-    sender.setblocking(False)
-    try:
-        while True:
-            sender.send(b"WATCHDOG=1")
-    except BlockingIOError:
-        pass
-    sender.close()
-    return receiver
+from ..conftest import basic_config, full_notify_socket
 
 
 def test_sigterm_stops_the_daemon_even_when_nobody_drains_the_notify_socket(archive: Path, tmp_path: Path) -> None:
-    receiver = _fill(tmp_path / "notify.sock")
+    receiver = full_notify_socket(tmp_path / "notify.sock")
     config = tmp_path / "config.yaml"
     # A cluster that is not there: the workers wait, the main loop notifies.
     config.write_text(
