@@ -74,8 +74,21 @@ def build_plan(sandbox: SandboxConfig, facts: SandboxFacts | None = None) -> Pla
         raise _error_at(
             sandbox, f"{sandbox.key}.archive", f"{archive} is not a directory (or does not exist)", cls=ArchiveError
         )
-    layout = sandbox.layout.resolve(facts.style if facts else None)
+    unprivileged = not _runs_as_root(sandbox)
+    # A target that is never root can only keep the layout the agent owns whole (flat): with
+    # no pod to read, that is the one to plan for; a pod that has the split one is refused below.
+    layout = sandbox.layout.resolve(facts.style if facts else ("flat" if unprivileged else None))
     _check_layout(sandbox, layout)
+    if unprivileged and layout.style == "split":
+        seen = "the pod has NemoClaw's split layout" if facts is not None and facts.style == "split" else "split"
+        raise _error_at(
+            sandbox,
+            f"{sandbox.key}.layout.style",
+            f"{seen}: its .openclaw and openclaw.json are root's, and the {sandbox.target.get('kind')} target runs "
+            "every command as the sandbox user, never as root; use an image with the flat layout (one .openclaw "
+            "the sandbox user owns) and layout.style: flat or auto",
+            f"{sandbox.key}.target",
+        )
     steps = _explicit_steps(sandbox) if sandbox.plan is not None else derive_steps(sandbox, layout)
     pinned = sandbox.agent.pinned_version
     version = facts.version if facts is not None else (Version.parse(pinned) if pinned else None)
@@ -91,6 +104,8 @@ def build_plan(sandbox: SandboxConfig, facts: SandboxFacts | None = None) -> Pla
     planned = [_planned(sandbox, step, ctx) for step in steps]
     # Paths and sizes first: a 300 MiB stray file is refused from its size, not read.
     _check_paths(sandbox, layout, planned)
+    if unprivileged:
+        _check_unprivileged(sandbox, planned, facts)
     persist = sandbox.persist if sandbox.persist is not None else default_persist(layout, ctx.agent)
     _check_persist(sandbox, layout, planned, persist)
     for item in planned:
@@ -221,6 +236,51 @@ def _check_paths(sandbox: SandboxConfig, layout: Layout, planned: list[PlannedSt
                 if size > largest[0]:
                     largest = (size, entry.source)
     _check_limits(sandbox, total, count, largest)
+
+
+def _runs_as_root(sandbox: SandboxConfig) -> bool:
+    from .targets import REGISTRY as TARGETS  # the target kinds register on import
+
+    kind = TARGETS.get(str(sandbox.target.get("kind")))
+    return kind is None or kind.runs_as_root
+
+
+def _check_unprivileged(sandbox: SandboxConfig, planned: list[PlannedStep], facts: SandboxFacts | None) -> None:
+    """Every entry can be made by the sandbox user itself: the target runs each command as
+    that user, never as root (OpenShell 0.1.x's gateway API). An owner it cannot give is
+    refused here, before anything is written, naming the step and the path."""
+    kind = sandbox.target.get("kind")
+    user = str(sandbox.user)
+    own_uid: int | None = None
+    if facts is not None:
+        try:
+            own_uid = facts.users.resolve(sandbox.user).uid
+        except LookupError:
+            own_uid = None
+    for item in planned:
+        for entry in item.entries:
+            owner = entry.owner
+            if owner is None or entry.kind == "absent":
+                continue
+            name = str(owner).partition(":")[0]
+            if name == user.partition(":")[0]:
+                continue
+            if facts is not None and own_uid is not None:
+                try:
+                    if facts.users.resolve(owner).uid == own_uid:
+                        continue
+                except LookupError:
+                    pass
+            elif name.isdigit() and int(name) != 0:
+                continue  # a uid: told apart from the sandbox user's once the pod is read
+            raise _fail(
+                sandbox,
+                item.step,
+                f"{entry.path} must be owned by {owner}, but the {kind} target runs every command as the sandbox "
+                f"user ({user}), never as root, so it cannot create or chown it"
+                + ("" if _from_archive(item.step) else f"; give {user} as its owner, or leave the owner out"),
+                entry.param,
+            )
 
 
 def _check_limits(sandbox: SandboxConfig, total: int, count: int, largest: tuple[int, Path | None]) -> None:

@@ -67,6 +67,35 @@ class Found:
 class Discovery:
     found: list[Found] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was seen but left out, and why
+    docker_host: str | None = None  # the Docker engine the engine-based kinds search
+    _docker: Any = field(default=None, repr=False)
+    _docker_down: str | None = field(default=None, repr=False)
+
+    def docker_client(self) -> Any | None:
+        """A Docker client for the kinds that find sandboxes through a container engine, or
+        None once Docker proved unreachable (``engine_down``): the kinds that need no
+        engine are still searched."""
+        if self._docker is None and self._docker_down is None:
+            from . import _docker  # docker-py only for the kinds that use it
+
+            try:
+                self._docker = _docker.client(self.docker_host)
+            except ClawguardError as exc:
+                self.engine_down(exc)
+        return self._docker
+
+    def engine_down(self, error: object) -> None:
+        """Docker did not answer: said once in the notes, with the host tried."""
+        if self._docker_down is None:
+            where = self.docker_host or "DOCKER_HOST or the local socket"
+            self._docker_down = f"Docker is not reachable at {where} ({error}): no k3s or docker sandbox searched"
+            self.notes.append(self._docker_down)
+        self._docker = None
+
+    @property
+    def docker_down(self) -> str | None:
+        """Why the engine-based kinds searched nothing, when Docker was not reachable."""
+        return self._docker_down
 
     def add(self, located_by: Target, found: Callable[[Instance], Found]) -> None:
         """Keep a sandbox only if the config's own target finds it: what init writes must work."""
@@ -98,6 +127,9 @@ class Target(ABC):
     kind: ClassVar[str]
     params: ClassVar[Mapping[str, Field]] = {}
     generation: ClassVar[int] = 0  # OpenShell's sandbox generation this kind serves (0: none in particular)
+    # Whether exec can run as root. False for a kind whose every command runs as the sandbox
+    # user (OpenShell 0.1.x's gateway API): it is never sent work that needs root.
+    runs_as_root: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -172,10 +204,11 @@ class Target(ABC):
         return ExecResult(result.code, result.stdout, _without_pid(result.stderr))
 
     @classmethod
-    def discover(cls, client: Any, into: Discovery) -> None:
-        """Add every running sandbox of this kind that Docker (``client``) shows to ``into``,
-        and what was seen but left out to its notes. Kinds that cannot be discovered keep
-        the default: nothing."""
+    def discover(cls, into: Discovery) -> None:
+        """Add every running sandbox of this kind to ``into``, and what was seen but left out
+        to its notes. Each kind reaches its sandboxes its own way (a kind that needs a
+        container engine asks ``into.docker_client()``). Kinds that cannot be discovered
+        keep the default: nothing."""
         return None
 
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:

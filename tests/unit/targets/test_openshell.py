@@ -1,0 +1,154 @@
+"""The OpenShell 0.1.x target's own logic: what a change means, the gateway's argv limits,
+and a plan refused when it needs root. The wire itself is tested against the stand-in
+gateway in tests/integration/test_openshell_target.py."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from clawguard import ConfigError, build_plan, parse_config
+from clawguard.targets import REGISTRY, make_target
+from clawguard.targets.openshell import (
+    MAX_ARG_BYTES,
+    MAX_ARGS,
+    Incarnation,
+    OpenShellTarget,
+    active_gateway,
+    fit_argv,
+    known_gateways,
+)
+
+
+def _inc(id: str = "a", pod: str = "p1", main: str = "m1", phase: int = 2) -> Incarnation:
+    return Incarnation(id, pod, main, phase, "SHA256:x")
+
+
+def test_each_change_is_told_apart() -> None:
+    first = _inc()
+    assert _inc().change_from(first) is None
+    assert _inc().change_from(None) is None
+    assert "re-created" in str(_inc(id="b").change_from(first))
+    assert "pod re-created" in str(_inc(pod="p2").change_from(first))
+    assert "main process relaunched" in str(_inc(main="m2").change_from(first))
+    assert "ERROR" in str(_inc(phase=3).change_from(first))
+
+
+def test_a_new_id_or_pod_is_a_new_instance_a_new_main_process_is_not() -> None:
+    first = _inc().instance_id
+    assert len(first) == 64 and int(first, 16) >= 0
+    assert _inc(id="b").instance_id != first
+    assert _inc(pod="p2").instance_id != first
+    assert _inc(main="m2").instance_id == first
+    assert _inc(phase=3).instance_id == first
+
+
+def test_argv_within_the_gateways_limits_is_sent_as_it_is() -> None:
+    argv = ["sh", "-c", "echo", "x" * MAX_ARG_BYTES]
+    assert fit_argv(argv, b"in") == (argv, b"in")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["printf", "%s\\n", *[f"arg {i} 'q' \"d\" $HOME\n" for i in range(MAX_ARGS + 10)]],
+        ["printf", "%s\\n", "y" * (MAX_ARG_BYTES + 1), "two words"],
+        ["printf", "%s\\n", *["z" * 30000] * 10],
+    ],
+    ids=["too-many", "one-too-long", "too-long-in-all"],
+)
+def test_argv_over_the_limits_travels_on_stdin_and_runs_the_same(argv: list[str]) -> None:
+    command, stdin = fit_argv(argv, b"the command's own input\n")
+    sizes = [len(a.encode()) for a in command]
+    assert len(command) <= MAX_ARGS and max(sizes) <= MAX_ARG_BYTES and sum(sizes) <= 256 * 1024
+    # As the gateway runs it: bash -lc of the POSIX-quoted argv; with the same input after it.
+    import shlex
+
+    wrapped = shlex.join(command)
+    want = subprocess.run(argv, capture_output=True, check=True).stdout
+    got = subprocess.run(["bash", "-c", wrapped], input=stdin, capture_output=True, check=True).stdout
+    assert got == want
+    # The command's own stdin is still there, untouched, after the argv.
+    cat = subprocess.run(
+        ["bash", "-c", shlex.join(fit_argv(["cat", *["-u"] * (MAX_ARGS + 1)], b"input\x00bytes")[0])],
+        input=fit_argv(["cat", *["-u"] * (MAX_ARGS + 1)], b"input\x00bytes")[1],
+        capture_output=True,
+        check=True,
+    )
+    assert cat.stdout == b"input\x00bytes"
+
+
+def test_the_kind_is_registered_never_root_and_needs_no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert REGISTRY["openshell"] is OpenShellTarget
+    target = make_target("my-assistant", {"kind": "openshell"})
+    assert not target.runs_as_root and target.generation == 3
+    assert target.identity() == ("openshell", "(active)", "default", "my-assistant")
+    assert make_target("x", {"kind": "openshell", "name": "other", "workspace": "team"}).identity() == (
+        "openshell",
+        "(active)",
+        "team",
+        "other",
+    )
+
+
+def test_the_active_gateway_is_read_as_the_cli_writes_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("OPENSHELL_GATEWAY", raising=False)
+    assert active_gateway() is None and known_gateways() == []
+    home = tmp_path / "openshell"
+    (home / "gateways" / "lab").mkdir(parents=True)
+    (home / "gateways" / "lab" / "metadata.json").write_text('{"gateway_endpoint": "https://127.0.0.1:1"}')
+    (home / "active_gateway").write_text("lab\n")
+    assert active_gateway() == "lab" and known_gateways() == ["lab"]
+    monkeypatch.setenv("OPENSHELL_GATEWAY", "other")
+    assert active_gateway() == "other"
+
+
+def test_no_active_gateway_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from clawguard.errors import TargetError
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("OPENSHELL_GATEWAY", raising=False)
+    with pytest.raises(TargetError, match="no OpenShell gateway is active"):
+        make_target("my-assistant", {"kind": "openshell"}).locate()
+
+
+def _config(archive: Path, extra: str = "", layout: str = "") -> str:
+    return f"""\
+version: 1
+sandboxes:
+  my-assistant:
+    target:
+      kind: openshell
+      gateway: lab
+    archive: {archive}
+    user: sandbox
+{layout}{extra}"""
+
+
+def test_the_flat_layout_plans_as_the_sandbox_user(archive: Path) -> None:
+    plan = build_plan(parse_config(_config(archive), "c.yaml").sandboxes["my-assistant"])
+    assert plan.layout.style == "flat"
+    assert all(e.owner in (None, "sandbox") for e in plan.entries)
+
+
+def test_a_root_owned_entry_is_refused_naming_the_step(archive: Path) -> None:
+    extra = (
+        "    plan:\n      - {kind: file, source: SOUL.md, dest: /sandbox/.openclaw/x.md, owner: root, mode: '0444'}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        build_plan(parse_config(_config(archive, extra), "c.yaml").sandboxes["my-assistant"])
+    error = info.value
+    assert "owned by root" in error.message and "never as root" in error.message
+    assert error.key is not None and error.key.startswith("sandboxes.my-assistant.plan[0]")
+    assert error.line == 10
+
+
+def test_the_split_layout_is_refused(archive: Path) -> None:
+    config = parse_config(_config(archive, layout="    layout: {style: split}\n"), "c.yaml")
+    with pytest.raises(ConfigError, match="openclaw.json are root's") as info:
+        build_plan(config.sandboxes["my-assistant"])
+    assert info.value.key == "sandboxes.my-assistant.layout.style" and info.value.line == 9
