@@ -52,6 +52,14 @@ log = structlog.get_logger("clawguard.gateway")
 GATEWAY_SCHEMA = Record(
     {
         "enabled": Field(Bool(), "Start and health-check the gateway after a restore.", True),
+        "transport": Field(
+            Str(choices=("auto", "ssh", "target")),
+            "How the gateway's start, stop and health probe reach the sandbox. ssh: over the OpenShell SSH "
+            "proxy (ssh_proxy), as ssh_user; target: through the target's own exec, as the sandbox user "
+            "(OpenShell 0.1.x: the gateway API's ExecSandbox, no SSH and no ProxyCommand); auto: target for "
+            "targets that reach the sandbox only as the sandbox user (kind openshell), ssh otherwise.",
+            "auto",
+        ),
         "ssh_proxy": Field(
             Str(placeholders=("sandbox",)),
             "ProxyCommand for ssh; {sandbox} is replaced.",
@@ -222,6 +230,28 @@ class Gateway:
         url = urlsplit(self.values["health_url"])
         return url.port or (443 if url.scheme == "https" else 80)
 
+    def uses_target(self, pod: Pod) -> bool:
+        """Whether the gateway is reached through the target's exec instead of SSH."""
+        transport = self.values.get("transport", "auto")
+        return transport == "target" or (transport == "auto" and not pod.target.runs_as_root)
+
+    def _remote(self, pod: Pod, remote: str) -> subprocess.CompletedProcess[str]:
+        """Run the shell command ``remote`` in the sandbox as its user, over SSH or through the
+        target (OpenShell 0.1.x: ExecSandbox, which runs it as the sandbox user under its policy).
+        Exit status 255 means the command could not be run at all, as ssh says it."""
+        if not self.uses_target(pod):
+            return self._ssh(pod, remote)
+        argv = ["sh", "-c", remote]
+        try:
+            result = pod.exec(argv, as_user=True)
+        except SandboxGone:
+            raise
+        except ClawguardError as exc:
+            return subprocess.CompletedProcess(argv, 255, "", str(exc))
+        return subprocess.CompletedProcess(
+            argv, result.code, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+        )
+
     def _ssh(self, pod: Pod, remote: str) -> subprocess.CompletedProcess[str]:
         proxy = str(self.values["ssh_proxy"]).replace("{sandbox}", shlex.quote(self.sandbox))
         argv = [
@@ -305,10 +335,11 @@ class Gateway:
 
     def probe(self, pod: Pod) -> Health:
         remote = shlex.join(["sh", "-c", _PROBE, "sh", self.values["health_url"]])
-        result = self._ssh(pod, remote)
+        result = self._remote(pod, remote)
         now = time.time()
         if result.returncode == 255:
-            return Health(False, f"ssh failed: {result.stderr.strip()[-200:]}", now)
+            via = "the sandbox's exec" if self.uses_target(pod) else "ssh"
+            return Health(False, f"{via} failed: {result.stderr.strip()[-200:]}", now)
         code, _, body = result.stdout.partition("\n")
         code = code.strip()
         if code == "401" or (code == "200" and _says_ok(body)):
@@ -328,14 +359,14 @@ class Gateway:
     def start(self, pod: Pod) -> None:
         # A background job that keeps the session's stdin open makes sshd (and so
         # ssh) wait forever; start it with stdin from /dev/null.
-        result = self._ssh(pod, "exec </dev/null; " + self.values["start"])
+        result = self._remote(pod, "exec </dev/null; " + self.values["start"])
         if result.returncode != 0:
             raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
 
     def stop(self, pod: Pod) -> None:
         """Stop the gateway and make sure nothing serves its port any more."""
         if self.values["stop"]:
-            result = self._ssh(pod, "exec </dev/null; " + self.values["stop"])
+            result = self._remote(pod, "exec </dev/null; " + self.values["stop"])
             if result.returncode == 255:
                 raise GatewayError(f"stopping the gateway failed: {result.stderr.strip()[-300:]}")
             return
