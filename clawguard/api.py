@@ -34,7 +34,6 @@ from .pod import Pod
 from .restore import AgentRejected, Progress, preflight_objections, resolve_owners
 from .state import StateStore, read_json
 from .targets import Discovery, Target, make_target
-from .targets import _docker as docker_api
 from .targets import discover as discover_with
 
 
@@ -183,9 +182,10 @@ class Clawguard:
 
 def discover(docker_host: str | None = None) -> Discovery:
     """Every OpenShell sandbox running on this machine (``clawguard init``), each one found
-    by its target kind and located as the daemon will locate it. Needs no config; raises
-    TargetError when Docker cannot be reached."""
-    return discover_with(docker_api.client(docker_host))
+    by its target kind and located as the daemon will locate it: k3s pods and Docker
+    containers through the Docker engine at ``docker_host``, OpenShell 0.1.x sandboxes
+    through every gateway the OpenShell CLI registered. Needs no config."""
+    return discover_with(docker_host)
 
 
 def sandbox_contexts(config: Config, store: StateStore, targets: Mapping[str, Target]) -> list[SandboxContext]:

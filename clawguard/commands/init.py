@@ -2,8 +2,9 @@
 
 Each target kind finds its own (``clawguard.targets.discover``): generation 1 pods in
 every running ``openshell-cluster-<gateway>``, generation 2 containers labelled
-``openshell.ai/managed-by=openshell``; each one located exactly as the daemon will
-locate it. ``clawguard.starter`` writes the config and an empty archive per sandbox.
+``openshell.ai/managed-by=openshell``, generation 3 (OpenShell 0.1.x) READY sandboxes
+of every gateway the OpenShell CLI registered, through the gateway API; each one
+located exactly as the daemon will locate it. ``clawguard.starter`` writes the config and an empty archive per sandbox.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     entries = starter.config_keys(discovery.found, discovery.notes)
     _report(entries, discovery.notes, report)
     if not entries:
-        output.error("no running OpenShell sandbox found (neither openshell-cluster-* pods nor Docker sandboxes)")
+        output.error(
+            "no running OpenShell sandbox found (no openshell-cluster-* pod, no Docker sandbox, no READY sandbox "
+            "on an OpenShell 0.1.x gateway)" + (f"; {discovery.docker_down}" if discovery.docker_down else "")
+        )
         return 1
     if args.print_only:
         text = starter.render(entries, archives)

@@ -18,12 +18,13 @@ def make_target(sandbox: str, values: Mapping[str, Any]) -> Target:
     return REGISTRY[values["kind"]](sandbox, values)
 
 
-def discover(client: Any) -> Discovery:
-    """Every running sandbox that any target kind finds through Docker (``client``), oldest
-    OpenShell generation first. Raises TargetError when Docker cannot be reached."""
-    found = Discovery()
+def discover(docker_host: str | None = None) -> Discovery:
+    """Every running sandbox that any target kind finds, oldest OpenShell generation first.
+    The engine-based kinds search the Docker engine at ``docker_host`` (default: DOCKER_HOST
+    or the local socket); an unreachable engine is a note, and the other kinds still search."""
+    found = Discovery(docker_host=docker_host)
     for kind in sorted(REGISTRY.values(), key=lambda cls: (cls.generation, cls.kind)):
-        kind.discover(client, found)
+        kind.discover(found)
     return found
 
 

@@ -136,13 +136,17 @@ class DockerTarget(Target):
         return ("docker", self.values.get("docker_host"), self.container, tuple(sorted(self.labels.items())))
 
     @classmethod
-    def discover(cls, client: docker.DockerClient, into: Discovery) -> None:
+    def discover(cls, into: Discovery) -> None:
         """Every running container labelled ``openshell.ai/managed-by=openshell``, one sandbox
         per ``openshell.ai/sandbox-name``, located with the label selector the config will hold."""
+        client = into.docker_client()
+        if client is None:
+            return
         try:
             containers = client.api.containers(all=True, filters={"label": [f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"]})
         except (docker.errors.DockerException, OSError) as exc:
-            raise TargetError(f"Docker is not reachable: {exc}") from None
+            into.engine_down(exc)
+            return
         running: set[str] = set()
         for container in containers:
             sandbox = (container.get("Labels") or {}).get(SANDBOX_NAME_LABEL)

@@ -226,13 +226,17 @@ class K3sTarget(Target):
         return sorted(set(ids))
 
     @classmethod
-    def discover(cls, client: docker.DockerClient, into: Discovery) -> None:
+    def discover(cls, into: Discovery) -> None:
         """Every running ``openshell-cluster-<gateway>`` container's running pods, listed by
         their kubelet labels with ``ctr``, each located as the daemon will locate it."""
+        client = into.docker_client()
+        if client is None:
+            return
         try:
             clusters = client.api.containers(all=True, filters={"name": CLUSTER_PREFIX})
         except (docker.errors.DockerException, OSError) as exc:
-            raise TargetError(f"Docker is not reachable: {exc}") from None
+            into.engine_down(exc)
+            return
         for cluster in sorted(
             _docker.container_name(c) for c in clusters if _docker.container_name(c).startswith(CLUSTER_PREFIX)
         ):

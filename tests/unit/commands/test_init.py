@@ -67,6 +67,13 @@ class FakeClient:
         self.api = api
 
 
+@pytest.fixture(autouse=True)
+def _no_openshell_gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OpenShell 0.1.x gateway registered: this machine's own must not leak in."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("OPENSHELL_GATEWAY", raising=False)
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
     api = FakeAPI()

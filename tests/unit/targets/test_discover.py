@@ -21,6 +21,18 @@ class _Nowhere:
         def containers(all: bool = False, filters: Any = None) -> list[dict[str, Any]]:
             return []
 
+    @staticmethod
+    def ping() -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_no_gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """An engine that lists nothing, and no OpenShell gateway registered."""
+    monkeypatch.setattr("clawguard.targets._docker.client", lambda base_url=None, timeout=60: _Nowhere())
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("OPENSHELL_GATEWAY", raising=False)
+
 
 @pytest.fixture
 def lab_kind() -> Iterator[type[Target]]:
@@ -40,7 +52,7 @@ def lab_kind() -> Iterator[type[Target]]:
             raise NotImplementedError
 
         @classmethod
-        def discover(cls, client: Any, into: Discovery) -> None:
+        def discover(cls, into: Discovery) -> None:
             for name in ("bench-box", "lost"):
                 into.add(
                     cls(name, {}), lambda instance, n=name: Found(n, cls.kind, {"kind": cls.kind}, "lab", instance, 3)
@@ -51,10 +63,10 @@ def lab_kind() -> Iterator[type[Target]]:
 
 
 def test_every_registered_kind_is_asked_oldest_generation_first(lab_kind: type[Target]) -> None:
-    found = discover(_Nowhere())
+    found = discover()
     assert [f.name for f in found.found] == ["bench-box"]  # k3s and docker saw nothing on this engine
     assert found.found[0].instance.where == "lab box bench-box"
     # One that its own locate cannot find is left out, and said why: what init writes must work.
     assert found.notes == ["lost (lab): skipped: not running"]
     order = sorted(REGISTRY.values(), key=lambda cls: (cls.generation, cls.kind))
-    assert order[:2] == [K3sTarget, DockerTarget] and order[-1] is lab_kind
+    assert order[:2] == [K3sTarget, DockerTarget] and lab_kind in order[2:]
