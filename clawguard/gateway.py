@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -93,10 +94,12 @@ GATEWAY_SCHEMA = Record(
             "http://127.0.0.1:18789/health",
         ),
         "host_key": Field(
-            Str(choices=("proxy", "pin", "accept-new", "strict")),
+            Str(choices=("proxy", "pin", "gateway", "accept-new", "strict")),
             "proxy: trust the authenticated OpenShell proxy, like OpenShell's CLI (its endpoint has a new "
             "in-memory key at every start); pin: read each new pod's key file (host_key_path) through the "
-            "target; accept-new: trust the first key of each pod; strict: only your own known_hosts.",
+            "target; gateway: accept only the key whose fingerprint the OpenShell 0.1.x gateway publishes for "
+            "the sandbox (host_key_fingerprint; kind openshell); accept-new: trust the first key of each pod; "
+            "strict: only your own known_hosts.",
             "proxy",
         ),
         "host_key_path": Field(
@@ -305,6 +308,8 @@ class Gateway:
             ]
         if mode == "strict":
             return ["-o", "StrictHostKeyChecking=yes"]
+        if mode == "gateway":
+            return gateway_pin_options(self._published_fingerprint(pod))
         if mode == "pin":
             self._pin(pod)
         elif self._pinned_for != pod.id:  # accept-new, on a new pod: forget the old pod's key
@@ -319,6 +324,15 @@ class Gateway:
             "-o",
             f"HostKeyAlias={self.host}",
         ]
+
+    def _published_fingerprint(self, pod: Pod) -> str:
+        fingerprint = pod.target.host_key_fingerprint(pod.instance)
+        if not fingerprint or not _FINGERPRINT.fullmatch(fingerprint):
+            raise GatewayError(
+                f"gateway.host_key: gateway needs the host key fingerprint an OpenShell 0.1.x gateway publishes "
+                f"(target kind openshell); the {pod.target.kind} target has {fingerprint or 'none'}"
+            )
+        return fingerprint
 
     def _pin(self, pod: Pod) -> None:
         if self._pinned_for == pod.id and self.known_hosts.exists():
@@ -441,6 +455,31 @@ class Gateway:
         )
         result: Health = waiting(self.probe, pod)
         return result
+
+
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
+# ssh's KnownHostsCommand, given the offered key's fingerprint, host, type and key and the
+# published fingerprint: a known_hosts line for the key only when the fingerprints match.
+# ssh expands % in it (%% is a %) after splitting it into words like a shell.
+KNOWN_HOSTS_SCRIPT = 'if [ "$1" = "$5" ]; then printf "%%s %%s %%s\\n" "$2" "$3" "$4"; fi'
+
+
+def gateway_pin_options(fingerprint: str) -> list[str]:
+    """ssh options that accept exactly the host key whose SHA256 fingerprint the OpenShell
+    gateway published for the sandbox, and no other: no known_hosts file is read or written."""
+    command = f"/bin/sh -c '{KNOWN_HOSTS_SCRIPT}' sh %f %H %t %K {fingerprint}"
+    return [
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "FingerprintHash=sha256",
+        "-o",
+        f"KnownHostsCommand={command}",
+    ]
 
 
 def _says_ok(body: str) -> bool:

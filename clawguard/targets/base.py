@@ -152,6 +152,11 @@ class Target(ABC):
         None when a kind cannot tell."""
         return None
 
+    def host_key_fingerprint(self, instance: Instance) -> str | None:
+        """The SSH host key fingerprint (``SHA256:...``) the platform publishes for this
+        instance, for ``gateway.host_key: gateway``; None where it publishes none."""
+        return None
+
     @abstractmethod
     def locate(self) -> Instance:
         """Find the running sandbox. Raises TargetError when it cannot be found."""

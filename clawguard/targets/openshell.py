@@ -338,6 +338,12 @@ class OpenShellTarget(Target):
         log.info("openshell.start_requested", sandbox=self.sandbox)
         return "asked the gateway to start it (StartSandbox)"
 
+    def host_key_fingerprint(self, instance: Instance) -> str | None:
+        """The fingerprint the gateway publishes for the sandbox, read now (stable per sandbox id,
+        new when it is re-created): only for the located instance."""
+        now = self.incarnation()
+        return now.host_key_fingerprint if now.instance_id == instance.id else None
+
     @classmethod
     def discover(cls, into: Discovery) -> None:
         """Every READY sandbox of every gateway the OpenShell CLI registered on this machine."""
