@@ -21,8 +21,9 @@ The instance ID is a digest of the first two: either change is a new pod and get
 full, verified restore (which reads first and rewrites only what differs). A new
 main process keeps the instance and wakes the daemon, which checks the gateway.
 
-Exec. The gateway joins argv with POSIX quoting and runs ``bash -lc`` of it **as the
-sandbox user, under the sandbox's policy, never as root** (``runs_as_root`` is
+Exec. The gateway joins argv with POSIX quoting and runs ``bash -c`` of it (``-lc``
+unless ``no_login_shell``, which clawguard sets: a login shell would run the agent's
+own ``~/.profile`` first) **as the sandbox user, under the sandbox's policy, never as root** (``runs_as_root`` is
 False: the plan refuses steps that need root before anything is written). Its
 limits are kept here: at most 1024 arguments, 32 KiB each, 256 KiB in all (a
 longer argv travels on stdin, in front of the command's own input), requests of at
@@ -74,6 +75,8 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 UNARY_STDIN_BYTES = 1024 * 1024
 STDIN_CHUNK = 1024 * 1024
 STDERR_KEPT = 64 * 1024
+# Where a non-login shell finds commands; npm's global bin (/usr/local/bin) holds openclaw.
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # SandboxPhase (openshell.v1).
 PHASES = {
     0: "UNSPECIFIED",
@@ -418,6 +421,10 @@ class OpenShellTarget(Target):
             workspace_scope=self._scope(),
             sandbox=self.name,
             command=command,
+            # bash -c, not -lc: a login shell would first run the sandbox user's ~/.profile,
+            # which is the agent's to write, before each of clawguard's commands.
+            no_login_shell=True,
+            environment={"PATH": SANDBOX_PATH},
             execution_timeout={"seconds": int(self.values["timeout"])},
             request_id=str(uuid.uuid4()),
         )
