@@ -203,6 +203,13 @@ class Metrics:
             ["sandbox"],
             registry=r,
         )
+        self.sandbox_starts = Counter(
+            "clawguard_sandbox_starts",
+            "StartSandbox calls for a sandbox the OpenShell 0.1.x gateway reported ERROR, STOPPED or COMPLETED, "
+            "by outcome: requested, or refused (a crash or OOM death needs delete and create).",
+            ["sandbox", "outcome"],
+            registry=r,
+        )
         Info("clawguard", "The clawguard daemon.", registry=r).info({"version": __version__})
         r.register(_ScrapeTimeCollector(self))
         if process_metrics:
@@ -267,6 +274,8 @@ class Metrics:
                 self.drift_repairs.labels(sandbox).inc(count)
         elif name == "gateway.health":
             self._gateway(sandbox, now, event.get("outcome") == "healthy")
+        elif name in ("openshell.start_requested", "openshell.start_refused"):
+            self.sandbox_starts.labels(sandbox, "requested" if name.endswith("requested") else "refused").inc()
         if name == "sandbox.detected":
             self.replacements.labels(sandbox).inc()
             waited = _number(event.get("since_event"))

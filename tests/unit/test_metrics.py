@@ -209,6 +209,14 @@ def test_drift_repairs_count_steps(metrics: Metrics) -> None:
     assert value(metrics, "clawguard_drift_repairs_total", sandbox="other-box") == 0
 
 
+def test_sandbox_starts_count_requests_and_refusals(metrics: Metrics) -> None:
+    feed(metrics, "openshell.start_requested")
+    feed(metrics, "openshell.start_requested")
+    feed(metrics, "openshell.start_refused", error="crashed: delete and create")
+    assert value(metrics, "clawguard_sandbox_starts_total", sandbox=SANDBOX, outcome="requested") == 2
+    assert value(metrics, "clawguard_sandbox_starts_total", sandbox=SANDBOX, outcome="refused") == 1
+
+
 def test_config_error_is_set_by_input_errors_until_a_good_restore(metrics: Metrics) -> None:
     assert value(metrics, "clawguard_config_error", sandbox=SANDBOX) == 0
     feed(metrics, "restore.input_error", error="owner 'sandbox' does not exist in this pod", reason="pod replaced")
