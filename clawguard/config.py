@@ -90,7 +90,29 @@ DAEMON_SCHEMA = Record(
         "persist_interval": Field(
             Int(minimum=1, maximum=86400), "Seconds between captures of each sandbox's persisted paths.", 60
         ),
-        "persist_keep": Field(Int(minimum=1, maximum=1000), "Capture generations kept per sandbox.", 5),
+        "persist_keep_within": Field(
+            Int(minimum=0, maximum=30 * 86400),
+            "Keep every capture generation taken within this many seconds (borg's --keep-within). Captures are "
+            "kept by age: this, then persist_keep_hourly and persist_keep_daily (docs/daemon.md).",
+            3600,
+        ),
+        "persist_keep_hourly": Field(
+            Int(minimum=0, maximum=24 * 366),
+            "Then keep the newest generation of each of the last this many clock hours (UTC).",
+            48,
+        ),
+        "persist_keep_daily": Field(
+            Int(minimum=0, maximum=3660),
+            "Then keep the newest generation of each of the last this many days (UTC).",
+            14,
+        ),
+        "persist_keep": Field(
+            Int(minimum=1, maximum=1000),
+            "Also keep the newest this many generations, whatever their age (borg's --keep-last; before the "
+            "age rules, the only rule). A capture much smaller than the newest good one never displaces a good "
+            "one under any of these rules.",
+            5,
+        ),
         "max_parallel": Field(
             Int(minimum=1, maximum=64, word="auto", type_name='an integer or "auto"'),
             "Restores running at once across sandboxes (after a cluster restart, all need one); a sandbox "
@@ -154,6 +176,9 @@ class DaemonSettings:
     backoff_max: int
     verify_interval: int
     persist_interval: int
+    persist_keep_within: int
+    persist_keep_hourly: int
+    persist_keep_daily: int
     persist_keep: int
     max_parallel: int | str
     live_resync: bool

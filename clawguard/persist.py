@@ -14,7 +14,14 @@ Two rules keep a capture from ever replacing good data with bad:
   half-restored pod is never captured. The live pod is recorded in state.json.
 * An empty capture never replaces a non-empty one, and a capture that fails
   halfway (the pod died, tar failed) is discarded; generations are written
-  atomically and the last ``persist_keep`` are kept.
+  atomically.
+
+Generations are kept by age, as backup tools prune (``Retention``): every one from the
+last hour, then the newest of each hour and of each day for a while, and the newest few
+whatever their age. A capture much smaller than the newest good one (MEMORY.md
+truncated, memory/ wiped) is *shrunk*: it is stored, as it is the agent's state now, but
+it never takes a good generation's place, so the good ones stay as long as they would
+have without it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import os
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
@@ -37,12 +44,13 @@ import structlog
 
 from .agent.versions import UNKNOWN, Capabilities
 from .entries import Entry, Ids
-from .errors import TargetError
+from .errors import TargetError, printable
 from .layout import Layout
 from .state import StateStore, atomic_write
 from .targets.base import OutputTooLarge
 
 if TYPE_CHECKING:
+    from .config import DaemonSettings
     from .context import SandboxContext
     from .pod import Pod
 
@@ -137,6 +145,10 @@ class Capture:
     tops: list[str]
     tar: Path
     owner: Ids | None = None  # the sandbox user's ids when it was taken (an image rebuild may change them)
+    #: Bytes of regular files under each of ``tops`` (None in generations written before it was kept).
+    sizes: dict[str, int] | None = None
+    #: Why it is much smaller than the newest good generation before it; empty when it is good.
+    shrunk: str = ""
 
     def read(self) -> bytes:
         data = self.tar.read_bytes()
@@ -151,12 +163,81 @@ class Capture:
         return data
 
 
-class CaptureStore:
-    """The generations of one sandbox, oldest first. Only this module writes them."""
+HOUR, DAY = 3600, 86400
+#: A persisted path that held at least this many bytes and now holds less than half as
+#: many (or is gone) makes a capture *shrunk*.
+SHRINK_MIN_BYTES = 64
 
-    def __init__(self, store: StateStore, sandbox: str, keep: int) -> None:
+
+@dataclass(frozen=True)
+class Retention:
+    """Which generations are kept, by age (borg prune's --keep-within, --keep-hourly,
+    --keep-daily and --keep-last), given the time now. Defaults: DAEMON_SCHEMA's."""
+
+    within: int = HOUR  # seconds: every generation taken this recently
+    hourly: int = 48  # the newest generation of each of the last this many clock hours (UTC)
+    daily: int = 14  # the newest generation of each of the last this many days (UTC)
+    last: int = 5  # the newest this many, whatever their age
+
+    @classmethod
+    def from_settings(cls, settings: DaemonSettings) -> Retention:
+        return cls(
+            within=settings.persist_keep_within,
+            hourly=settings.persist_keep_hourly,
+            daily=settings.persist_keep_daily,
+            last=settings.persist_keep,
+        )
+
+    @property
+    def horizon(self) -> int:
+        """Seconds back that the age rules reach: a good generation older than this is no
+        longer what a new capture is compared with."""
+        return max(self.within, self.hourly * HOUR, self.daily * DAY)
+
+    def keep(self, generations: Sequence[Capture], now: float) -> set[int]:
+        """The generation numbers to keep. The rules are applied to every generation and
+        again to the good ones alone: a shrunk capture is kept like any other, but the good
+        generation it would have displaced from an hour, a day or the newest few stays."""
+        good = [capture for capture in generations if not capture.shrunk]
+        return self._schedule(generations, now) | self._schedule(good, now)
+
+    def _schedule(self, generations: Sequence[Capture], now: float) -> set[int]:
+        ordered = sorted(generations, key=lambda c: (c.taken_at, c.generation))
+        kept = {c.generation for c in ordered[-self.last :]} if self.last > 0 else set()
+        kept |= {c.generation for c in ordered if now - c.taken_at < self.within}
+        for count, length in ((self.hourly, HOUR), (self.daily, DAY)):
+            if count <= 0:
+                continue
+            oldest = int(now // length) - count  # buckets after this one are kept
+            newest: dict[int, Capture] = {}
+            for capture in ordered:  # the last one seen in a bucket is its newest
+                bucket = int(capture.taken_at // length)
+                if bucket > oldest:
+                    newest[bucket] = capture
+            kept |= {c.generation for c in newest.values()}
+        return kept
+
+
+class CaptureStore:
+    """The generations of one sandbox, oldest first. Only this module writes them.
+
+    ``retention`` decides which are kept after each save (an integer: the newest that many
+    and the default age rules); ``clock`` is the time now, for the age rules (tests set it)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        sandbox: str,
+        retention: Retention | int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.sandbox = sandbox
-        self.keep = keep
+        if retention is None:
+            retention = Retention()
+        elif isinstance(retention, int):
+            retention = Retention(last=retention)
+        self.retention = retention
+        self.clock = clock
         self.directory = store.sandbox_dir(sandbox) / "persist"
 
     def generations(self) -> list[Capture]:
@@ -201,8 +282,10 @@ class CaptureStore:
                 tops=[str(t) for t in data["tops"]],
                 tar=tar,
                 owner=Ids(*(int(i) for i in data["owner"])) if data.get("owner") else None,
+                sizes={str(k): int(v) for k, v in data["sizes"].items()} if data.get("sizes") is not None else None,
+                shrunk=str(data.get("shrunk") or ""),
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # an unfinished or foreign file is not a generation
 
     def save(
@@ -217,15 +300,17 @@ class CaptureStore:
         """Store a capture: ``data`` is the tar stream, or a file of it in this store's
         directory, which is moved into place (never read into memory)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        latest = self.latest()
-        generation = (latest.generation + 1) if latest else 1
+        generations = self.generations()
+        generation = (generations[-1].generation + 1) if generations else 1
         tar = self.directory / f"{generation:08d}.tar"
         names = {_top(m.name) for m in members}
         tops = sorted(n for n in names if not any(n.startswith(other + "/") for other in names))
+        sizes = _sizes(members, tops)
+        taken_at = taken_at if taken_at is not None else self.clock()
         size, digest = (len(data), hashlib.sha256(data).hexdigest()) if isinstance(data, bytes) else _digest(data)
         capture = Capture(
             generation=generation,
-            taken_at=taken_at if taken_at is not None else time.time(),
+            taken_at=taken_at,
             container_id=container_id,
             reason=reason,
             files=sum(1 for m in members if m.isfile()),
@@ -234,6 +319,8 @@ class CaptureStore:
             tops=tops,
             tar=tar,
             owner=owner,
+            sizes=sizes,
+            shrunk=_shrunk(sizes, self._baseline(generations, taken_at)),
         )
         # The tar first, then its metadata: a generation exists only once both are complete.
         if isinstance(data, bytes):
@@ -245,11 +332,23 @@ class CaptureStore:
         meta = capture.summary()
         del meta["tar"]
         atomic_write(tar.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
-        self._prune()
+        self._prune([*generations, capture])
         return capture
 
-    def _prune(self) -> None:
-        for old in self.generations()[: -self.keep]:
+    def _baseline(self, generations: Sequence[Capture], now: float) -> Capture | None:
+        """What a new capture is compared with: the newest good generation within the
+        retention's horizon. After that long, a smaller state is the agent's new normal."""
+        for capture in reversed(generations):
+            if not capture.shrunk:
+                return capture if now - capture.taken_at <= self.retention.horizon else None
+        return None
+
+    def _prune(self, generations: Sequence[Capture] | None = None) -> None:
+        generations = self.generations() if generations is None else generations
+        kept = self.retention.keep(generations, self.clock())
+        for old in generations:
+            if old.generation in kept:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 old.tar.with_suffix(".json").unlink()
                 old.tar.unlink()
@@ -262,6 +361,37 @@ class CaptureStore:
 
 def _top(name: str) -> str:
     return "/" + name.strip("/")
+
+
+def _sizes(members: Sequence[tarfile.TarInfo], tops: Sequence[str]) -> dict[str, int]:
+    """Bytes of regular files under each persisted path that the capture holds."""
+    sizes = dict.fromkeys(tops, 0)
+    for member in members:
+        if not member.isfile():
+            continue
+        path = _top(member.name)
+        for top in tops:
+            if path == top or path.startswith(top + "/"):
+                sizes[top] += member.size
+                break
+    return sizes
+
+
+def _shrunk(sizes: Mapping[str, int], baseline: Capture | None) -> str:
+    """Why a capture whose paths hold ``sizes`` is much smaller than ``baseline``, or ''."""
+    if baseline is None or baseline.sizes is None:
+        return ""
+    lost = [
+        f"{_shown(top)} {before} -> {sizes.get(top, 0)} bytes"
+        for top, before in sorted(baseline.sizes.items())
+        if before >= SHRINK_MIN_BYTES and sizes.get(top, 0) * 2 < before
+    ]
+    return f"smaller than generation {baseline.generation}: " + "; ".join(lost) if lost else ""
+
+
+def _shown(path: str) -> str:
+    """A path as the agent named it, printable whatever bytes it holds."""
+    return printable(path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
 @dataclass(frozen=True)
@@ -369,7 +499,7 @@ def capture(ctx: SandboxContext, patterns: Sequence[str], pod: Pod, reason: str)
     Raises TargetError when the sandbox cannot be read; nothing is stored then.
     """
     sandbox, state = ctx.name, ctx.store
-    keep, max_bytes, node = ctx.settings.persist_keep, ctx.config.limits.max_persist_bytes, ctx.config.agent.node
+    max_bytes, node = ctx.config.limits.max_persist_bytes, ctx.config.agent.node
     bound = log.bind(sandbox=sandbox, container_id=pod.short_id, reason=reason)
     if not patterns:
         return CaptureOutcome("skipped", "nothing to persist")
@@ -384,7 +514,7 @@ def capture(ctx: SandboxContext, patterns: Sequence[str], pod: Pod, reason: str)
     started = time.monotonic()
     # The capture holds the data as of the moment tar started reading: that is its time.
     as_of = time.time()
-    store = CaptureStore(state, sandbox, keep)
+    store = CaptureStore(state, sandbox, Retention.from_settings(ctx.settings))
     store.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Streamed to a file beside the generations, never held in memory: the agent decides
     # how much its files hold, and past max_bytes the capture is stopped in the pod.
@@ -433,6 +563,9 @@ def capture(ctx: SandboxContext, patterns: Sequence[str], pod: Pod, reason: str)
         bytes=saved.size,
         duration=round(time.monotonic() - started, 3),
     )
+    if saved.shrunk:
+        # Stored (it is the agent's state now), but the good generations before it stay.
+        bound.warning("persist.capture_shrunk", generation=saved.generation, shrunk=saved.shrunk)
     return CaptureOutcome("saved", capture=saved)
 
 

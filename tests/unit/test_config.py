@@ -40,6 +40,11 @@ def test_minimal_config_gets_defaults(archive: Path, write_config) -> None:  # t
     assert sandbox.persist is None  # chosen per pod, from the agent's version
     assert sandbox.plan is None
     assert sandbox.limits.max_archive_bytes == 256 * 1024 * 1024
+    # Captures kept by age (issue 20): every one for an hour, hourly for 48 h, daily for 14 d,
+    # and the newest 5 whatever their age (persist_keep, the old count, still works).
+    daemon = config.daemon
+    assert (daemon.persist_keep_within, daemon.persist_keep_hourly, daemon.persist_keep_daily) == (3600, 48, 14)
+    assert daemon.persist_keep == 5
 
 
 def test_unknown_key_names_key_and_line(archive: Path, write_config) -> None:  # type: ignore[no-untyped-def]

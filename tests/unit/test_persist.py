@@ -13,8 +13,12 @@ from clawguard.agent import Version, capabilities
 from clawguard.converge import converge
 from clawguard.entries import Ids
 from clawguard.persist import (
+    DAY,
+    HOUR,
+    Capture,
     CaptureStore,
     CaptureTooLarge,
+    Retention,
     capture,
     covered,
     default_paths,
@@ -145,7 +149,7 @@ def test_read_members_keeps_only_declared_paths_and_drops_hostile_ones() -> None
 
 
 def test_store_keeps_the_last_generations_and_ignores_unfinished_ones(tmp_path: Path) -> None:
-    store = CaptureStore(StateStore(), "my-assistant", keep=2)
+    store = CaptureStore(StateStore(), "my-assistant", Retention(within=0, hourly=0, daily=0, last=2))
     infos = [_info("sandbox/ws/MEMORY.md")]
     for n in range(3):
         store.save(_tar((infos[0], f"v{n}".encode())), "a" * 64, "interval", infos)
@@ -247,7 +251,7 @@ def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path
 
 
 def test_a_damaged_latest_generation_falls_back_to_the_one_before(tmp_path: Path) -> None:
-    store = CaptureStore(StateStore(), "my-assistant", keep=5)
+    store = CaptureStore(StateStore(), "my-assistant", Retention(last=5))
     infos = [_info("sandbox/ws/MEMORY.md")]
     store.save(_tar((infos[0], b"older")), "a" * 64, "interval", infos)
     newest = store.save(_tar((infos[0], b"newer")), "a" * 64, "interval", infos)
@@ -364,3 +368,162 @@ def test_a_replaced_pod_that_was_wiped_gets_its_gateway_started_without_a_doomed
     assert converge(ctx, reason="pod replaced").ok  # nothing to write: not known to be new, probe first
     assert converge(ctx, reason="daemon start").ok
     assert gateway.fresh == [True, False, False]
+
+
+# ------------------------------------------------------------------ retention by age (issue 20)
+
+MINUTE = 60
+# 2026-11-02 00:00 UTC: clock hours and days start on round numbers of this.
+EPOCH = 1_793_577_600.0
+
+
+class Clock:
+    """The time the store prunes by, moved by the test."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _generation(number: int, taken_at: float, shrunk: str = "") -> Capture:
+    return Capture(number, taken_at, "a" * 64, "interval", 1, 1, "0", [], Path("/x"), shrunk=shrunk)
+
+
+def test_the_age_rules_on_sixteen_days_of_captures_every_minute() -> None:
+    """What the defaults keep, pruned after every capture as the store does: every minute of
+    the last hour, the newest of each of the last 48 clock hours, of each of the last 14 days."""
+    retention = Retention()  # the config's defaults
+    assert retention == Retention(within=3600, hourly=48, daily=14, last=5)
+    kept: list[Capture] = []
+    end = EPOCH + 16 * DAY + 10 * HOUR + 30 * MINUTE  # day 16, 10:30
+    for number, taken_at in enumerate(range(int(EPOCH), int(end) + 1, MINUTE), start=1):
+        kept.append(_generation(number, taken_at))
+        survivors = retention.keep(kept, taken_at)
+        kept = [c for c in kept if c.generation in survivors]
+    ages = sorted(end - c.taken_at for c in kept)
+    assert [age for age in ages if age < HOUR] == [n * MINUTE for n in range(60)]  # every minute of the last hour
+    older = [c for c in kept if end - c.taken_at >= HOUR]
+    # Past the hour, one per clock hour and the newest of it (xx:59): the last 48 clock hours...
+    hours = [int(c.taken_at // HOUR) for c in older]
+    assert len(hours) == len(set(hours)) and all(c.taken_at % HOUR == HOUR - MINUTE for c in older)
+    now_hour = int(end // HOUR)
+    assert {h for h in hours if h > now_hour - 48} == set(range(now_hour - 47, now_hour - 1))  # 10:00, 09:00 within
+    # ...and before those, one per day, the newest of it (23:59), for the last 14 days.
+    before = [c for c in older if int(c.taken_at // HOUR) <= now_hour - 48]
+    assert all(c.taken_at % DAY == DAY - MINUTE for c in before)
+    days = {int(c.taken_at // DAY) for c in kept}
+    assert days == set(range(int(end // DAY) - 13, int(end // DAY) + 1)) and max(ages) < 14 * DAY
+    assert len(kept) <= 60 + 48 + 14
+
+
+def test_a_capture_stream_of_one_pod_that_stops_keeps_its_newest() -> None:
+    """Captures stop (the sandbox is gone for weeks): the newest few stay whatever their age."""
+    generations = [_generation(n, EPOCH + n * MINUTE) for n in range(1, 11)]
+    assert Retention().keep(generations, EPOCH + 60 * DAY) == {6, 7, 8, 9, 10}
+
+
+def _memory_capture(memory: bytes, offset: int) -> tuple[bytes, list[tarfile.TarInfo]]:
+    """One capture of MEMORY.md and the telegram offset file, as tar and its members."""
+    infos = [_info("sandbox/ws/MEMORY.md"), _info("sandbox/tg/update-offset-default.json")]
+    data = _tar((infos[0], memory), (infos[1], b'{"offset": %d}' % offset))
+    return data, infos
+
+
+def test_a_truncated_memory_for_hours_keeps_the_last_good_capture_and_the_older_good_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20: with keep 5 every 60 s, a truncated MEMORY.md replaced every good generation
+    within five minutes. Now the shrunk captures are stored, but each good generation that the
+    rules would keep without them stays: the same ones a store that never saw them keeps."""
+    monkeypatch.setattr(os, "fsync", lambda _fd: None)  # 700 generations written: durability is not tested here
+    clock = Clock(EPOCH)
+    store = CaptureStore(StateStore(), "my-assistant", Retention(), clock)
+    control = CaptureStore(StateStore(), "control", Retention(), clock)  # the good captures alone
+    memory = b"- the user likes tea\n" * 200  # 4 KiB of the agent's memory
+    offset = 0
+    for minute in range(3 * 60 + 17):  # three hours and 17 minutes of good captures, one a minute
+        clock.now = EPOCH + 4 * HOUR + minute * MINUTE
+        offset += 1
+        for each in (store, control):
+            each.save(*_capture_args(memory + b"%d\n" % minute, offset), taken_at=clock.now)
+    last_good = store.latest()
+    assert last_good is not None and not last_good.shrunk
+    for minute in range(5 * 60):  # then five hours of captures of a truncated MEMORY.md
+        clock.now = last_good.taken_at + (minute + 1) * MINUTE
+        offset += 1
+        store.save(*_capture_args(b"", offset), taken_at=clock.now)
+    control._prune()  # the control store prunes at the same time now
+
+    generations = store.generations()
+    good = [c for c in generations if not c.shrunk]
+    shrunk = [c for c in generations if c.shrunk]
+    assert good and good[-1] == last_good  # the last good generation is still there
+    assert [c.taken_at for c in good] == [c.taken_at for c in control.generations()]  # none evicted
+    assert len(good) >= 4  # the last good one and the newest of each earlier hour
+    assert store.latest() == shrunk[-1]  # the agent's state now is what a new pod gets
+    assert shrunk[0].shrunk == (
+        f"smaller than generation {last_good.generation}: /sandbox/ws/MEMORY.md {last_good.sizes['/sandbox/ws/MEMORY.md']}"  # type: ignore[index]
+        " -> 0 bytes"
+    )
+    assert all(c.shrunk.startswith(f"smaller than generation {last_good.generation}:") for c in shrunk)
+    # Were the shrunk captures judged like any other, the newest of the truncation's hour would
+    # have displaced the last good one once an hour had passed:
+    plain = Retention().keep([Capture(**{**vars(c), "shrunk": ""}) for c in generations], clock.now)
+    assert last_good.generation not in plain
+
+
+def _capture_args(memory: bytes, offset: int) -> tuple[bytes, str, str, list[tarfile.TarInfo]]:
+    data, infos = _memory_capture(memory, offset)
+    return data, "a" * 64, "interval", infos
+
+
+def test_after_the_longest_span_a_smaller_state_is_the_new_normal() -> None:
+    """The agent did shorten its memory: once no good generation is within the rules' longest
+    span, a capture is compared with nothing and is good again, and the old ones can go."""
+    clock = Clock(EPOCH)
+    retention = Retention(within=10 * MINUTE, hourly=2, daily=0, last=1)  # the longest span: 2 h
+    store = CaptureStore(StateStore(), "my-assistant", retention, clock)
+    store.save(*_capture_args(b"x" * 1000, 1))
+    clock.now += MINUTE
+    assert store.save(*_capture_args(b"x" * 10, 2)).shrunk.startswith("smaller than generation 1:")
+    clock.now += 2 * HOUR - MINUTE
+    assert store.save(*_capture_args(b"x" * 11, 3)).shrunk.startswith("smaller than generation 1:")  # 2 h: still
+    # 1 is the newest good one (persist_keep over the good ones); 2 is in no kept hour any more.
+    assert [c.generation for c in store.generations()] == [1, 3]
+    clock.now += MINUTE
+    assert store.save(*_capture_args(b"x" * 12, 4)).shrunk == ""  # past 2 h: nothing to compare with
+    clock.now += HOUR
+    store.save(*_capture_args(b"x" * 13, 5))
+    assert [c.generation for c in store.generations()] == [4, 5]  # 1, the old good one, is gone
+    assert store.save(*_capture_args(b"x" * 5, 6)).shrunk == ""  # 13 -> 5: too small to judge
+
+
+def test_a_small_file_or_a_growing_one_is_not_shrunk() -> None:
+    """Only a path that held at least 64 bytes and lost more than half of them counts."""
+    store = CaptureStore(StateStore(), "my-assistant")
+    store.save(*_capture_args(b"x" * 63, 1))
+    assert store.save(*_capture_args(b"", 2)).shrunk == ""  # too small to judge
+    store.save(*_capture_args(b"x" * 100, 3))
+    assert store.save(*_capture_args(b"x" * 49, 4)).shrunk.endswith("/sandbox/ws/MEMORY.md 100 -> 49 bytes")
+    assert store.save(*_capture_args(b"x" * 50, 5)).shrunk == ""  # half is not less than half
+    assert store.save(*_capture_args(b"x" * 200, 6)).shrunk == ""  # grown
+
+
+def test_retention_comes_from_the_daemon_settings_and_persist_keep_still_works(archive: Path) -> None:
+    from clawguard.config import DaemonSettings
+
+    assert Retention.from_settings(DaemonSettings.defaults()) == Retention()
+    config = parse_config(
+        basic_config(archive).replace(
+            "sandboxes:",
+            "daemon:\n  persist_keep: 20\n  persist_keep_within: 600\n  persist_keep_daily: 0\nsandboxes:",
+        ),
+        "c.yaml",
+    )
+    assert Retention.from_settings(config.daemon) == Retention(within=600, hourly=48, daily=0, last=20)
+    with pytest.raises(ConfigError, match=r"c.yaml:2: daemon.persist_keep_hourly: must be at least 0"):
+        parse_config(
+            basic_config(archive).replace("sandboxes:", "daemon: {persist_keep_hourly: -1}\nsandboxes:"), "c.yaml"
+        )
