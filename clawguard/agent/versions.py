@@ -53,6 +53,19 @@ class Capabilities:
     #: Measured against the real agent from npm, or found in its published code.
     evidence: str
 
+    def refuses_approvals(self, how: str) -> str | None:
+        """Why this version cannot work with exec approvals kept as ``how`` (``layout.exec_approvals``
+        or an exec_approvals step's ``layout``: file, symlink or cli); None when it can."""
+        if how == "symlink" and self.approvals_symlink == "refused":
+            return "refuses a symlinked exec-approvals.json (its gateway exits at start)"
+        if how in ("file", "symlink") and self.approvals == "cli":
+            return (
+                "keeps exec approvals in its SQLite database: an exec-approvals.json is imported once and deleted, "
+                'then blocks every approval and `openclaw skills list` ("Legacy exec approvals exist ... Run '
+                '`openclaw doctor --fix`")'
+            )
+        return None
+
 
 #: Oldest first. A version older than the first row gets the first row.
 TABLE: tuple[Capabilities, ...] = (

@@ -69,10 +69,12 @@ class ExecApprovalsStep(Step):
             # exists, blocks every approval until `openclaw doctor --fix`; a symlink stops it.
             why = f"{ctx.describe_agent()} keeps approvals in its database; a legacy file there blocks them"
             return [Entry(link, "absent", why=why)]
-        if how == "symlink" and ctx.agent.approvals_symlink == "refused":
+        refusal = ctx.agent.refuses_approvals(how)
+        if refusal:
+            fix = "use cli, or leave it out" if self.values["layout"] else "use auto or cli"
             raise ConfigError(
-                f"exec_approvals: symlink: {ctx.describe_agent()} refuses a symlinked exec-approvals.json "
-                "(its gateway exits at start); use auto or cli",
+                f"exec_approvals: {how}: {ctx.describe_agent()} {refusal}; {fix} "
+                "(the approvals then go through `openclaw approvals set`)",
                 key=f"{self.origin.key}.layout" if self.values["layout"] else "layout.exec_approvals",
             )
         # 0600 like the agent keeps it, but a policy, not a credential.
@@ -93,11 +95,6 @@ class ExecApprovalsStep(Step):
 
     def warnings(self, ctx: StepContext) -> list[str]:
         how = self.how(ctx)
-        if how in ("file", "symlink") and ctx.agent.approvals == "cli":
-            return [
-                f"{self.name}: {ctx.describe_agent()} keeps exec approvals in its database; a file is imported "
-                "once and deleted, then blocks approvals (set layout.exec_approvals to auto)"
-            ]
         if how == "symlink" and ctx.agent.approvals_symlink == "read-only":
             return [
                 f"{self.name}: {ctx.describe_agent()} reads a symlinked exec-approvals.json but cannot save "
