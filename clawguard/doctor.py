@@ -1,10 +1,14 @@
 """``clawguard doctor``: every known trap, checked in order, each as one line with its fix.
 
-The checks follow the path a restore takes: Docker, the config and archive, the
-sandbox, the plan against the live sandbox, the two files whose absence breaks
-the agent silently (exec-approvals, the telegram directory's owner), the gateway
-over the SSH proxy, then the systemd user service that keeps all of it running.
-A check that cannot run because an earlier one failed is reported as skipped.
+The checks follow the path a restore takes: the config, then for each sandbox its
+archive, the Docker daemon its target reaches it through (only for a target kind that
+uses Docker, at the target's own ``docker_host``), the sandbox as its target locates
+it, the plan against the live sandbox, the two files whose absence breaks the agent
+silently (exec-approvals, the telegram directory's owner), the gateway; then the
+systemd user service that keeps all of it running. Every sandbox is reached only
+through its own Target: one whose Docker is down does not stop the others' checks,
+and a kind that needs no Docker never asks for one. A check that cannot run because
+an earlier one failed is reported as skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from .pod import Pod
 from .restore import FAILED, WOULD_CHANGE, run_plan
 from .sandboxfs import SandboxCommandFailed
 from .targets import Target
+from .targets import _docker as docker_api
+
+#: Where docker-py connects when neither the target nor DOCKER_HOST names a daemon.
+LOCAL_DOCKER = "unix:///var/run/docker.sock"
 
 PASS, FAIL, SKIP = "ok", "failed", "skipped"
 
@@ -65,10 +73,6 @@ def diagnose(
     targets: dict[str, Target] | None = None,
 ) -> Iterator[Check]:
     """Yield each check as it completes (the CLI prints them as they come)."""
-    docker_ok = False
-    for check in _docker(runner):
-        docker_ok = check.outcome == PASS
-        yield check
     path = Path(config_path).expanduser() if config_path else default_path()
     try:
         config = load_config(path)
@@ -81,38 +85,57 @@ def diagnose(
         return
     yield Check("config", PASS, f"{path}: {len(config.sandboxes)} sandbox(es)")
     guard = Clawguard(config, targets=targets)
+    dockers: dict[str | None, tuple[str, str]] = {}  # each Docker daemon is asked once, whoever uses it
     for item in selected:
-        yield from _sandbox(guard.context(item.name), docker_ok)
+        yield from _sandbox(guard.context(item.name), dockers)
     yield from _systemd(runner, config)
 
 
 _DOCS = "docs"
 
 
-def _docker(runner: Runner) -> Iterator[Check]:
-    import docker
+def docker_host(target: Target) -> str | None:
+    """The Docker daemon ``target`` reaches its sandbox through, as docker-py will connect
+    to it (the target's ``docker_host``, else DOCKER_HOST, else the local socket); None for
+    a kind that needs no Docker. A kind uses Docker when it declares ``docker_host``."""
+    if "docker_host" not in target.params:
+        return None
+    return target.values.get("docker_host") or os.environ.get("DOCKER_HOST") or LOCAL_DOCKER
+
+
+def _reach_docker(configured: str | None) -> tuple[str, str]:
+    """Ask the Docker daemon that a target with ``docker_host: configured`` connects to
+    for its version, as the target connects. (version, "") or ("", the error)."""
     import docker.errors
 
     try:
-        client = docker.from_env(timeout=10)
-        version = client.version().get("Version", "?")
-    except docker.errors.DockerException as exc:
-        text = str(exc)
-        if "Permission denied" in text or "PermissionError" in text:
-            fix = (
-                "add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in again); "
-                f"that group is root-equivalent, see {_DOCS}/security.md"
-            )
-        elif "No such file" in text or "Connection refused" in text:
-            fix = "start Docker (`sudo systemctl start docker`) or set DOCKER_HOST"
-        else:
-            fix = "check that `docker info` works for this user"
-        yield Check("docker", FAIL, f"Docker is not reachable: {text[-200:]}", fix)
-        return
-    yield Check("docker", PASS, f"reachable, Docker {version}, as uid {os.getuid()}")
+        client = docker_api.client(configured, 10)
+        try:
+            return str(client.version().get("Version", "?")), ""
+        finally:
+            client.close()
+    except (ClawguardError, docker.errors.DockerException, OSError) as exc:
+        return "", str(exc).removeprefix("Docker is not reachable: ") or type(exc).__name__
 
 
-def _sandbox(ctx: SandboxContext, docker_ok: bool) -> Iterator[Check]:
+def _docker_check(name: str, target: Target, host: str, reached: tuple[str, str]) -> Check:
+    version, error = reached
+    if not error:
+        return Check("docker", PASS, f"reachable at {host}: Docker {version}, as uid {os.getuid()}", sandbox=name)
+    where = f"sandboxes.{name}.target.docker_host" if target.values.get("docker_host") else "DOCKER_HOST"
+    if "Permission denied" in error or "PermissionError" in error:
+        fix = (
+            "add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in again); "
+            f"that group is root-equivalent, see {_DOCS}/security.md"
+        )
+    elif "No such file" in error or "Connection refused" in error:
+        fix = f"start Docker there (`sudo systemctl start docker`), or fix {where}"
+    else:
+        fix = f"check that `docker -H {host} info` works for this user, or fix {where}"
+    return Check("docker", FAIL, f"Docker at {host} is not reachable: {error[-200:]}", fix, name)
+
+
+def _sandbox(ctx: SandboxContext, dockers: dict[str | None, tuple[str, str]]) -> Iterator[Check]:
     sandbox, name = ctx.config, ctx.name
 
     def check(what: str, outcome: str, detail: str, fix: str = "") -> Check:
@@ -130,10 +153,17 @@ def _sandbox(ctx: SandboxContext, docker_ok: bool) -> Iterator[Check]:
         yield check("archive", FAIL, str(exc), f"fix the archive, then `clawguard check {name}`")
     else:
         yield check("archive", PASS, f"{sandbox.archive}: {len(static.steps)} steps, {len(static.entries)} paths")
-    if not docker_ok:
-        yield from skipped("sandbox", "agent", "user", *later, why="Docker")
-        return
     target = ctx.target
+    host = docker_host(target)
+    if host is not None:
+        configured = target.values.get("docker_host")
+        if configured not in dockers:
+            dockers[configured] = _reach_docker(configured)
+        docker_line = _docker_check(name, target, host, dockers[configured])
+        yield docker_line
+        if docker_line.outcome != PASS:
+            yield from skipped("sandbox", "agent", "user", *later, why=f"Docker at {host}")
+            return
     try:
         pod = open_pod(sandbox, target, target.locate())
     except ClawguardError as exc:

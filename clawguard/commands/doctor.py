@@ -11,8 +11,9 @@ from ..redact import redact_text
 from .output import paint
 
 HELP = (
-    "Check Docker, the config and archive, the sandbox, the plan, exec-approvals, the telegram directory, "
-    "the gateway and the systemd service; print each problem with its fix."
+    "Check the config, then each sandbox through its own target (its archive, the Docker daemon its target "
+    "uses, if any, the sandbox, the plan, exec-approvals, the telegram directory, the gateway), and the "
+    "systemd service; print each problem with its fix."
 )
 EXAMPLE = "example: clawguard doctor my-assistant    (exit 1 when any check fails)"
 

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from clawguard import doctor
-from clawguard.doctor import FAIL, PASS, SKIP, Check, diagnose
+from clawguard.doctor import FAIL, PASS, SKIP, diagnose
+from clawguard.schema import Field, HostPath
+from clawguard.targets import REGISTRY
 
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
+
+# Where no Docker daemon listens: DOCKER_HOST set to it must not matter to a sandbox whose
+# target needs no Docker.
+NOWHERE = "unix:///nonexistent/docker.sock"
 
 
 class Host:
@@ -34,11 +40,29 @@ class Host:
 
 
 @pytest.fixture
-def docker_ok(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake(_runner: object) -> Iterator[Check]:
-        yield Check("docker", PASS, "reachable (test)")
+def no_local_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local Docker is down (DOCKER_HOST names a socket that does not exist)."""
+    monkeypatch.setenv("DOCKER_HOST", NOWHERE)
 
-    monkeypatch.setattr(doctor, "_docker", fake)
+
+class ChrootKind(ChrootTarget):
+    """The chroot double as a target kind of its own, built from the config like any other
+    (``target: {kind: chroot, root: DIR}``): a kind that needs no Docker."""
+
+    params: Mapping[str, Any] = {"root": Field(HostPath(), "The chroot directory.", required=True)}
+
+    def __init__(self, sandbox: str, values: Mapping[str, Any]) -> None:
+        super().__init__(Path(values["root"]))
+        self.sandbox = sandbox
+        self.values = dict(values)
+
+
+@pytest.fixture
+def chroot_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register ``kind: chroot`` for this test only (the class above has no ``kind`` in its
+    body, so defining it registered nothing)."""
+    monkeypatch.setattr(ChrootKind, "kind", "chroot", raising=False)
+    monkeypatch.setitem(REGISTRY, "chroot", ChrootKind)
 
 
 def _unit(tmp_path: Path) -> None:
@@ -48,7 +72,9 @@ def _unit(tmp_path: Path) -> None:
 
 
 @needs_root
-def test_a_wiped_pod_shows_each_trap_with_its_fix(archive: Path, tmp_path: Path, write_config, docker_ok: None) -> None:  # type: ignore[no-untyped-def]
+def test_a_wiped_pod_shows_each_trap_with_its_fix(
+    archive: Path, tmp_path: Path, write_config, no_local_docker: None
+) -> None:  # type: ignore[no-untyped-def]
     _unit(tmp_path)
     config = write_config(basic_config(archive, "    gateway: {enabled: false}\n"))
     root = make_sandbox_root(tmp_path / "root")
@@ -75,7 +101,9 @@ def test_a_wiped_pod_shows_each_trap_with_its_fix(archive: Path, tmp_path: Path,
 
 
 @needs_root
-def test_after_a_restore_the_sandbox_lines_pass(archive: Path, tmp_path: Path, write_config, docker_ok: None) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_restore_the_sandbox_lines_pass(
+    archive: Path, tmp_path: Path, write_config, no_local_docker: None
+) -> None:  # type: ignore[no-untyped-def]
     from clawguard import load_config
     from clawguard.converge import converge
 
@@ -86,7 +114,6 @@ def test_after_a_restore_the_sandbox_lines_pass(archive: Path, tmp_path: Path, w
     checks = list(diagnose(config, targets={"my-assistant": target}, runner=Host()))
     assert [c.name for c in checks if c.outcome == FAIL] == []
     assert [c.name for c in checks] == [
-        "docker",
         "config",
         "archive",
         "sandbox",
@@ -99,32 +126,92 @@ def test_after_a_restore_the_sandbox_lines_pass(archive: Path, tmp_path: Path, w
         "service",
         "watchdog",
         "lingering",
-    ]  # the order the issue asks for
+    ]  # the order the issue asks for; no Docker line: the chroot target needs none
 
 
-def test_without_docker_the_sandbox_checks_are_skipped_not_failed(
-    archive: Path, tmp_path: Path, write_config, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
-    def unreachable(_runner: object) -> Iterator[Check]:
-        yield Check("docker", FAIL, "Docker is not reachable: permission denied", "add yourself to the docker group")
-
-    monkeypatch.setattr(doctor, "_docker", unreachable)
-    config = write_config(basic_config(archive))
-    checks = list(diagnose(config, runner=Host(**{"is-enabled": (1, "disabled")})))
+def test_a_docker_target_is_checked_at_its_own_docker_host(archive: Path, tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20: doctor asked the local Docker, whatever target.docker_host said. The local
+    socket works in this test run (or not): either way, this sandbox's line names its own host."""
+    host = f"unix://{tmp_path}/no-docker-here.sock"
+    config = write_config(
+        f"""\
+version: 1
+sandboxes:
+  my-assistant:
+    target: {{kind: docker, container: openshell-my-assistant, docker_host: "{host}"}}
+    archive: {archive}
+"""
+    )
+    checks = [c for c in diagnose(config, runner=Host()) if c.sandbox == "my-assistant"]
+    docker = next(c for c in checks if c.name == "docker")
+    assert docker.outcome == FAIL and docker.detail.startswith(f"Docker at {host} is not reachable")
+    assert "/var/run/docker.sock" not in docker.detail
+    assert "sandboxes.my-assistant.target.docker_host" in docker.fix
     outcome = {c.name: c.outcome for c in checks}
-    assert outcome["docker"] == FAIL and outcome["archive"] == PASS
-    assert outcome["sandbox"] == SKIP and outcome["gateway"] == SKIP
-    assert outcome["service"] == FAIL  # no unit file in this test's config home
+    assert outcome["archive"] == PASS and outcome["sandbox"] == SKIP and outcome["gateway"] == SKIP
+    assert next(c for c in checks if c.name == "sandbox").detail == f"needs Docker at {host}"
 
 
-def test_a_broken_config_is_one_line_with_its_location(tmp_path: Path, write_config, docker_ok: None) -> None:  # type: ignore[no-untyped-def]
+@needs_root
+def test_with_local_docker_down_a_target_that_needs_none_is_still_checked(  # type: ignore[no-untyped-def]
+    archive: Path, tmp_path: Path, write_config, no_local_docker: None, chroot_kind: None
+) -> None:
+    """Issue 20 and issue 19's "one door": every sandbox check locates and execs through the
+    sandbox's own target, so local Docker being down stops only the sandboxes that use it."""
+    _unit(tmp_path)
+    root = make_sandbox_root(tmp_path / "root")
+    config = write_config(
+        f"""\
+version: 1
+sandboxes:
+  chrooted:
+    target: {{kind: chroot, root: {root}}}
+    archive: {archive}
+    gateway: {{enabled: false}}
+  on-k3s:
+    target: {{kind: k3s}}
+    archive: {archive}
+"""
+    )
+    checks = list(diagnose(config, runner=Host()))
+    chrooted = {c.name: c for c in checks if c.sandbox == "chrooted"}
+    assert "docker" not in chrooted  # this kind needs no Docker: none was asked for
+    assert chrooted["sandbox"].outcome == PASS and chrooted["sandbox"].detail.endswith(f"(chroot {root})")
+    assert chrooted["user"].outcome == PASS and chrooted["agent"].outcome == PASS
+    assert chrooted["plan"].outcome == FAIL and "drifted" in chrooted["plan"].detail  # checked, in the chroot
+    on_k3s = {c.name: c for c in checks if c.sandbox == "on-k3s"}
+    assert on_k3s["docker"].outcome == FAIL and on_k3s["docker"].detail.startswith(f"Docker at {NOWHERE} ")
+    assert "DOCKER_HOST" in on_k3s["docker"].fix
+    assert on_k3s["sandbox"].outcome == SKIP
+    assert [c.name for c in checks][-3:] == ["service", "watchdog", "lingering"]
+
+
+def test_an_openshell_sandbox_needs_no_docker(archive: Path, write_config, no_local_docker: None) -> None:  # type: ignore[no-untyped-def]
+    """Issue 19's one door: a kind that reaches its sandbox through the OpenShell gateway API
+    asks no Docker daemon, and DOCKER_HOST pointing nowhere does not show in its lines."""
+    config = write_config(
+        f"""\
+version: 1
+sandboxes:
+  my-assistant:
+    target: {{kind: openshell, gateway: not-registered}}
+    archive: {archive}
+"""
+    )
+    checks = {c.name: c for c in diagnose(config, runner=Host()) if c.sandbox == "my-assistant"}
+    assert "docker" not in checks
+    assert checks["sandbox"].outcome == FAIL and "not-registered" in checks["sandbox"].detail  # the target's answer
+    assert all("Docker" not in c.detail and "docker.sock" not in c.detail for c in checks.values())
+
+
+def test_a_broken_config_is_one_line_with_its_location(tmp_path: Path, write_config, no_local_docker: None) -> None:  # type: ignore[no-untyped-def]
     config = write_config("version: 1\nsandboxes:\n  x:\n    target: {kind: k3s}\n    archiv: /x\n")
     checks = list(diagnose(config, runner=Host()))
     bad = next(c for c in checks if c.name == "config")
     assert bad.outcome == FAIL and ":5:" in bad.detail and "archiv" in bad.detail
 
 
-def test_cli_exit_status_and_json(tmp_path: Path, write_config, docker_ok: None, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_exit_status_and_json(tmp_path: Path, write_config, no_local_docker: None, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
     from clawguard.cli import main
@@ -135,12 +222,12 @@ def test_cli_exit_status_and_json(tmp_path: Path, write_config, docker_ok: None,
     out = capsys.readouterr().out
     assert "✗ config:" in out and "    fix: " in out and "\033[" not in out
     assert main(["-c", str(config), "doctor", "--json"]) == 1
-    assert {c["name"] for c in json.loads(capsys.readouterr().out)} >= {"docker", "config", "service"}
+    assert {c["name"] for c in json.loads(capsys.readouterr().out)} >= {"config", "service"}
 
 
 @needs_root
 def test_an_agent_that_cannot_tell_its_version_is_a_failed_line(
-    archive: Path, tmp_path: Path, write_config, docker_ok: None
+    archive: Path, tmp_path: Path, write_config, no_local_docker: None
 ) -> None:  # type: ignore[no-untyped-def]
     import io
 
@@ -153,3 +240,27 @@ def test_an_agent_that_cannot_tell_its_version_is_a_failed_line(
     assert checks["agent"].outcome == FAIL and "cannot tell which OpenClaw" in checks["agent"].detail
     assert "agent.version" in checks["agent"].fix
     assert checks["user"].outcome == PASS  # the rest still runs, on the seed's assumptions
+
+
+@needs_root
+def test_an_approvals_layout_the_agent_cannot_use_is_a_failed_plan_line_with_its_place(
+    archive: Path, tmp_path: Path, write_config, no_local_docker: None
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20 item 6: `layout.exec_approvals: file` on OpenClaw 2026.8.1+ broke every
+    approval while restores said ok; doctor names it with the file, key, line and version."""
+    import io
+
+    from clawguard import log
+
+    log.configure("error", io.StringIO())
+    config = write_config(
+        basic_config(archive, "    gateway: {enabled: false}\n    layout:\n      exec_approvals: file\n")
+    )
+    target = ChrootTarget(make_sandbox_root(tmp_path / "root", agent="2026.9.6"))
+    checks = {c.name: c for c in diagnose(config, targets={"my-assistant": target}, runner=Host())}
+    assert checks["agent"].outcome == PASS and checks["agent"].detail.startswith("OpenClaw 2026.9.6")
+    plan = checks["plan"]
+    assert plan.outcome == FAIL
+    assert plan.detail.startswith(f"{config}:11: sandboxes.my-assistant.layout.exec_approvals: exec_approvals: file: ")
+    assert "OpenClaw 2026.9.6 keeps exec approvals in its SQLite database" in plan.detail
+    assert "use auto or cli" in plan.detail
