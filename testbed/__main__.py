@@ -15,6 +15,11 @@ Generation 2 (each sandbox a plain Docker container, no cluster needed):
 ``add-docker NAME``, ``recreate-docker NAME``, ``rm-docker NAME`` and
 ``exec-docker NAME -- CMD...``; ``status`` lists them under
 ``docker_sandboxes`` and ``down`` removes them too.
+
+Generation 3 (OpenShell 0.1.x through its gRPC gateway API): ``gateway COMMAND --home DIR
+[--name NAME] ...`` runs the stand-in gateway of :mod:`testbed.openshell_gateway` (``serve``,
+``up``, ``down``, ``destroy``, ``status``, ``create``, ``delete``, ``recreate``, ``replace-pod``,
+``restart-main``, ``fail``, ``crash``, ``exec``, ``exec-log``, ``env``; ``gateway --help``).
 """
 
 from __future__ import annotations
@@ -131,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     ed.add_argument("--user", "-u", default=None, help="user name, uid or uid:gid")
     ed.add_argument("--stdin", "-i", action="store_true", help="forward stdin")
     ed.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
+    gw = sub.add_parser(
+        "gateway",
+        help="the OpenShell 0.1.x gateway stand-in (gRPC, mTLS): gateway COMMAND --home DIR ... (see gateway --help)",
+        add_help=False,
+    )
+    gw.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND")
     return p
 
 
@@ -153,7 +164,14 @@ def _run_and_forward(result: tuple[int, bytes, bytes]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.cmd == "gateway":  # its own CLI parses the rest (`gateway --help` too)
+        from . import openshell_gateway
+
+        return openshell_gateway.main([*(["-v"] if args.verbose else []), *unknown, *args.argv])
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(message)s",
