@@ -384,7 +384,7 @@ class OpenShellTarget(Target):
         token = ""
         while True:
             request = pb.ListSandboxesRequest(
-                workspace_scope=datamodel.WorkspaceSelector(all_workspaces=True), page_size=1000, page_token=token
+                workspace_scope=datamodel.WorkspaceSelector(all_workspaces={}), page_size=1000, page_token=token
             )
             page = self._call("ListSandboxes", partial(stub.ListSandboxes, request, timeout=self._call_timeout))
             for sandbox in page.sandboxes:
