@@ -74,6 +74,8 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # MAX_REQUEST_BYTES with its argv and framing.
 UNARY_STDIN_BYTES = 1024 * 1024
 STDIN_CHUNK = 1024 * 1024
+# While a watched sandbox is gone, how often the gateway is asked whether it exists again.
+WAIT_FOR_CREATE = 0.25
 STDERR_KEPT = 64 * 1024
 # Where a non-login shell finds commands; npm's global bin (/usr/local/bin) holds openclaw.
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -473,9 +475,38 @@ class OpenShellTarget(Target):
 
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
         """WatchSandbox: the first message is a full snapshot, then one per status change.
-        Every change of identity, pod, main process or phase wakes the daemon. The stream
-        ends when the sandbox is deleted; a failure raises, and the daemon backs off and
-        calls again."""
+        Every change of identity, pod, main process or phase wakes the daemon, also across
+        streams: the stream ends when the sandbox is deleted, and while it is gone the
+        gateway is asked every WAIT_FOR_CREATE seconds until it exists again (a re-created
+        sandbox is noticed as soon as it is there, not at the daemon's backoff). A failure
+        raises, and the daemon backs off and calls again."""
+        last: Incarnation | None = self._seen
+        while not stop.is_set():
+            try:
+                last = self._follow(wake, stop, last)
+            except grpc.RpcError as exc:
+                if stop.is_set() or _code(exc) == grpc.StatusCode.CANCELLED:
+                    return
+                if _code(exc) != grpc.StatusCode.NOT_FOUND:
+                    if _code(exc) == grpc.StatusCode.UNAVAILABLE:
+                        self.close()
+                    wake("OpenShell: the watch broke")  # whatever happened meanwhile is looked at now
+                    raise TargetError(f"WatchSandbox on gateway {self.gateway_name} failed: {_details(exc)}") from None
+            if stop.is_set():
+                return
+            wake("OpenShell: the sandbox is gone (deleted)")
+            while not stop.wait(WAIT_FOR_CREATE):
+                try:
+                    self.incarnation()
+                    break
+                except TargetError as exc:
+                    if "not found" not in str(exc):
+                        raise
+
+    def _follow(
+        self, wake: Callable[[str], None], stop: threading.Event, last: Incarnation | None
+    ) -> Incarnation | None:
+        """One WatchSandbox stream, until it ends (the sandbox was deleted); the last snapshot."""
         _, stub = self._connect()
         _, _, pb, _ = _sdk()
         request = pb.WatchSandboxRequest(workspace_scope=self._scope(), sandbox=self.name, follow_status=True)
@@ -489,7 +520,6 @@ class OpenShellTarget(Target):
                     return
 
         threading.Thread(target=cancel_on_stop, name=f"openshell-watch-{self.sandbox}", daemon=True).start()
-        last: Incarnation | None = None
         try:
             for event in stream:
                 if not event.HasField("sandbox"):
@@ -499,15 +529,7 @@ class OpenShellTarget(Target):
                 last = now
                 if change:
                     wake(f"OpenShell: {change}")
-            if not stop.is_set():
-                wake("OpenShell: the sandbox's watch ended (deleted?)")
-        except grpc.RpcError as exc:
-            if stop.is_set() or _code(exc) == grpc.StatusCode.CANCELLED:
-                return
-            if _code(exc) == grpc.StatusCode.UNAVAILABLE:
-                self.close()
-            wake("OpenShell: the watch broke")  # whatever happened meanwhile is looked at now
-            raise TargetError(f"WatchSandbox on gateway {self.gateway_name} failed: {_details(exc)}") from None
+            return last
         finally:
             done.set()
 

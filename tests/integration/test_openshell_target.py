@@ -145,12 +145,12 @@ def test_the_daemon_keeps_the_sandbox_through_every_kind_of_change(standin: Gate
         wait_for("the first restore and a live gateway", lambda: _healthy(config, env), timeout=240, every=1)
         first = _status(config, env)["container_id"]
 
-        # Deleted and created again: a new id, everything gone.
-        replaced_at = time.time()
+        # Deleted and created again: a new id, everything gone. Noticed once the new one is READY.
         standin.recreate(SANDBOX)
+        ready_at = time.time()
         wait_for("the re-created sandbox restored", lambda: _healthy(config, env, not_on=first), timeout=240, every=1)
-        detected = daemon.event_time("sandbox.detected", replaced_at)
-        assert detected is not None and detected - replaced_at < 5, "\n".join(daemon.lines()[-30:])
+        detected = daemon.event_time("sandbox.detected", ready_at - 5)
+        assert detected is not None and detected - ready_at < 2, "\n".join(daemon.lines()[-30:])
         _restored_as_the_agent_sees_it(standin)
         second = _status(config, env)["container_id"]
 
@@ -165,9 +165,11 @@ def test_the_daemon_keeps_the_sandbox_through_every_kind_of_change(standin: Gate
         standin.restart_main(SANDBOX)
         wait_for(
             "the gateway checked after the main process relaunched",
-            lambda: daemon.event_time("gateway.probe", relaunched_at) is not None
-            or daemon.event_time("gateway.start", relaunched_at) is not None
-            or any("main process relaunched" in line for line in daemon.lines()),
+            lambda: (
+                daemon.event_time("gateway.probe", relaunched_at) is not None
+                or daemon.event_time("gateway.start", relaunched_at) is not None
+                or any("main process relaunched" in line for line in daemon.lines())
+            ),
             timeout=30,
         )
         assert _status(config, env)["container_id"] == third
