@@ -1,22 +1,47 @@
 #!/usr/bin/env bash
 # clawguard's main job, on the built-in testbed with the real OpenClaw (the latest
-# version NemoClaw can run, from npm): the daemon watches a sandbox; its pod restarts
-# and every hand-placed file is gone; clawguard notices, restores and verifies from
-# inside, starts the gateway over the SSH proxy and confirms /health is live. The
-# agent's own CLI, inside the pod, judges the result.
+# version NemoClaw can run, from npm). By default on OpenShell 0.1.x, the current
+# generation: a stand-in gateway serving OpenShell's own gRPC API (mTLS), which
+# clawguard reaches only through the official SDK, with no Docker socket. The
+# daemon watches the sandbox; it is re-created and every hand-placed file is gone;
+# clawguard notices, restores and verifies from inside as the sandbox user, starts
+# the agent's gateway through the API and confirms /health is live. The agent's own
+# CLI, inside the sandbox, judges the result.
+#
+#   scripts/demo.sh                  # OpenShell 0.1.x (generation 3), through the gateway API
+#   scripts/demo.sh --generation 1   # the seeds' k3s-in-Docker cluster, over the SSH proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
+GENERATION=3
+while (($#)); do
+  case $1 in
+    --generation) GENERATION=${2:?--generation needs 1 or 3}; shift 2 ;;
+    --generation=*) GENERATION=${1#*=}; shift ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case $GENERATION in 1 | 3) ;; *) echo "demo: --generation is 1 or 3" >&2; exit 2 ;; esac
 if [[ $(id -u) -ne 0 ]]; then  # Docker and the testbed's set-up need root
   command -v sudo >/dev/null || { echo "demo: run as root (sudo is not installed)" >&2; exit 1; }
-  exec sudo --preserve-env=CLAWGUARD_DEMO_AGENT "$0" "$@"
+  exec sudo --preserve-env=CLAWGUARD_DEMO_AGENT "$0" --generation "$GENERATION"
 fi
 bash scripts/setup-host.sh
 bash scripts/venv.sh
 PATH="$PWD/.venv/bin:$PATH"
 AGENT=${CLAWGUARD_DEMO_AGENT:-$(python -c 'import testbed; print(testbed.LATEST_AGENT)')}
+# The stand-in OpenShell 0.1.x gateway's home: what ~/.config is to the OpenShell CLI.
+OPENSHELL_HOME=${CLAWGUARD_DEMO_OPENSHELL_HOME:-/var/lib/clawguard-testbed/openshell-home}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-inside() { python -m testbed exec --user sandbox my-assistant -- "$@"; }
+gw() { python -m testbed gateway "$1" --home "$OPENSHELL_HOME" --name openshell "${@:2}"; }
+if ((GENERATION == 3)); then
+  inside() { gw exec my-assistant -- "$@"; }  # ExecSandbox: as the sandbox user, always
+  agent_cli() { inside openclaw "$@"; }
+else
+  inside() { python -m testbed exec --user sandbox my-assistant -- "$@"; }
+  agent_cli() { python -m testbed openclaw my-assistant -- "$@"; }
+fi
 # wait_for WHAT SECONDS COMMAND...: every wait has a limit and says what it waited for.
 wait_for() {
   local what=$1 limit=$2 start=$SECONDS
@@ -41,15 +66,35 @@ cleanup() {
 trap cleanup EXIT
 export XDG_STATE_HOME="$work/state"
 
-step "Install OpenClaw $AGENT from npm (cached after the first run) and start the OpenShell testbed"
-python -m testbed build --agent "$AGENT" >/dev/null
-python -m testbed up
-python -m testbed rm my-assistant
-python -m testbed add my-assistant --agent "$AGENT" >/dev/null
-python -m testbed install-openshell "$PWD/.venv/bin" >/dev/null # the openshell CLI stand-in (ssh-proxy)
-python -m testbed openclaw my-assistant -- --version
-
-cat >"$work/config.yaml" <<YAML
+if ((GENERATION == 3)); then
+  step "Install OpenClaw $AGENT from npm (cached after the first run); start the OpenShell 0.1.x gateway stand-in"
+  python -m testbed build --agent "$AGENT" >/dev/null
+  gw up
+  gw delete my-assistant >/dev/null 2>&1 || true
+  gw create my-assistant --agent "$AGENT" >/dev/null
+  # clawguard finds the gateway as the OpenShell CLI and SDK do: $XDG_CONFIG_HOME/openshell.
+  export XDG_CONFIG_HOME=$OPENSHELL_HOME
+  export DOCKER_HOST=unix:///nonexistent/docker.sock # this target needs no Docker: prove it
+  agent_cli --version
+  cat >"$work/config.yaml" <<YAML
+version: 1
+daemon: {persist_interval: 5}   # capture the agent's own state every 5 s (default 60)
+sandboxes:
+  my-assistant:
+    target:
+      kind: openshell           # OpenShell 0.1.x, only through the gateway's gRPC API
+      gateway: openshell
+    archive: $PWD/restore-archive
+YAML
+else
+  step "Install OpenClaw $AGENT from npm (cached after the first run) and start the OpenShell testbed"
+  python -m testbed build --agent "$AGENT" >/dev/null
+  python -m testbed up
+  python -m testbed rm my-assistant
+  python -m testbed add my-assistant --agent "$AGENT" >/dev/null
+  python -m testbed install-openshell "$PWD/.venv/bin" >/dev/null # the openshell CLI stand-in (ssh-proxy)
+  agent_cli --version
+  cat >"$work/config.yaml" <<YAML
 version: 1
 daemon: {persist_interval: 5}   # capture the agent's own state every 5 s (default 60)
 sandboxes:
@@ -59,6 +104,7 @@ sandboxes:
       cluster: openshell-cluster-nemoclaw
     archive: $PWD/restore-archive
 YAML
+fi
 export CLAWGUARD_CONFIG="$work/config.yaml"
 
 step "clawguard check (the agent in the pod validates openclaw.json), then the plan made for this pod"
@@ -90,22 +136,29 @@ sys.exit(0 if (s.get("persist") or {}).get("last_capture_at", 0) > float(sys.arg
 }
 wait_for "a capture of the agent's state" 60 captured "$written"
 
-step "The pod restarts: new container ID, empty overlay, no gateway"
-new_id=$(python -m testbed restart my-assistant)
-echo "new pod: ${new_id:0:12}"
-wait_for "the new pod restored and its gateway live" 300 healthy "$new_id"
+old_id=$(clawguard status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sandboxes"][0]["container_id"])')
+if ((GENERATION == 3)); then
+  step "The sandbox is deleted and created again (a new id): everything placed in it is gone, no gateway"
+  gw recreate my-assistant >/dev/null
+else
+  step "The pod restarts: new container ID, empty overlay, no gateway"
+  python -m testbed restart my-assistant >/dev/null
+fi
+# Healthy again, on another instance than before.
+replaced() { ! healthy "$old_id" && healthy; }
+wait_for "the new sandbox restored and its gateway live" 300 replaced
 grep -E 'event=(sandbox\.(detected|facts)|restore\.(done|persisted)|gateway\.)' "$work/daemon.log" | tail -n 8 | cut -c1-170
 
 step "clawguard status"
 clawguard status
 
 step "From inside the sandbox, as the agent sees it (the agent's own CLI)"
-python -m testbed openclaw my-assistant -- config validate
-python -m testbed openclaw my-assistant -- skills list --json 2>&1 | python3 -c '
+agent_cli config validate
+agent_cli skills list --json 2>&1 | python3 -c '
 import json, sys
 text = sys.stdin.read()
 print("skills:", ", ".join(sorted(s["name"] for s in json.loads(text[text.index("{"):])["skills"] if s.get("source") == "openclaw-managed")))'
-python -m testbed openclaw my-assistant -- approvals get --json | python3 -c '
+agent_cli approvals get --json | python3 -c '
 import json, sys
 a = json.load(sys.stdin)
 print("exec approvals:", a["path"], "security =", a["file"]["defaults"]["security"])'
@@ -114,4 +167,8 @@ echo "the agent's memory, brought back:"
 inside tail -n 2 /sandbox/.openclaw/workspace/MEMORY.md
 
 echo
-echo "The testbed is still running: python -m testbed status | down"
+if ((GENERATION == 3)); then
+  echo "The gateway stand-in is still running: python -m testbed gateway status|destroy --home $OPENSHELL_HOME"
+else
+  echo "The testbed is still running: python -m testbed status | down"
+fi
