@@ -98,6 +98,9 @@ class Inspection:
     unsafe: dict[str, str] = field(default_factory=dict)
     # Contents read for entries with an ``equivalent``, where the hash alone said "differs".
     contents: dict[str, bytes] = field(default_factory=dict)
+    # The directory that holds each path, or its nearest existing ancestor, when it is reached
+    # without a symlink: who owns it and who may write in it decide who writes the path.
+    parents: dict[str, Observed] = field(default_factory=dict)
 
     def descendants(self, root: str) -> Iterable[Observed]:
         prefix = root.rstrip("/") + "/"

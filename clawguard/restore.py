@@ -16,7 +16,7 @@ from .errors import ConfigError, InputError, TargetError
 from .persist import Capture, CaptureRejected, read_members, stale_journals
 from .plan import Plan, PlannedStep
 from .pod import Pod
-from .sandboxfs import SandboxCommandFailed, SandboxFS, UserTable, Write
+from .sandboxfs import SandboxCommandFailed, SandboxFS, UserTable, Write, needs_root
 
 log = structlog.get_logger("clawguard.restore")
 
@@ -44,7 +44,8 @@ class RestoreReport:
     steps: list[StepReport] = field(default_factory=list)
     duration: float = 0.0
     # What was measured, per phase: "read" (one exec reads every planned path, and the agent
-    # accepts its files), "write" (one exec writes every file step and reads it back), "agent"
+    # accepts its files), "write" (every file step written, as root where only root may and as the
+    # sandbox user where it may itself: an exec each, the last reading it all back), "agent"
     # (state written through the agent's own CLI, each verified).
     phases: dict[str, float] = field(default_factory=dict)
     # The read came with the pod's facts, in the exec before the restore (PreRead): its time
@@ -89,7 +90,9 @@ def run_plan(
     In order: read everything (one exec: every path, and the content of the files
     judged by it), have the agent accept what it must
     (openclaw.json), write every file step and ``persisted`` (a capture of the
-    agent's own state, for a new pod) in one exec that reads them back, then restore
+    agent's own state, for a new pod) in one batch that reads them back (what the agent
+    may change itself written as the agent, the rest as root in directories only root may
+    write: an exec each, ``writer``), then restore
     what the agent keeps itself through its CLI, each judged by the snapshot the agent
     answers it stored.
     Raises InputError (nothing written) for an owner the pod does not have or a file
@@ -101,7 +104,7 @@ def run_plan(
         if entry.private:
             with contextlib.suppress(SourceChanged, OSError):  # the step itself reports those
                 redact.remember_private_content(entry.data())  # a credential: never let it reach a log line
-    fs = pod.fs()
+    fs = writer(pod)
     ids = resolve_owners(plan, pod.facts.users)
     groups = [Group(p.step.name, p.step.kind, p.entries) for p in plan.steps]
     unusable: StepReport | None = None
@@ -167,6 +170,17 @@ def run_plan(
         dry_run=dry_run,
     )
     return report
+
+
+def writer(pod: Pod) -> SandboxFS:
+    """``pod``'s files, for a restore: read as root, and written as the sandbox user wherever
+    the sandbox user may write them itself; root writes only where nobody else can (Write)."""
+    fs = pod.fs()
+    try:
+        agent = pod.ids
+    except LookupError:  # no such user in this pod: root's rules alone (every write is checked)
+        return fs.writing_as(None, None, root=pod.target.runs_as_root)
+    return fs.writing_as(agent, lambda argv, stdin: pod.exec(argv, stdin, as_user=True), root=pod.target.runs_as_root)
 
 
 def _preflight(
@@ -262,11 +276,14 @@ def apply_groups(
     declared: frozenset[str],
     dry_run: bool,
 ) -> list[StepReport]:
-    """Check every group, apply all of them in one exec (one tar stream, then the
-    fix-ups, in plan order), and verify each from the read-back of that same exec.
+    """Check every group, apply all of them in one batch (SandboxFS.apply: what the sandbox
+    user may change itself as the sandbox user, the rest as root, each in one exec), and
+    verify each from the read-back that comes with the batch's last exec.
 
-    If the batch fails, the groups are applied one by one instead, so that the
-    report names the step that really failed.
+    A group whose write cannot be made safely (Write.refused), or needs root on a target that
+    is never root, fails before anything is written, and is left out of the batch. If the
+    batch fails, the groups are applied one by one instead, so that the report names the step
+    that really failed.
     """
     reports: list[StepReport] = []
     pending: list[tuple[Group, StepReport, list[Drift]]] = []
@@ -282,17 +299,21 @@ def apply_groups(
         elif unsafe := [d.entry.path for d in drifts if d.unsafe]:
             report.outcome = FAILED
             report.error = "refusing to write through an undeclared symlink: " + ", ".join(map(shown, unsafe))
+        elif (write := _write(drifts, ids, before, fs)).refused:
+            report.outcome, report.error = FAILED, "; ".join(write.refused.values())
+        elif write.needs_root and not fs.root:
+            report.outcome, report.error = FAILED, str(needs_root(write.root_paths()))
         else:
             pending.append((group, report, drifts))
     if pending:
-        write = _write([d for _, _, drifts in pending for d in drifts], ids)
+        write = _write([d for _, _, drifts in pending for d in drifts], ids, before, fs)
         verify = [entry for group, _, _ in pending for entry in group.entries]
         try:
             after = fs.apply(write, verify)
         except (SandboxCommandFailed, SourceChanged):
             for group, report, drifts in pending:  # find out which step it was: each on its own, timed
                 started = time.monotonic()
-                _apply_one(group, report, drifts, fs, ids, declared)
+                _apply_one(group, report, drifts, fs, before, ids, declared)
                 report.duration, report.batched = time.monotonic() - started, False
         else:
             for group, report, _ in pending:
@@ -307,11 +328,14 @@ def _drifts(
     return [d for d in found if d is not None]
 
 
-def _write(drifts: list[Drift], ids: Mapping[Entry, Ids | None]) -> Write:
+def _write(drifts: list[Drift], ids: Mapping[Entry, Ids | None], before: Inspection, fs: SandboxFS) -> Write:
+    """What ``drifts`` need, planned from the read ``before`` for ``fs``'s sandbox user."""
     return Write(
         remove=[path for d in drifts for path in d.remove],
         members=[(d.entry, ids[d.entry]) for d in drifts if d.write],
         fixups=[(d.entry, ids[d.entry]) for d in drifts],
+        agent=fs.agent,
+        seen=before,
     )
 
 
@@ -333,11 +357,12 @@ def _apply_one(
     report: StepReport,
     drifts: list[Drift],
     fs: SandboxFS,
+    before: Inspection,
     ids: Mapping[Entry, Ids | None],
     declared: frozenset[str],
 ) -> None:
     try:
-        after = fs.apply(_write(drifts, ids), group.entries)
+        after = fs.apply(_write(drifts, ids, before, fs), group.entries)
     except (SandboxCommandFailed, SourceChanged) as exc:
         report.outcome, report.error = FAILED, str(exc)
     else:

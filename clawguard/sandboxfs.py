@@ -1,10 +1,22 @@
 """Reading and writing a sandbox's files with nothing but an exec into it.
 
 Any target that can run a command inside the sandbox (with stdin) gets inspection,
-batched writes and user lookup from this module. The scripts are constants: paths
+batched writes and user lookup from this module.
+
+Who writes (issue 20). The agent in the sandbox is not trusted, and it owns most of what is
+restored: between any check and any write it can rename a directory it owns and put a
+symlink to anything in its place. So nothing root does follows a path the agent can change.
+``Write`` splits every batch by who may make each change, judged from the read: what lies in
+a directory the sandbox user owns is written by the sandbox user, in an exec as its uid (a
+swapped path then leads nowhere the agent could not go itself); root writes only in a
+directory that root owns and nobody else may write, entered first and checked right there
+(``pwd -P`` is the path itself: no symlink was followed; owner and mode of ``.``), acting on
+the one name in it; a directory's own owner and mode are changed by entering it the same
+way. Anything else is refused, naming the path. The scripts are constants: paths
 travel as separate arguments, never inside the script text, so nothing the user
-writes is ever parsed by a shell. They use only POSIX sh plus ``stat -c``,
-``sha256sum``, ``find -exec {} +``, ``readlink -n``, ``tar`` and ``od``, which busybox
+writes is ever parsed by a shell. They use only POSIX sh (``cd -P``, ``pwd -P``) plus
+``stat -c``, ``sha256sum``, ``find -exec {} +``, ``readlink -n``, ``tar``, ``od``, ``id``,
+``mktemp -d``, ``mv``, ``mkdir``, ``rmdir``, ``rm``, ``chown -h`` and ``chmod``, which busybox
 and GNU coreutils both provide.
 
 Names. Linux allows any byte but "/" and NUL in a name, and the agent writes what it
@@ -35,8 +47,9 @@ of paths; on a new pod it is the exec that reads the pod's facts too (``PreRead`
 it brings the content of the files judged by their meaning (openclaw.json) along.
 Paths are sent grouped by parent directory and each distinct parent is resolved once,
 with shell builtins only (``[ -d ]``, ``cd -P``, ``$PWD``); a path whose parent is
-missing is missing, without a look at it. One ``find`` walks every recursive root and
-gives its names to one ``stat`` and one ``sha256sum`` per batch (one batch unless
+missing is missing, without a look at it; the directories that hold the paths (or their
+nearest existing ancestors) are described by one more ``stat``, for ``Write``. One ``find``
+walks every recursive root and gives its names to one ``stat`` and one ``sha256sum`` per batch (one batch unless
 ARG_MAX splits it); a path below a recursive root is left to that walk, not named
 again. Every other path is kept in a variable of its own and described 256 at a time,
 so the cost per path stays flat (appending each to the argument list copied the whole
@@ -48,11 +61,12 @@ a few processes per path; then 0.01 and 0.20; and its trees' files were hashed t
 per read until they were left to the walk (0.15 CPU-seconds per read in busybox, now
 0.04).
 
-Verification stays a full second read. The write and its read-back are one exec,
-and the read-back is the same inspector as the first read: after tar, chown and
-chmod are done, every planned path is stat'ed and every file hashed again by the
-pod's own tools, so a short write, a name tar mangled, or a file the agent replaced
-meanwhile is seen. Nothing is taken on trust from the write, because that would save
+Verification stays a full second read. It joins the batch's last exec (root's part runs
+first, then the sandbox user's; as the sandbox user only when it can read every path back,
+else in one more exec as root), and the read-back is the same inspector as the first read:
+after tar, chown and chmod are done, every planned path is stat'ed and every file hashed
+again by the pod's own tools, so a short write, a name tar mangled, or a file the agent
+replaced meanwhile is seen. Nothing is taken on trust from the write, because that would save
 little: hashing is not what a read costs (sha256sum reads those 5.3 MB in about
 40 ms of CPU, busybox's or GNU's); processes per path were.
 """
@@ -66,11 +80,11 @@ import tarfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .entries import Entry, Ids, Inspection, Observed
+from .entries import Entry, Ids, Inspection, Observed, shown
 from .errors import TargetError
 from .targets.base import ExecResult
 
-# Runs argv inside the sandbox as root, with optional stdin.
+# Runs argv inside the sandbox (as root, or as the sandbox user: SandboxFS), with optional stdin.
 Exec = Callable[[Sequence[str], bytes | None], ExecResult]
 
 # path ARG: sets $p to the path that ARG carries: ARG itself when it starts with "/",
@@ -88,6 +102,7 @@ path() {
 
 # describe PATH...: one batch record (NUL-terminated fields) for absolute paths that exist:
 #   B <n> <name>... <stat's n lines "hexmode uid gid size", in the names' order>
+# (D instead of B when $tag says so: the directories that hold the paths asked for)
 #   L <index> <target>                              for each symlink, then
 #   H <indices of the regular files> <sha256sum's output for them, in that order>
 # It runs in the inspector's shell, and in each shell `find -exec` starts, whose script
@@ -95,7 +110,7 @@ path() {
 DESCRIBE = r"""
 describe() {
   [ "$#" -gt 0 ] || return 0
-  printf 'B\0%s\0' "$#"
+  printf '%s\0%s\0' "${tag:-B}" "$#"
   printf '%s\0' "$@"
   stat -c '%f %u %g %s' -- "$@" || exit 3
   printf '\0'
@@ -132,7 +147,8 @@ contents() {
 # regular file), then the path as path_arg sends it. Paths with the same parent must be
 # adjacent (inspect_args): each distinct parent is resolved once.
 # Output: describe's batches, contents' records, and for each path whose nearest existing
-# ancestor is reached through a symlink, U <resolved> <path>.
+# ancestor is reached through a symlink, U <resolved> <path>; then a D batch: each nearest
+# existing ancestor that is reached without one (who may write there decides who writes, Write).
 INSPECT_SCRIPT = (
     _PATH_FUNCTION
     + DESCRIBE
@@ -141,7 +157,7 @@ INSPECT_SCRIPT = (
 set -f
 unset CDPATH
 D=$1; shift
-k=0; c=0; last=''; roots=''; paths=''; texts=''
+k=0; c=0; j=0; last=''; roots=''; paths=''; texts=''; dirs=''
 for spec do
   path "${spec#??}"
   d=${p%/*}; d=${d:-/}
@@ -149,7 +165,9 @@ for spec do
     last=$d; missing=''
     while [ ! -d "$d" ]; do d=${d%/*}; d=${d:-/}; missing=1; done
     if cd -P "$d" 2>/dev/null; then r=$PWD; else r=''; fi
-    if [ "$r" = "$d" ]; then unsafe=''; else unsafe=1; fi
+    if [ "$r" = "$d" ]; then
+      unsafe=''; j=$((j + 1)); eval "w$j=\$d"; dirs="$dirs \"\$w$j\""
+    else unsafe=1; fi
   fi
   if [ -n "$unsafe" ]; then printf 'U\0%s\0%s\0' "$r" "$p"; continue; fi
   if [ -n "$missing" ] || { [ ! -L "$p" ] && [ ! -e "$p" ]; }; then continue; fi
@@ -167,45 +185,192 @@ if [ -n "$roots" ]; then
 describe \"\$@\"' sh {} +" || exit 3
 fi
 eval "describe $paths"
+tag=D; eval "describe $dirs"; tag=B
 eval "contents $texts"
 """
 )
 
-# Arguments: a list of operations, run in order, then "--inspect" and the inspector's
-# arguments, so that one exec both writes and reads back. "tar" reads a tar stream
-# from stdin and extracts it at /; the others are: rm PATH, ownr UID:GID PATH, and
-# own UID:GID N PATH... / mode OCTAL N PATH... for N paths at once (one chown or
-# chmod for many paths: a process per path costs more than the tar stream). Paths are
-# path_arg's. The eval only ever sees references like "${3}", never a path. The first
-# failure exits with status 4.
+# The root role's tools (APPLY_SCRIPT). Each acts in the current directory, which `go` made a
+# directory reached without a symlink, on names in it ("./name"), never on a path that is
+# resolved again: whatever the agent renames above it afterwards, the shell stays where it is.
+_ROOT_FUNCTIONS = r"""
+refuse() {
+  printf 'clawguard: refused: %s %s\n' "$1" "$2" >&2
+  exit 4
+}
+# go DIR PATH [locked]: enter DIR (PATH itself, or a name in the current directory), then check
+# on the directory entered that it is PATH: no symlink was followed on the way and nothing was
+# swapped. With "locked", also that root owns it and nobody else may write in it: then nothing in
+# it can change but by root, and its names can be acted on.
+go() {
+  cd -P "$1" 2>/dev/null || refuse "$2" "is not a directory (a symlink or swapped path?)"
+  here=$(pwd -P && echo .) || refuse "$2" "cannot be checked"
+  [ "${here%?.}" = "$2" ] || refuse "$2" "is not where it was read (a symlink or swapped path?)"
+  if [ -n "${3:-}" ]; then
+    s=$(stat -c '%u %f' .) || refuse "$2" "cannot be checked"
+    [ "${s%% *}" = 0 ] && [ $((0x${s#* } & 18)) = 0 ] ||
+      refuse "$2" "is not a root-owned directory the agent cannot write (a symlink or swapped path?)"
+  fi
+}
+# wipe NAME PATH: remove NAME (which is PATH) from the current directory and everything below
+# it; a directory is entered and checked (go) before what is in it is removed. Only names are
+# unlinked, in directories that are where they should be: nothing outside is reached.
+wipe() {
+  if [ -d "$1" ] && [ ! -L "$1" ]; then
+    ( go "$1" "$2"; w=$2; set +f; set --
+      for c in ./* ./.[!.]* ./..?*; do
+        if [ -d "$c" ] && [ ! -L "$c" ]; then wipe "$c" "$w/${c#./}"
+        elif [ -e "$c" ] || [ -L "$c" ]; then set -- "$@" "$c"; fi
+      done
+      [ "$#" -eq 0 ] || rm -f -- "$@" || exit 4 ) || exit 4
+    rmdir -- "$1" || exit 4
+  elif [ -e "$1" ] || [ -L "$1" ]; then
+    rm -f -- "$1" || exit 4
+  fi
+}
+# give PATH: the current directory is PATH (checked). Give everything below it, then itself, to
+# $ids, never following a symlink: each directory is entered and checked like this one; anything
+# else is given only where nobody but root may write (there nothing can be swapped for a link to
+# another file), or left as it is when it is $ids's already.
+give() {
+  s=$(stat -c '%u %f' .) || exit 4
+  locked=''; if [ "${s%% *}" = 0 ] && [ $((0x${s#* } & 18)) = 0 ]; then locked=1; fi
+  g=$1; set +f; set --
+  for c in ./* ./.[!.]* ./..?*; do
+    if [ -d "$c" ] && [ ! -L "$c" ]; then
+      ( go "$c" "$g/${c#./}"; give "$g/${c#./}" ) || exit 4
+    elif [ -e "$c" ] || [ -L "$c" ]; then
+      if [ -n "$locked" ]; then set -- "$@" "$c"
+      elif [ "$(stat -c %u:%g -- "$c")" != "$ids" ]; then
+        refuse "$g/${c#./}" "is someone else's, in a directory the agent can write: it cannot be given away safely"
+      fi
+    fi
+  done
+  [ "$#" -eq 0 ] || chown -h -- "$ids" "$@" || exit 4
+  chown -- "$ids" . || exit 4
+}
+# ops check|do OP...: the root role's operations, up to "--inspect". "check" enters every
+# directory they work in that exists already and checks it (go), touching nothing, so that a
+# refusal leaves the whole batch undone; "do" checks again and does them.
+ops() {
+  mode=$1; shift
+  while [ "$#" -gt 0 ]; do
+    op=$1; shift
+    case $op in
+      --inspect) break ;;
+      tar) if [ "$mode" = do ]; then stage=$(mktemp -d) && tar -x -f - -C "$stage" || exit 4; fi ;;
+      in|at)
+        path "$1"; shift; dir=$p; lock=''
+        if [ "$op" = in ]; then lock=1; fi
+        # (A directory that is a symlink now is one this batch replaces: checked when entered.)
+        if [ "$mode" = do ] || { [ -d "$dir" ] && [ ! -L "$dir" ]; }; then go "$dir" "$dir" "$lock"; fi ;;
+      rm|mkdir|put|own|mode|dir|tree)
+        case $op in
+          own|tree) ids=$1; shift ;;
+          mode) m=$1; shift ;;
+          dir) ids=$1; m=$2; shift 2 ;;
+        esac
+        path "$1"; shift
+        if [ "$mode" = check ]; then
+          case $op in dir|tree) if [ -d "$p" ] && [ ! -L "$p" ]; then go "$p" "$p"; fi ;; esac
+          continue
+        fi
+        q=${p%/*}
+        if [ "${q:-/}" != "$dir" ]; then echo "clawguard: $p is not in $dir" >&2; exit 4; fi
+        case $op in mkdir|put|own|mode)
+          if [ -z "$lock" ]; then echo "clawguard: $op outside a checked root directory" >&2; exit 4; fi ;;
+        esac
+        n=./${p##*/}
+        case $op in
+          rm) wipe "$n" "$p" ;;
+          mkdir) if [ ! -d "$n" ] || [ -L "$n" ]; then rm -f -- "$n" && mkdir -- "$n" || exit 4; fi ;;
+          put)
+            if [ -d "$stage$p" ] && [ ! -L "$stage$p" ]; then
+              if [ ! -d "$n" ] || [ -L "$n" ]; then rm -f -- "$n" && mkdir -- "$n" || exit 4; fi
+            else
+              if [ -d "$n" ] && [ ! -L "$n" ]; then wipe "$n" "$p"; else rm -f -- "$n" || exit 4; fi
+              mv -f -- "$stage$p" "$n" || exit 4
+            fi ;;
+          own) chown -h -- "$ids" "$n" || exit 4 ;;
+          mode) if [ ! -L "$n" ]; then chmod -- "$m" "$n" || exit 4; fi ;;
+          dir)
+            ( go "$n" "$p"
+              if [ "$ids" != - ]; then chown -- "$ids" . || exit 4; fi
+              if [ "$m" != - ]; then chmod -- "$m" . || exit 4; fi ) || exit 4 ;;
+          tree) ( go "$n" "$p"; give "$p" ) || exit 4 ;;
+        esac ;;
+      *) echo "clawguard: unknown operation $op" >&2; exit 4 ;;
+    esac
+  done
+}
+"""
+
+# The sandbox user's operations (APPLY_SCRIPT's agent role), up to "--inspect", on whole paths:
+# rm PATH; tar (a tar stream on stdin, extracted at /); own UID:GID N PATH... and mode OCTAL N
+# PATH... for N paths at once (one chown or chmod for many paths: a process per path costs more
+# than the tar stream). The eval only ever sees references like "${3}", never a path.
+_AGENT_FUNCTIONS = r"""
+agent_ops() {
+  while [ "$#" -gt 0 ]; do
+    op=$1; shift
+    case $op in
+      --inspect) break ;;
+      rm) path "$1"; rm -rf -- "$p" || exit 4; shift ;;
+      tar) tar -x -f - -C / || exit 4 ;;
+      own|mode)
+        arg=$1; n=$2; shift 2; refs=''; i=1
+        while [ "$i" -le "$n" ]; do
+          eval "a=\${$i}"
+          case $a in
+            /*) refs="$refs \"\${$i}\"" ;;
+            *) path "$a"
+               if [ "$op" = own ]; then chown -h "$arg" "$p" || exit 4; else chmod "$arg" "$p" || exit 4; fi ;;
+          esac
+          i=$((i + 1))
+        done
+        if [ -z "$refs" ]; then :
+        elif [ "$op" = own ]; then eval "chown -h \"\$arg\" $refs" || exit 4
+        else eval "chmod \"\$arg\" $refs" || exit 4; fi
+        shift "$n" ;;
+      *) echo "clawguard: unknown operation $op" >&2; exit 4 ;;
+    esac
+  done
+}
+"""
+
+# Arguments: the role, "agent" or "root"; its operations (Write.agent_args, Write.root_args);
+# then "--inspect" and the inspector's arguments, so that the batch's last exec both writes
+# and reads back. Paths are path_arg's. The first failure exits with status 4.
+#
+# agent: run as the sandbox user (refused as root): whatever it follows, it can do no more than
+# the agent itself could. root: every operation works in a directory entered first ("in DIR":
+# root-owned and writable by nobody else, so nothing in it can be swapped; "at DIR": only
+# checked to be where it should be, for what is safe anywhere that holds: entering a
+# directory to chown or chmod it, "dir"; giving a tree away, "tree"; removing names, "rm").
+# In an "in" block: rm, mkdir, put (move a member of the tar stream, unpacked first into a
+# private directory, into place), own UID:GID, mode OCTAL, each on one name of it.
 APPLY_SCRIPT = (
     _PATH_FUNCTION
+    + _ROOT_FUNCTIONS
+    + _AGENT_FUNCTIONS
     + r"""
-while [ $# -gt 0 ]; do
-  op=$1; shift
-  case $op in
-    --inspect) break ;;
-    rm) path "$1"; rm -rf -- "$p" || exit 4; shift ;;
-    tar) tar -x -f - -C / || exit 4 ;;
-    ownr) path "$2"; chown -R -h "$1" "$p" || exit 4; shift 2 ;;
-    own|mode)
-      arg=$1; n=$2; shift 2; refs=''; i=1
-      while [ "$i" -le "$n" ]; do
-        eval "a=\${$i}"
-        case $a in
-          /*) refs="$refs \"\${$i}\"" ;;
-          *) path "$a"
-             if [ "$op" = own ]; then chown -h "$arg" "$p" || exit 4; else chmod "$arg" "$p" || exit 4; fi ;;
-        esac
-        i=$((i + 1))
-      done
-      if [ -z "$refs" ]; then :
-      elif [ "$op" = own ]; then eval "chown -h \"\$arg\" $refs" || exit 4
-      else eval "chmod \"\$arg\" $refs" || exit 4; fi
-      shift "$n" ;;
-    *) echo "clawguard: unknown operation $op" >&2; exit 4 ;;
-  esac
-done
+set -f
+unset CDPATH
+role=$1; shift
+if [ "$role" = root ]; then
+  umask 077
+  stage=''
+  trap 'if [ -n "$stage" ]; then rm -rf -- "$stage"; fi' EXIT
+  ops check "$@"
+  ops do "$@"
+  cd / || exit 4
+elif [ "$role" = agent ] && [ "$(id -u)" != 0 ]; then
+  agent_ops "$@"
+else
+  echo "clawguard: refused: the sandbox user's writes must not run as root" >&2; exit 4
+fi
+while [ "$#" -gt 0 ]; do a=$1; shift; if [ "$a" = --inspect ]; then break; fi; done
+if [ "$#" -eq 0 ]; then exit 0; fi  # nothing to read back here
 """
     + INSPECT_SCRIPT
 )
@@ -298,7 +463,9 @@ def parse_inspection(output: bytes) -> Inspection:
             resolved, path = reader.next(), reader.next()
             result.unsafe[os.fsdecode(path)] = os.fsdecode(resolved)
         elif tag == b"B":
-            _read_batch(reader, result)
+            _read_batch(reader, result.found)
+        elif tag == b"D":
+            _read_batch(reader, result.parents)
         elif tag == b"C":
             name, dump, status = os.fsdecode(reader.next()), reader.next(), reader.next()
             if status == b"0":
@@ -345,7 +512,7 @@ class _Fields:
         return int(text)
 
 
-def _read_batch(reader: _Fields, result: Inspection) -> None:
+def _read_batch(reader: _Fields, into: dict[str, Observed]) -> None:
     count = reader.number()
     names = [reader.next() for _ in range(count)]
     lines = reader.next().split(b"\n")
@@ -380,7 +547,7 @@ def _read_batch(reader: _Fields, result: Inspection) -> None:
             obs = Observed(
                 obs.path, obs.kind, obs.mode, obs.uid, obs.gid, obs.size, hashes.get(index), links.get(index)
             )
-        result.found[obs.path] = obs
+        into[obs.path] = obs
 
 
 _HEX = frozenset(b"0123456789abcdef")
@@ -447,46 +614,357 @@ def _shown(data: bytes) -> str:
     return text + ("..." if len(data) > 120 else "")
 
 
+_DEFAULT_MODES = {"dir": 0o755, "file": 0o644}
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def _depth(path: str) -> int:
+    return path.rstrip("/").count("/")
+
+
+def _mode_arg(mode: int) -> str:
+    # Five digits: GNU chmod keeps a directory's setgid bit (NemoClaw's flat layout sets it)
+    # unless the mode has an extra leading zero; busybox reads it the same.
+    return f"0{mode:04o}"
+
+
+@dataclass
+class _Plan:
+    """Who does what of a Write: the sandbox user itself, or root in a checked directory."""
+
+    agent_remove: list[str] = field(default_factory=list)
+    agent_members: list[tuple[Entry, Ids]] = field(default_factory=list)
+    agent_own: dict[str, Ids] = field(default_factory=dict)
+    agent_mode: dict[str, int] = field(default_factory=dict)
+    root_remove: dict[str, bool] = field(default_factory=dict)  # path: its directory must be root's alone
+    root_mkdir: list[str] = field(default_factory=list)  # directories on the way to a root member
+    root_members: list[tuple[Entry, Ids | None]] = field(default_factory=list)
+    root_own: dict[str, Ids] = field(default_factory=dict)
+    root_mode: dict[str, int] = field(default_factory=dict)
+    root_dirs: dict[str, tuple[Ids | None, int | None]] = field(default_factory=dict)  # entered, then chown/chmod .
+    root_trees: dict[str, Ids] = field(default_factory=dict)  # entered, then given away below and itself
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Write:
-    """One batch of changes for the apply script: deletions, a tar stream, fix-ups."""
+    """One batch of changes: deletions, new contents (tar streams), owner and mode fix-ups;
+    and who does each, decided from the read it was planned from (``seen``: who owns the
+    directory that holds each path) for the sandbox user ``agent``.
+
+    * What the agent may do itself is done by the agent: every change in a directory it owns
+      (removals, new files, its own files' modes), in an exec as its uid. Whatever it has
+      swapped by then, that exec can do no more than the agent could. Its files are created
+      as its own, so they need no owner fix-up (but for a group other than its own).
+    * Root works only in a directory that no one else may write: each operation first enters
+      the directory that holds its path and checks there that it is where it should be (no
+      symlink followed, nothing swapped) and that root owns it and nobody else may write in it;
+      then it acts on the one name, relative to that directory, which nothing can change now.
+      New contents are unpacked into a private directory first and moved into place.
+    * A directory's own owner and mode are changed by entering it (and checking it) and acting
+      on ``.``, wherever it lies; a recursive owner the same way, directory by directory
+      (``give``). Removal by root, where the agent could not remove something itself, only
+      unlinks names in directories entered and checked the same way.
+    * Anything else is refused before any exec (``refused``): an entry another user must own in
+      a directory the agent can write, or a directory neither the agent's nor root's alone.
+
+    Without ``agent`` (no way to run as the sandbox user), every change is root's, and
+    refused wherever root cannot make it safely.
+    """
 
     remove: list[str]
     members: list[tuple[Entry, Ids | None]]
     fixups: list[tuple[Entry, Ids | None]]
+    agent: Ids | None = None
+    seen: Inspection = field(default_factory=Inspection)
+    _plan: _Plan | None = field(default=None, init=False, repr=False, compare=False)
 
-    def args(self) -> list[str]:
-        ops: list[str] = []
+    # ----------------------------------------------------------------------------- plan
+
+    def _where(self, path: str) -> tuple[str, str, Observed | None]:
+        """Who may write in the directory that will hold ``path``, with that directory and
+        what the read saw of it: "agent" (the sandbox user owns it), "root" (root owns it and
+        nobody else may write in it), "other", or "unknown" (not read: root's rule applies, and
+        its check decides). A directory still to be made is judged by its nearest existing
+        ancestor, which holds whatever is made below it."""
+        directory = _parent(path)
+        while True:
+            seen = self.seen.parents.get(directory) or self.seen.found.get(directory)
+            if seen is not None and seen.kind == "dir":
+                break
+            if directory == "/":
+                return "unknown", directory, None
+            directory = _parent(directory)
+        if self.agent is not None and seen.uid == self.agent.uid:
+            return "agent", directory, seen
+        if seen.uid == 0 and not seen.mode & 0o022:
+            return "root", directory, seen
+        return "other", directory, seen
+
+    def _refuse(self, plan: _Plan, path: str, why: str) -> None:
+        plan.refused.setdefault(path, f"refused: {shown(path)}: {why}")
+
+    def _other(self, directory: str, seen: Observed | None) -> str:
+        owner = f"{seen.uid}:{seen.gid}, mode {seen.mode:04o}" if seen else "unknown"
+        return (
+            f"{shown(directory)} ({owner}) is neither the sandbox user's nor a root-owned directory "
+            "nobody else may write: nothing can be written there safely"
+        )
+
+    def _foreign_dir(self, path: str) -> bool:
+        """Whether removing ``path`` takes a directory the agent does not own (it could not
+        remove what is in it)."""
+        agent = self.agent
+        below = [self.seen.found.get(path), *self.seen.descendants(path)]
+        return any(o is not None and o.kind == "dir" and (agent is None or o.uid != agent.uid) for o in below)
+
+    def _planned(self) -> _Plan:
+        if self._plan is not None:
+            return self._plan
+        plan = _Plan()
         for path in self.remove:
-            ops += ["rm", path_arg(path)]
-        if self.members:
-            ops.append("tar")
-        # tar may not restore owners or modes the same way everywhere (busybox,
-        # GNU, umask): set them explicitly afterwards, one command per owner and
-        # per mode. Recursive owners go first, so a path's own owner wins.
-        owners: dict[str, list[str]] = {}
-        modes: dict[str, list[str]] = {}
-        recursive: list[str] = []
-        for entry, ids in self.fixups:
-            if ids is not None:
-                if entry.recursive_owner:
-                    recursive += ["ownr", f"{ids.uid}:{ids.gid}", path_arg(entry.path)]
+            place, directory, seen = self._where(path)
+            if place == "agent":
+                if self._foreign_dir(path):
+                    plan.root_remove[path] = False
                 else:
-                    owners.setdefault(f"{ids.uid}:{ids.gid}", []).append(path_arg(entry.path))
+                    plan.agent_remove.append(path)
+            elif place in ("root", "unknown"):
+                plan.root_remove[path] = True
+            else:
+                self._refuse(plan, path, self._other(directory, seen))
+        written = {entry.path for entry, _ in self.members}
+        for entry, ids in self.members:
+            self._plan_member(plan, entry, ids)
+        for entry, ids in self.fixups:
+            if entry.path not in written and entry.kind != "absent":
+                self._plan_fixup(plan, entry, ids)
+        self._plan = plan
+        return plan
+
+    def _plan_member(self, plan: _Plan, entry: Entry, ids: Ids | None) -> None:
+        agent = self.agent
+        place, directory, seen = self._where(entry.path)
+        if place == "agent" and agent is not None:
+            if ids is not None and ids.uid != agent.uid:
+                self._refuse(
+                    plan,
+                    entry.path,
+                    f"to be owned by {ids.uid}:{ids.gid} in {shown(directory)}, a directory the sandbox user "
+                    "can write: it cannot be written there safely",
+                )
+                return
+            plan.agent_members.append((entry, ids or agent))
+            if ids is not None and ids.gid != agent.gid:
+                plan.agent_own[entry.path] = ids
             if entry.mode is not None and entry.kind != "symlink":
-                # Five digits: GNU chmod keeps a directory's setgid bit (NemoClaw's flat layout
-                # sets it) unless the mode has an extra leading zero; busybox reads it the same.
-                modes.setdefault(f"0{entry.mode:04o}", []).append(path_arg(entry.path))
-        ops += recursive
+                plan.agent_mode[entry.path] = entry.mode
+        elif place in ("root", "unknown"):
+            made = {e.path for e, _ in self.members}
+            way = _parent(entry.path)
+            missing: list[str] = []
+            while place == "root" and way != directory and way != "/":
+                if way not in made and way not in plan.root_mkdir:
+                    missing.append(way)
+                way = _parent(way)
+            for path in reversed(missing):  # made as tar would have: root's, 0755
+                plan.root_mkdir.append(path)
+                plan.root_mode[path] = 0o755
+            plan.root_members.append((entry, ids))
+            if ids is not None and (ids.uid, ids.gid) != (0, 0):  # root's own: made by root already
+                plan.root_own[entry.path] = ids
+            if entry.kind != "symlink":
+                plan.root_mode[entry.path] = entry.mode if entry.mode is not None else _DEFAULT_MODES[entry.kind]
+        else:
+            self._refuse(plan, entry.path, self._other(directory, seen))
+
+    def _plan_fixup(self, plan: _Plan, entry: Entry, ids: Ids | None) -> None:
+        agent = self.agent
+        seen = self.seen.found.get(entry.path)
+        if seen is None:
+            return
+        own = ids is not None and (seen.uid, seen.gid) != (ids.uid, ids.gid)
+        mode = entry.mode if entry.mode is not None and entry.kind != "symlink" and seen.mode != entry.mode else None
+        tree = (
+            entry.recursive_owner
+            and ids is not None
+            and any((o.uid, o.gid) != (ids.uid, ids.gid) for o in self.seen.descendants(entry.path))
+        )
+        if not (own or mode is not None or tree):
+            return
+        place, directory, parent = self._where(entry.path)
+        agents = agent is not None and seen.uid == agent.uid and (ids is None or ids.uid == agent.uid)
+        if place == "agent" and agents and not tree:
+            if own and ids is not None:
+                plan.agent_own[entry.path] = ids
+            if mode is not None:
+                plan.agent_mode[entry.path] = mode
+        elif seen.kind == "dir":  # entered and checked, then changed as "."
+            if tree and ids is not None:
+                plan.root_trees[entry.path] = ids
+                own = False
+            if own or mode is not None:
+                plan.root_dirs[entry.path] = (ids if own else None, mode)
+        elif place == "agent" and agent is not None:
+            if ids is not None and ids.uid != agent.uid:
+                self._refuse(
+                    plan,
+                    entry.path,
+                    f"to be owned by {ids.uid}:{ids.gid} in {shown(directory)}, a directory the sandbox user "
+                    "can write: it cannot be changed there safely",
+                )
+                return
+            # Someone else's file in the agent's directory: the agent writes it anew, as its own.
+            plan.agent_remove.append(entry.path)
+            self._plan_member(plan, entry, ids)
+        elif place in ("root", "unknown"):
+            if own and ids is not None:
+                plan.root_own[entry.path] = ids
+            if mode is not None:
+                plan.root_mode[entry.path] = mode
+        else:
+            self._refuse(plan, entry.path, self._other(directory, parent))
+
+    # --------------------------------------------------------------------------- answers
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """What cannot be written safely, by path, with the reason (a "refused: PATH: ..." line)."""
+        return self._planned().refused
+
+    def root_paths(self) -> list[str]:
+        """Every path root acts on (removes, makes, moves into place, chowns or chmods)."""
+        plan = self._planned()
+        paths = {
+            *plan.root_remove,
+            *plan.root_mkdir,
+            *(entry.path for entry, _ in plan.root_members),
+            *plan.root_own,
+            *plan.root_mode,
+            *plan.root_dirs,
+            *plan.root_trees,
+        }
+        return sorted(paths)
+
+    @property
+    def needs_root(self) -> bool:
+        return bool(self.root_paths())
+
+    def agent_args(self) -> list[str]:
+        """The sandbox user's operations (APPLY_SCRIPT's agent role): removals, the tar stream,
+        then one chown per owner and one chmod per mode."""
+        plan = self._planned()
+        ops: list[str] = []
+        for path in plan.agent_remove:
+            ops += ["rm", path_arg(path)]
+        if plan.agent_members:
+            ops.append("tar")
+        owners: dict[str, list[str]] = {}
+        for path, ids in plan.agent_own.items():
+            owners.setdefault(f"{ids.uid}:{ids.gid}", []).append(path_arg(path))
+        modes: dict[str, list[str]] = {}
+        for path, mode in plan.agent_mode.items():
+            modes.setdefault(_mode_arg(mode), []).append(path_arg(path))
         for op, groups in (("own", owners), ("mode", modes)):
             for value, paths in groups.items():
                 ops += [op, value, str(len(paths)), *paths]
         return ops
 
-    def stream(self) -> bytes | None:
-        if not self.members:
-            return None
-        return build_tar(self.members)
+    def agent_stream(self) -> bytes | None:
+        plan = self._planned()
+        return build_tar(plan.agent_members) if plan.agent_members else None
+
+    def root_args(self) -> list[str]:
+        """Root's operations (APPLY_SCRIPT's root role), each in a block that enters and
+        checks the directory holding its path: removals, then new directories and contents
+        (shallow first), then owners and modes (deep first: a directory is given away after
+        what is in it)."""
+        plan = self._planned()
+        steps: list[tuple[str, str, list[str]]] = []  # (block, directory, operation)
+        for path in sorted(plan.root_remove, key=lambda p: (_parent(p), p)):
+            steps.append(("in" if plan.root_remove[path] else "at", _parent(path), ["rm", path_arg(path)]))
+        made = [(path, "mkdir") for path in plan.root_mkdir] + [(e.path, "put") for e, _ in plan.root_members]
+        for path, verb in sorted(made, key=lambda item: (_depth(item[0]), _parent(item[0]), item[0])):
+            steps.append(("in", _parent(path), [verb, path_arg(path)]))
+        fixes: list[tuple[str, int, str, list[str]]] = []  # (path, order, block, operation)
+        for path, ids in plan.root_trees.items():
+            fixes.append((path, 0, "at", ["tree", f"{ids.uid}:{ids.gid}", path_arg(path)]))
+        for path, (owner, mode) in plan.root_dirs.items():
+            own_arg = f"{owner.uid}:{owner.gid}" if owner else "-"
+            fixes.append(
+                (path, 1, "at", ["dir", own_arg, _mode_arg(mode) if mode is not None else "-", path_arg(path)])
+            )
+        for path, ids in plan.root_own.items():
+            fixes.append((path, 2, "in", ["own", f"{ids.uid}:{ids.gid}", path_arg(path)]))
+        for path, mode in plan.root_mode.items():
+            fixes.append((path, 3, "in", ["mode", _mode_arg(mode), path_arg(path)]))
+        for path, _, block, fix in sorted(fixes, key=lambda f: (-_depth(f[0]), _parent(f[0]), f[0], f[1])):
+            steps.append((block, _parent(path), fix))
+        ops: list[str] = ["tar"] if plan.root_members else []
+        current: tuple[str, str] | None = None
+        for block, directory, operation in steps:
+            if (block, directory) != current:
+                ops += [block, path_arg(directory)]
+                current = (block, directory)
+            ops += operation
+        return ops if steps else []
+
+    def root_stream(self) -> bytes | None:
+        plan = self._planned()
+        return build_tar(plan.root_members) if plan.root_members else None
+
+    def agent_reads(self, verify: Iterable[Entry]) -> bool:
+        """Whether the sandbox user can read back every path of ``verify`` once this write is
+        done (stat each, hash each file, walk each tree, search each directory on the way):
+        then the read-back joins the agent's exec instead of costing one more as root."""
+        agent = self.agent
+        if agent is None:
+            return False
+        plan = self._planned()
+        gone = [*plan.agent_remove, *plan.root_remove]
+        after: dict[str, tuple[str, int, int, int]] = {
+            path: (o.kind, o.uid, o.gid, o.mode)
+            for path, o in {**self.seen.parents, **self.seen.found}.items()
+            if not any(path == g or path.startswith(g + "/") for g in gone)
+        }
+        for entry, ids in plan.root_members:
+            after[entry.path] = (entry.kind, ids.uid if ids else 0, ids.gid if ids else 0, 0o644)
+        for entry, ids in plan.agent_members:
+            after[entry.path] = (entry.kind, ids.uid, ids.gid, 0o644)
+        for path in plan.root_mkdir:
+            after[path] = ("dir", 0, 0, 0o755)
+        changes: list[tuple[str, Ids | None, int | None]] = [
+            *((p, i, None) for p, i in {**plan.root_own, **plan.agent_own}.items()),
+            *((p, None, m) for p, m in {**plan.root_mode, **plan.agent_mode}.items()),
+            *((p, i, m) for p, (i, m) in plan.root_dirs.items()),
+        ]
+        for path, ids, mode in changes:
+            kind, uid, gid, old = after.get(path, ("other", 0, 0, 0))
+            after[path] = (kind, ids.uid if ids else uid, ids.gid if ids else gid, old if mode is None else mode)
+        for root, ids in plan.root_trees.items():
+            for path, (kind, _, _, mode) in list(after.items()):
+                if path == root or path.startswith(root + "/"):
+                    after[path] = (kind, ids.uid, ids.gid, mode)
+
+        def can(path: str, need: int) -> bool:
+            kind, uid, gid, mode = after.get(path, ("missing", 0, 0, 0))
+            if kind in ("missing", "symlink", "other"):
+                return True
+            bits = (mode >> 6 if uid == agent.uid else mode >> 3 if gid == agent.gid else mode) & 7
+            wanted = need if kind == "dir" else 4
+            return bits & wanted == wanted
+
+        for entry in verify:
+            if not can(_parent(entry.path), 1) or not can(entry.path, 5):
+                return False
+            if entry.recursive and not all(
+                can(path, 5) for path in after if path.startswith(entry.path.rstrip("/") + "/")
+            ):
+                return False
+        return True
 
 
 def build_tar(members: Sequence[tuple[Entry, Ids | None]]) -> bytes:
@@ -586,15 +1064,36 @@ class PreRead:
 
 
 class SandboxFS:
-    """Inspect and write one live sandbox through an exec function."""
+    """Inspect and write one live sandbox through an exec function (as root, or as whoever the
+    target runs commands as), and, with ``as_agent``, one that runs them as the sandbox user
+    ``agent``: then what the agent may change itself is written as the agent (Write)."""
 
-    def __init__(self, run: Exec, preread: PreRead | None = None) -> None:
+    def __init__(
+        self,
+        run: Exec,
+        preread: PreRead | None = None,
+        *,
+        as_agent: Exec | None = None,
+        agent: Ids | None = None,
+        root: bool = True,
+    ) -> None:
         self._run = run
         self._preread = preread
+        self._as_agent = as_agent
+        self.agent = agent if as_agent is not None else None  # the sandbox user's ids: Write plans for it
+        self.root = root  # False: ``run`` can never be root (Target.runs_as_root), so no root batch is sent
         self.read_with_facts = False  # an inspect answered by the pre-read: its exec had the facts' work too
 
-    def _check(self, what: str, argv: Sequence[str], stdin: bytes | None = None) -> bytes:
-        result = self._run(argv, stdin)
+    def writing_as(self, agent: Ids | None, as_agent: Exec | None, *, root: bool = True) -> SandboxFS:
+        """This SandboxFS, now writing what the sandbox user ``agent`` may change as that user,
+        through ``as_agent``; ``root``: whether ``run`` runs as root."""
+        self._as_agent = as_agent
+        self.agent = agent if as_agent is not None else None
+        self.root = root
+        return self
+
+    def _check(self, what: str, argv: Sequence[str], stdin: bytes | None = None, run: Exec | None = None) -> bytes:
+        result = (run or self._run)(argv, stdin)
         if result.code != 0:
             text = result.stderr.decode(errors="replace").strip()[-400:] or f"exit status {result.code}"
             raise SandboxCommandFailed(f"{what} failed inside the sandbox: {text}")
@@ -637,6 +1136,51 @@ class SandboxFS:
         return contents
 
     def apply(self, write: Write, verify: Iterable[Entry]) -> Inspection:
-        """Apply ``write``, then inspect ``verify`` again, in one exec."""
-        argv = ["sh", "-c", APPLY_SCRIPT, "sh", *write.args(), "--inspect", DESCRIBE, *inspect_args(verify)]
-        return self._inspection("writing files", self._check("writing files", argv, write.stream()))
+        """Apply ``write``, then inspect ``verify`` again: root's part first (if any), in one
+        exec, then the sandbox user's, in one more; the read-back joins the last of them (as
+        the sandbox user only when it can read every path back, else as root in one more).
+
+        Raises WriteRefused for anything the write refuses, NeedsRoot when root's part cannot
+        be run here (a target that is never root), and SandboxCommandFailed when an exec fails
+        (a check refused inside the sandbox included: its message names the path)."""
+        verify = list(verify)
+        if write.refused:
+            raise WriteRefused("; ".join(write.refused.values()))
+        root_ops, agent_ops = write.root_args(), write.agent_args()
+        if root_ops and not self.root:
+            raise needs_root(write.root_paths())
+        if agent_ops and self._as_agent is None:
+            raise SandboxCommandFailed("writing files: no way to run commands as the sandbox user here")
+        checks = inspect_args(verify)
+        readback = ["--inspect", DESCRIBE, *checks] if checks else []
+        output = b""
+        if root_ops:
+            tail = [] if agent_ops else readback
+            argv = ["sh", "-c", APPLY_SCRIPT, "sh", "root", *root_ops, *tail]
+            output = self._check("writing files as root", argv, write.root_stream())
+        if agent_ops:
+            as_agent = write.agent_reads(verify)
+            argv = ["sh", "-c", APPLY_SCRIPT, "sh", "agent", *agent_ops, *(readback if as_agent else [])]
+            output = self._check("writing files as the sandbox user", argv, write.agent_stream(), self._as_agent)
+            if not as_agent and checks:
+                output = self._check("reading files back", ["sh", "-c", INSPECT_SCRIPT, "sh", DESCRIBE, *checks])
+        elif not root_ops and checks:
+            output = self._check("reading files back", ["sh", "-c", INSPECT_SCRIPT, "sh", DESCRIBE, *checks])
+        return self._inspection("writing files", output)
+
+
+class WriteRefused(SandboxCommandFailed):
+    """A write that cannot be made safely (Write.refused): nothing of it was done."""
+
+
+class NeedsRoot(SandboxCommandFailed):
+    """A write needs root, and the target runs every command as the sandbox user."""
+
+
+def needs_root(paths: Sequence[str]) -> NeedsRoot:
+    """The error for a write whose ``paths`` need root, on a target that is never root."""
+    shown_paths = ", ".join(map(shown, paths[:8])) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+    return NeedsRoot(
+        f"{shown_paths} need root (owned by root or another user, or in a directory only root may "
+        "write), and this target runs every command as the sandbox user: not written"
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.archive import build
-from clawguard import parse_config
+from clawguard import parse_config, restore
 from clawguard.converge import open_pod
 from clawguard.plan import build_plan
 from clawguard.restore import CHANGED, OK, Group, apply_groups, declared_paths, resolve_owners
@@ -58,7 +58,7 @@ sandboxes:
     target = make_target(pod_name, sandbox.target)
     pod = open_pod(sandbox, target, target.locate())
     plan = build_plan(sandbox, pod.facts)
-    fs = pod.fs()
+    fs = restore.writer(pod)  # as a restore writes: as the sandbox user where it may, else as root
     ids = resolve_owners(plan, pod.facts.users)
     entries = list(plan.entries)
     declared = declared_paths(entries)

@@ -39,13 +39,17 @@ APPLETS = [
     "find",
     "grep",
     "head",
+    "id",
     "kill",
     "ls",
     "mkdir",
+    "mktemp",
+    "mv",
     "od",
     "pwd",
     "readlink",
     "rm",
+    "rmdir",
     "sed",
     "sha256sum",
     "sleep",
@@ -94,6 +98,7 @@ def make_sandbox_root(root: Path, uid: int = 998, agent: str | None = "2026.3.31
     (root / "tmp").mkdir(mode=0o1777)
     (root / "dev").mkdir()
     os.mknod(root / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    (root / "dev" / "null").chmod(0o666)  # as in a pod: the sandbox user writes to it too (mknod obeys the umask)
     sandbox = root / "sandbox"
     config, data = sandbox / ".openclaw", sandbox / ".openclaw-data"
     for sub in ("agents", "extensions", "workspace", "skills", "hooks", "identity", "devices", "canvas", "cron"):
@@ -120,6 +125,7 @@ class ChrootTarget(Target):
         self.root = root
         self.instance = Instance("0" * 64, f"chroot {root}")
         self.calls: list[list[str]] = []
+        self.users: list[str | None] = []  # who each call ran as: None for root, else "UID:GID"
 
     def locate(self) -> Instance:
         return self.instance
@@ -135,6 +141,7 @@ class ChrootTarget(Target):
         limit: int | None = None,
     ) -> ExecResult:
         self.calls.append(list(argv))
+        self.users.append(user)
         as_user = [f"--userspec={user}"] if user else []
         command = [CHROOT, *as_user, str(self.root), *argv]
         if out is None and limit is None:

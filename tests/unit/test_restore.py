@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from clawguard import ConfigError, build_plan, parse_config
 from clawguard.restore import CHANGED, FAILED, OK, WOULD_CHANGE, run_plan
+from clawguard.sandboxfs import APPLY_SCRIPT
+from clawguard.targets.base import ExecResult, Instance, Sink
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of, snapshot
 from .conftest import basic_config
@@ -179,19 +183,25 @@ def test_config_hash_not_created_when_absent(archive: Path, sandbox_root: Path) 
     assert not (sandbox_root / "sandbox/.openclaw/.config-hash").exists()
 
 
-def test_a_restore_is_one_read_and_one_write(archive: Path, sandbox_root: Path) -> None:
+def test_a_restore_is_one_read_then_one_write_as_root_and_one_as_the_agent(archive: Path, sandbox_root: Path) -> None:
     target = ChrootTarget(sandbox_root)
     sandbox = _sandbox(archive)
     pod = pod_of(target, sandbox)  # the pod's facts are read once per pod, not per restore
     target.calls.clear()
+    target.users.clear()
     report = run_plan(build_plan(sandbox, pod.facts), pod)
     assert report.ok and report.changed == len(report.steps)
     # Every path read in one exec, with the content of the one file whose hash differs but
     # whose meaning may not (openclaw.json, compared as JSON); the agent's own validator on
-    # the openclaw.json about to be written; every step written and read back in one more.
-    assert len(target.calls) == 3
+    # the openclaw.json about to be written; then what only root may write, as root, in one
+    # exec; and what the agent may write itself, as the agent, in one more that reads every
+    # step back (issue 20: the agent's files are never written by root).
+    assert len(target.calls) == 4
     assert "C:/sandbox/.openclaw/openclaw.json" in target.calls[0]
     assert target.calls[1][-4:] == ["openclaw", "config", "validate", "--json"]
+    assert target.calls[2][2] == APPLY_SCRIPT and target.calls[2][4] == "root" and target.users[2] is None
+    assert target.calls[3][2] == APPLY_SCRIPT and target.calls[3][4] == "agent" and target.users[3] == "998:998"
+    assert "--inspect" in target.calls[3] and "--inspect" not in target.calls[2]
     target.calls.clear()
     assert run_plan(build_plan(sandbox, pod.facts), pod).changed == 0
     assert len(target.calls) == 1  # nothing to do: one read, whatever the number of files
@@ -205,7 +215,7 @@ def test_a_userland_without_od_reads_the_judged_file_in_one_more_exec(archive: P
     target.calls.clear()
     assert run_plan(build_plan(sandbox, pod.facts), pod).ok
     assert "tar -c" in target.calls[1][2] and target.calls[1][4:] == ["/sandbox/.openclaw/openclaw.json"]
-    assert len(target.calls) == 4
+    assert len(target.calls) == 5  # the read, the content, the validator, root's write, the agent's
 
 
 def test_a_restore_reports_what_it_measured_per_phase_not_an_even_split(
@@ -245,3 +255,165 @@ def test_a_failed_write_fails_only_its_step(archive: Path, sandbox_root: Path) -
     failed = report.steps[-1]
     assert failed.outcome == FAILED and "No space left on device" in (failed.error or "")
     assert all(s.outcome == CHANGED for s in report.steps[:-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 20: the agent is not trusted. What it owns is written as the agent; root writes only in
+# directories nobody else may write, checked right before it acts.
+
+
+def _apply_calls(target: ChrootTarget) -> list[tuple[str, str | None, list[str]]]:
+    """(role, user, arguments) of each write exec."""
+    return [
+        (argv[4], user, argv[5:])
+        for argv, user in zip(target.calls, target.users, strict=True)
+        if len(argv) > 4 and argv[2] == APPLY_SCRIPT
+    ]
+
+
+def test_root_writes_only_what_the_agent_cannot(archive: Path, sandbox_root: Path) -> None:
+    target = ChrootTarget(sandbox_root)
+    report = _run(archive, target)
+    assert report.ok
+    (root_role, root_user, root_args), (agent_role, agent_user, agent_args) = _apply_calls(target)
+    assert (root_role, root_user, agent_role, agent_user) == ("root", None, "agent", "998:998")
+    paths = [a for a in root_args if a.startswith("/")]
+    # openclaw.json and the links beside it in root's own directory; the telegram directory,
+    # root's until now, given to the agent by entering it; nothing of the agent's.
+    assert set(paths) == {
+        "/sandbox/.openclaw",
+        "/sandbox/.openclaw/openclaw.json",
+        "/sandbox/.openclaw/exec-approvals.json",
+        "/sandbox/.openclaw/esxi-soap.py",
+        "/sandbox/.openclaw/proxmox.sh",
+        "/sandbox/.openclaw-data",
+        "/sandbox/.openclaw-data/telegram",
+    }
+    assert "/sandbox/.openclaw-data/skills/proxmox/SKILL.md" in agent_args
+    assert not any(a.startswith("/sandbox/.openclaw/") for a in agent_args[: agent_args.index("--inspect")])
+
+
+def _victim(root: Path) -> Path:
+    """Root's bait outside /sandbox, named like what a restore writes."""
+    victim = root / "etc" / "victim"
+    for sub in ("", "proxmox", "proxmox/scripts", "nemoclaw-status", "vmware-esxi"):
+        (victim / sub).mkdir(exist_ok=True)
+        for name in ("openclaw.json", "SKILL.md", "list-vms.sh", "extra.txt", "proxmox.sh"):
+            (victim / sub / name).write_text(f"bait {sub}/{name}")
+            (victim / sub / name).chmod(0o640)
+        (victim / sub).chmod(0o750)
+    return victim
+
+
+class _Swapping(ChrootTarget):
+    """The agent's move between the read and each write: right before root's exec it renames
+    /sandbox/.openclaw (its parent /sandbox is the agent's) and puts a link to the victim in its
+    place; right before its own exec, the same with its skills directory."""
+
+    def exec(
+        self,
+        instance: Instance,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        *,
+        user: str | None = None,
+        out: Sink | None = None,
+        limit: int | None = None,
+    ) -> ExecResult:
+        if len(argv) > 4 and argv[2] == APPLY_SCRIPT:
+            swapped = "sandbox/.openclaw" if argv[4] == "root" else "sandbox/.openclaw-data/skills"
+            path = self.root / swapped
+            if not path.is_symlink():
+                path.rename(path.with_name(path.name + ".real"))
+                path.symlink_to("/etc/victim")
+        return super().exec(instance, argv, stdin, user=user, out=out, limit=limit)
+
+
+def test_a_directory_swapped_between_the_read_and_the_write_is_never_written_through(
+    archive: Path, sandbox_root: Path
+) -> None:
+    victim = _victim(sandbox_root)
+    before = snapshot(victim)
+    target = _Swapping(sandbox_root)
+    report = _run(archive, target)
+    assert snapshot(victim) == before  # nothing outside /sandbox changed: owners, modes, contents
+    assert not report.ok
+    failed = {s.name: s.error or "" for s in report.steps if s.outcome == FAILED}
+    assert (
+        "refused: /sandbox/.openclaw is not where it was read (a symlink or swapped path?)" in failed["openclaw.json"]
+    )
+    assert {"skills/proxmox", "skills/vmware-esxi", "skills/nemoclaw-status"} <= set(failed)
+    # What neither swap reaches is written all the same.
+    assert (sandbox_root / "sandbox/.openclaw-data/workspace/SOUL.md").read_bytes() == (
+        archive / "SOUL.md"
+    ).read_bytes()
+
+
+class _NeverRoot(ChrootTarget):
+    """A target whose every command runs as the sandbox user (OpenShell 0.1.x's gateway API)."""
+
+    runs_as_root = False
+
+    def exec(
+        self,
+        instance: Instance,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        *,
+        user: str | None = None,
+        out: Sink | None = None,
+        limit: int | None = None,
+    ) -> ExecResult:
+        return super().exec(instance, argv, stdin, user="998:998", out=out, limit=limit)
+
+
+def test_a_target_that_is_never_root_is_never_sent_roots_work(archive: Path, sandbox_root: Path) -> None:
+    target = _NeverRoot(sandbox_root)
+    report = _run(archive, target)
+    assert [role for role, _, _ in _apply_calls(target)] == ["agent"]  # never a root batch
+    outcomes = {s.name: s.outcome for s in report.steps}
+    errors = {s.name: s.error or "" for s in report.steps if s.outcome == FAILED}
+    assert set(errors) == {"exec-approvals", "telegram", "openclaw.json", "scripts/esxi-soap.py", "scripts/proxmox.sh"}
+    assert "/sandbox/.openclaw/openclaw.json need root" in errors["openclaw.json"]
+    assert "runs every command as the sandbox user" in errors["telegram"]
+    assert all(outcomes[name] == CHANGED for name in ("credentials", "skills/proxmox", "SOUL.md"))
+
+
+def test_an_entry_another_user_must_own_in_the_agents_directory_is_refused(archive: Path, sandbox_root: Path) -> None:
+    extra = "    plan:\n      - {kind: file, source: SOUL.md, dest: /sandbox/.openclaw-data/roots.md, owner: root}\n"
+    target = ChrootTarget(sandbox_root)
+    report = _run(archive, target, extra)
+    assert [s.outcome for s in report.steps] == [FAILED]
+    assert report.steps[0].error == (
+        "refused: /sandbox/.openclaw-data/roots.md: to be owned by 0:0 in /sandbox/.openclaw-data, a directory the "
+        "sandbox user can write: it cannot be written there safely"
+    )
+    assert _apply_calls(target) == [] and not (sandbox_root / "sandbox/.openclaw-data/roots.md").exists()
+
+
+def test_a_root_owned_file_in_the_agents_directory_is_replaced_by_the_agents_own(
+    archive: Path, sandbox_root: Path
+) -> None:
+    assert _restore(archive, sandbox_root).ok
+    soul = sandbox_root / "sandbox/.openclaw-data/workspace/SOUL.md"
+    os.chown(soul, 0, 0)
+    target = ChrootTarget(sandbox_root)
+    report = _run(archive, target)
+    assert report.ok and [s.name for s in report.steps if s.outcome == CHANGED] == ["SOUL.md"]
+    assert (soul.stat().st_uid, soul.stat().st_gid) == (998, 998)
+    assert [role for role, _, _ in _apply_calls(target)] == ["agent"]
+
+
+def test_a_new_directory_in_roots_directory_is_made_and_filled_by_root_then_given(
+    archive: Path, sandbox_root: Path
+) -> None:
+    """A tree for the agent inside root's own directory: root makes it (no one else can), fills
+    it while it is still root's alone, and gives it away last, deepest first."""
+    shutil.copytree(archive / "skills" / "proxmox", archive / "tool")
+    extra = "    plan:\n      - {kind: tree, source: tool, dest: /sandbox/.openclaw/tool}\n"
+    report = _run(archive, ChrootTarget(sandbox_root), extra)
+    assert report.ok, report.to_dict()
+    tool = sandbox_root / "sandbox/.openclaw/tool"
+    for path in (tool, tool / "SKILL.md", tool / "scripts", tool / "scripts/list-vms.sh"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (998, 998), path
+    assert _restore(archive, sandbox_root, extra).changed == 0

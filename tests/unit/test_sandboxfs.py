@@ -6,25 +6,32 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from clawguard.entries import Entry, Ids, Inspection
+from clawguard.entries import Entry, Ids, Inspection, Observed
 from clawguard.errors import TargetError
 from clawguard.sandboxfs import (
+    APPLY_SCRIPT,
     DESCRIBE,
     INSPECT_SCRIPT,
+    NeedsRoot,
     ProtocolError,
     SandboxCommandFailed,
+    SandboxFS,
     UserTable,
     Write,
+    WriteRefused,
     build_tar,
     inspect_args,
     parse_inspection,
     parse_sha256sum,
     path_arg,
 )
+from clawguard.targets.base import ExecResult
 
 
 def test_user_table() -> None:
@@ -57,7 +64,10 @@ def _userland(kind: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     bin_dir = tmp_path / "busybox-bin"
     if not bin_dir.exists():
         bin_dir.mkdir()
-        for applet in ("sh", "stat", "sha256sum", "find", "readlink", "printf", "tar", "chown", "chmod", "rm", "od"):
+        for applet in (
+            *("sh", "stat", "sha256sum", "find", "readlink", "printf", "tar", "chown", "chmod", "rm", "od"),
+            *("mktemp", "mv", "mkdir", "rmdir", "id"),  # the write's
+        ):
             (bin_dir / applet).symlink_to(busybox)
     return [str(bin_dir / "sh")], {"PATH": str(bin_dir)}
 
@@ -87,6 +97,22 @@ def test_inspect_script_on_a_real_tree(tmp_path: Path, userland: str) -> None:
     assert tree[f"{tmp_path}/link"].kind == "symlink"
     assert f"{tmp_path}/missing" not in tree
     assert found.unsafe == {f"{tmp_path}/link/x": str((tmp_path / "real").resolve())}
+
+
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_the_inspector_describes_the_directories_that_hold_the_paths(tmp_path: Path, userland: str) -> None:
+    """Who owns the directory a path is written into decides who writes it (Write): the read
+    describes each such directory, or the nearest one that exists, when no symlink leads to it."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_text("x")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    args = [f"P:{tmp_path}/tree/f", f"P:{tmp_path}/missing/deeper/x", f"P:{tmp_path}/link/y"]
+    found = _inspect(userland, tmp_path, args)
+    assert set(found.parents) == {f"{tmp_path}/tree", str(tmp_path)}
+    assert found.parents[f"{tmp_path}/tree"].kind == "dir"
+    assert found.parents[f"{tmp_path}/tree"].uid == os.geteuid()
+    assert f"{tmp_path}/link/y" in found.unsafe and set(found.found) == {f"{tmp_path}/tree/f"}
 
 
 def _same(data: bytes, found: bytes) -> bool:
@@ -249,27 +275,56 @@ def test_a_reply_that_does_not_parse_is_a_target_error(reply: bytes) -> None:
     assert isinstance(caught.value, TargetError) and isinstance(caught.value, SandboxCommandFailed)
 
 
+AGENT = Ids(998, 998)
+
+
+def _dir(path: str, uid: int, mode: int = 0o755) -> Observed:
+    return Observed(path, "dir", mode, uid, uid)
+
+
+def _seen(*observed: Observed, parents: tuple[Observed, ...] = ()) -> Inspection:
+    """A read that saw ``observed`` (and ``parents``: the directories holding what it was asked)."""
+    return Inspection(found={o.path: o for o in observed}, parents={o.path: o for o in parents})
+
+
+# NemoClaw's split layout as the read sees it: /sandbox and .openclaw-data the agent's, .openclaw root's.
+SPLIT = (_dir("/sandbox", 998), _dir("/sandbox/.openclaw-data", 998), _dir("/sandbox/.openclaw", 0))
+
+
 def test_write_args_and_tar() -> None:
-    ids = Ids(998, 998)
+    """The agent's own batch: removals, one tar stream, then one chmod per mode (five digits) and
+    one chown per owner, however many paths share them; no chown to the agent itself."""
     f = Entry("/sandbox/a", "file", 0o600, "sandbox", content=b"data")
-    d = Entry("/sandbox/d", "dir", 0o700, "sandbox", recursive_owner=True)
+    d = Entry("/sandbox/d", "dir", 0o700, "sandbox")
     link = Entry("/sandbox/l", "symlink", link="/sandbox/a")
-    write = Write(remove=["/sandbox/a"], members=[(f, ids), (link, None)], fixups=[(f, ids), (d, ids), (link, None)])
     g = Entry("/sandbox/b", "file", 0o600, "sandbox", content=b"more")
-    write.fixups.append((g, ids))
-    # One chown and one chmod per distinct owner and mode, however many paths share them.
-    assert write.args() == [
+    staff = Ids(998, 50)
+    h = Entry("/sandbox/h", "file", 0o600, "sandbox:staff", content=b"h")
+    i = Entry("/sandbox/i", "file", 0o600, "sandbox:staff", content=b"i")
+    seen = _seen(
+        Observed("/sandbox/a", "file", 0o644, 998, 998),
+        _dir("/sandbox/d", 998),
+        Observed("/sandbox/b", "file", 0o644, 998, 998),
+        Observed("/sandbox/h", "file", 0o600, 998, 998),
+        Observed("/sandbox/i", "file", 0o600, 998, 998),
+        parents=(_dir("/sandbox", 998),),
+    )
+    write = Write(
+        remove=["/sandbox/a"],
+        members=[(f, AGENT), (link, None)],
+        fixups=[(f, AGENT), (d, AGENT), (link, None), (g, AGENT), (h, staff), (i, staff)],
+        agent=AGENT,
+        seen=seen,
+    )
+    assert write.agent_args() == [
         "rm",
         "/sandbox/a",
         "tar",
-        "ownr",
-        "998:998",
-        "/sandbox/d",
         "own",
-        "998:998",
+        "998:50",
         "2",
-        "/sandbox/a",
-        "/sandbox/b",
+        "/sandbox/h",
+        "/sandbox/i",
         "mode",
         "00600",  # five digits: GNU chmod clears a directory's setgid bit only so
         "2",
@@ -280,17 +335,348 @@ def test_write_args_and_tar() -> None:
         "1",
         "/sandbox/d",
     ]
-    stream = write.stream()
+    assert write.root_args() == [] and write.root_paths() == [] and not write.needs_root
+    assert write.root_stream() is None
+    stream = write.agent_stream()
     assert stream is not None
     with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
         members = tar.getmembers()
         assert [m.name for m in members] == ["sandbox/a", "sandbox/l"]
         assert (members[0].uid, members[0].mode, members[0].uname) == (998, 0o600, "")
-        assert members[1].linkname == "/sandbox/a"
+        assert members[1].linkname == "/sandbox/a" and members[1].uid == 998  # the agent's, made by it
         extracted = tar.extractfile(members[0])
         assert extracted is not None and extracted.read() == b"data"
 
 
 def test_no_members_means_no_stream() -> None:
-    assert Write([], [], []).stream() is None
+    assert Write([], [], []).agent_stream() is None and Write([], [], []).root_stream() is None
     assert build_tar([]) != b""
+
+
+def test_a_write_is_split_by_who_may_make_each_change() -> None:
+    """What lies in the agent's directories is the agent's to write; root only writes in a
+    directory that is root's alone (openclaw.json, the links beside it, a file the agent owns
+    there), and changes a directory's own owner by entering it: each in a block that enters and
+    checks that directory first. New contents before owners and modes; deep before shallow."""
+    config = Entry("/sandbox/.openclaw/openclaw.json", "file", 0o444, "root", content=b"{}")
+    link = Entry("/sandbox/.openclaw/exec-approvals.json", "symlink", link="/sandbox/.openclaw-data/x.json")
+    approvals = Entry("/sandbox/.openclaw/approvals.json", "file", 0o600, "sandbox", content=b"{}")
+    telegram = Entry("/sandbox/.openclaw-data/telegram", "dir", None, "sandbox", recursive_owner=True)
+    skill = Entry("/sandbox/.openclaw-data/skills/a/SKILL.md", "file", 0o644, "sandbox", content=b"#")
+    seen = _seen(
+        Observed(config.path, "file", 0o444, 0, 0),
+        _dir(telegram.path, 0),
+        Observed(telegram.path + "/offset.json", "file", 0o644, 0, 0),
+        parents=SPLIT,
+    )
+    root = Ids(0, 0)
+    write = Write(
+        remove=[config.path],
+        members=[(config, root), (link, None), (approvals, AGENT), (skill, AGENT)],
+        fixups=[(config, root), (link, None), (approvals, AGENT), (telegram, AGENT), (skill, AGENT)],
+        agent=AGENT,
+        seen=seen,
+    )
+    assert write.root_args() == [
+        "tar",
+        "in",
+        "/sandbox/.openclaw",
+        "rm",
+        config.path,
+        "put",
+        approvals.path,
+        "put",
+        link.path,
+        "put",
+        config.path,
+        "own",
+        "998:998",
+        approvals.path,
+        "mode",
+        "00600",
+        approvals.path,
+        "mode",
+        "00444",
+        config.path,
+        "at",
+        "/sandbox/.openclaw-data",
+        "tree",
+        "998:998",
+        telegram.path,
+    ]
+    assert write.root_paths() == sorted([config.path, link.path, approvals.path, telegram.path])
+    assert write.needs_root and not write.refused
+    assert write.agent_args() == ["tar", "mode", "00644", "1", skill.path]
+    stream = write.root_stream()
+    assert stream is not None
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        assert sorted(m.name for m in tar.getmembers()) == sorted(e.path.lstrip("/") for e in (config, link, approvals))
+
+
+def test_what_cannot_be_written_safely_is_refused_by_path() -> None:
+    """An entry another user must own, in a directory the agent can write (the agent could swap
+    it for a link to any file between a check and a chown); a directory neither the agent's nor
+    root's alone. Refused before any exec, each naming its path."""
+    mine = Entry("/sandbox/.openclaw-data/root.txt", "file", 0o644, "root", content=b"x")
+    shared = Entry("/sandbox/shared/x.txt", "file", 0o644, "sandbox", content=b"x")
+    seen = _seen(parents=(*SPLIT, _dir("/sandbox/shared", 0, 0o777)))
+    write = Write([], [(mine, Ids(0, 0)), (shared, AGENT)], [(mine, Ids(0, 0)), (shared, AGENT)], AGENT, seen)
+    assert write.refused == {
+        mine.path: f"refused: {mine.path}: to be owned by 0:0 in /sandbox/.openclaw-data, a directory the "
+        "sandbox user can write: it cannot be written there safely",
+        shared.path: f"refused: {shared.path}: /sandbox/shared (0:0, mode 0777) is neither the sandbox user's "
+        "nor a root-owned directory nobody else may write: nothing can be written there safely",
+    }
+
+
+def test_someone_elses_file_in_the_agents_directory_is_written_anew_by_the_agent() -> None:
+    """A root-owned SOUL.md in the agent's workspace: root will not chown it there (a link to
+    another file could stand in its place by then); the agent replaces it with its own."""
+    soul = Entry("/sandbox/.openclaw-data/workspace/SOUL.md", "file", 0o644, "sandbox", content=b"soul")
+    seen = _seen(Observed(soul.path, "file", 0o644, 0, 0), parents=(_dir("/sandbox/.openclaw-data/workspace", 998),))
+    write = Write([], [], [(soul, AGENT)], AGENT, seen)
+    assert write.agent_args() == ["rm", soul.path, "tar", "mode", "00644", "1", soul.path]
+    assert not write.needs_root
+
+
+def test_without_the_agent_every_change_is_roots_and_checked() -> None:
+    entry = Entry("/sandbox/.openclaw-data/x", "file", 0o644, content=b"x")
+    write = Write([], [(entry, None)], [(entry, None)])  # nothing read, nobody to write as
+    assert write.agent_args() == []
+    assert write.root_args() == ["tar", "in", "/sandbox/.openclaw-data", "put", entry.path, "mode", "00644", entry.path]
+
+
+def test_the_read_back_joins_the_agents_exec_only_when_the_agent_can_read_it_all() -> None:
+    skill = Entry("/sandbox/.openclaw-data/skills/a/SKILL.md", "file", 0o644, "sandbox", content=b"#")
+    secret = Entry("/sandbox/.openclaw/secret", "file", 0o600, "root", content=b"s")
+    seen = _seen(
+        Observed(secret.path, "file", 0o600, 0, 0), parents=(*SPLIT, _dir("/sandbox/.openclaw-data/skills/a", 998))
+    )
+    write = Write([], [(skill, AGENT)], [(skill, AGENT)], AGENT, seen)
+    assert write.agent_reads([skill, Entry("/sandbox/.openclaw/openclaw.json", "file", 0o444, "root")])
+    assert not write.agent_reads([skill, secret])
+
+
+class _Runs:
+    """An exec function that records what it was asked and answers with an empty success."""
+
+    def __init__(self) -> None:
+        self.argvs: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        self.argvs.append(list(argv))
+        return ExecResult(0, b"", b"")
+
+
+def test_a_root_batch_is_never_sent_to_a_target_that_is_never_root() -> None:
+    config = Entry("/sandbox/.openclaw/openclaw.json", "file", 0o444, "root", content=b"{}")
+    skill = Entry("/sandbox/.openclaw-data/skills/a/SKILL.md", "file", 0o644, "sandbox", content=b"#")
+    seen = _seen(parents=(*SPLIT, _dir("/sandbox/.openclaw-data/skills/a", 998)))
+    run, as_agent = _Runs(), _Runs()
+    fs = SandboxFS(run, as_agent=as_agent, agent=AGENT, root=False)
+    write = Write([], [(config, Ids(0, 0)), (skill, AGENT)], [(config, Ids(0, 0)), (skill, AGENT)], AGENT, seen)
+    with pytest.raises(NeedsRoot, match=r"/sandbox/\.openclaw/openclaw\.json need root") as caught:
+        fs.apply(write, [config, skill])
+    assert isinstance(caught.value, TargetError)
+    assert run.argvs == [] and as_agent.argvs == []  # nothing at all was sent
+    # What the agent may write itself is written, as the agent, with its read-back.
+    fs.apply(Write([], [(skill, AGENT)], [(skill, AGENT)], AGENT, seen), [skill])
+    assert run.argvs == [] and [argv[4] for argv in as_agent.argvs] == ["agent"]
+    assert "--inspect" in as_agent.argvs[0]
+
+
+def test_a_refused_write_sends_nothing() -> None:
+    mine = Entry("/sandbox/.openclaw-data/root.txt", "file", 0o644, "root", content=b"x")
+    run, as_agent = _Runs(), _Runs()
+    fs = SandboxFS(run, as_agent=as_agent, agent=AGENT)
+    write = Write([], [(mine, Ids(0, 0))], [(mine, Ids(0, 0))], AGENT, _seen(parents=SPLIT))
+    with pytest.raises(WriteRefused, match=r"refused: /sandbox/\.openclaw-data/root\.txt"):
+        fs.apply(write, [mine])
+    assert run.argvs == [] and as_agent.argvs == []
+
+
+def test_root_writes_first_and_the_agent_reads_back() -> None:
+    config = Entry("/sandbox/.openclaw/openclaw.json", "file", 0o444, "root", content=b"{}")
+    skill = Entry("/sandbox/.openclaw-data/skills/a/SKILL.md", "file", 0o644, "sandbox", content=b"#")
+    seen = _seen(parents=(*SPLIT, _dir("/sandbox/.openclaw-data/skills/a", 998)))
+    calls: list[str] = []
+
+    def run(argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        calls.append("root:" + argv[4] + (" +read" if "--inspect" in argv else ""))
+        return ExecResult(0, b"", b"")
+
+    def as_agent(argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        calls.append("agent:" + argv[4] + (" +read" if "--inspect" in argv else ""))
+        return ExecResult(0, b"", b"")
+
+    fs = SandboxFS(run, as_agent=as_agent, agent=AGENT)
+    write = Write([], [(config, Ids(0, 0)), (skill, AGENT)], [(config, Ids(0, 0)), (skill, AGENT)], AGENT, seen)
+    fs.apply(write, [config, skill])
+    assert calls == ["root:root", "agent:agent +read"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The root role of APPLY_SCRIPT on a real tree, on both userlands: what the agent swaps is refused.
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+
+
+def _observe(*paths: Path) -> list[Observed]:
+    found = []
+    for path in paths:
+        info = path.lstat()
+        kind = "dir" if path.is_dir() and not path.is_symlink() else "symlink" if path.is_symlink() else "file"
+        found.append(Observed(str(path), kind, info.st_mode & 0o7777, info.st_uid, info.st_gid))  # type: ignore[arg-type]
+    return found
+
+
+def _box(tmp_path: Path) -> Path:
+    """conf/ (root's alone, openclaw.json in it), good/ (root's, old.txt in it), data/ (the
+    agent's: telegram/ root's with a file and a link to the victim in it), and victim/: root's
+    bait outside the sandbox, that nothing may touch."""
+    box = tmp_path.resolve() / "box"
+    for sub in ("conf", "good", "data/telegram", "victim"):
+        (box / sub).mkdir(parents=True)
+    (box / "conf" / "openclaw.json").write_text("old")
+    (box / "conf" / "openclaw.json").chmod(0o444)
+    (box / "good" / "old.txt").write_text("old")
+    (box / "data" / "telegram" / "offset.json").write_text("{}")
+    (box / "data" / "telegram" / "link").symlink_to(box / "victim")
+    (box / "victim").chmod(0o750)
+    (box / "victim" / "secret").write_text("bait")
+    (box / "victim" / "secret").chmod(0o640)
+    os.chown(box / "data", 998, 998)
+    return box
+
+
+def _victim(box: Path) -> list[tuple[str, int, int, int, bytes]]:
+    return [
+        (str(p), p.lstat().st_mode, p.lstat().st_uid, p.lstat().st_gid, p.read_bytes() if p.is_file() else b"")
+        for p in sorted([box / "victim", *(box / "victim").rglob("*")])
+    ]
+
+
+def _run_root(userland: str, tmp_path: Path, write: Write) -> subprocess.CompletedProcess[bytes]:
+    shell, env = _userland(userland, tmp_path)
+    argv = [*shell, "-c", APPLY_SCRIPT, "sh", "root", *write.root_args()]
+    return subprocess.run(argv, input=write.root_stream() or b"", capture_output=True, env=env, check=False)
+
+
+@needs_root
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_root_writes_only_in_checked_directories_on_a_real_tree(tmp_path: Path, userland: str) -> None:
+    box = _box(tmp_path)
+    conf, data, telegram = box / "conf", box / "data", box / "data" / "telegram"
+    config = Entry(str(conf / "openclaw.json"), "file", 0o444, "root", content=b'{"new": 1}')
+    approvals = Entry(str(conf / "approvals.json"), "file", 0o600, "sandbox", content=b"{}")
+    link = Entry(str(conf / "skills"), "symlink", link=str(data))
+    tree = Entry(str(telegram), "dir", 0o750, "sandbox", recursive_owner=True)
+    seen = _seen(*_observe(conf / "openclaw.json", telegram, *telegram.iterdir()), parents=tuple(_observe(conf, data)))
+    root = Ids(0, 0)
+    write = Write(
+        remove=[config.path],
+        members=[(config, root), (approvals, AGENT), (link, None)],
+        fixups=[(config, root), (approvals, AGENT), (link, None), (tree, AGENT)],
+        agent=AGENT,
+        seen=seen,
+    )
+    before = _victim(box)
+    done = _run_root(userland, tmp_path, write)
+    assert done.returncode == 0, done.stderr
+    assert (conf / "openclaw.json").read_bytes() == b'{"new": 1}'
+    assert (conf / "openclaw.json").stat().st_mode & 0o7777 == 0o444
+    info = (conf / "approvals.json").stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (998, 998, 0o600)
+    assert os.readlink(conf / "skills") == str(data)
+    for path in (telegram, telegram / "offset.json", telegram / "link"):
+        assert (path.lstat().st_uid, path.lstat().st_gid) == (998, 998), path  # the link itself, not its target
+    assert telegram.stat().st_mode & 0o777 == 0o750
+    assert _victim(box) == before
+    assert not any(Path(tempfile.gettempdir()).glob("tmp.*/" + str(box).lstrip("/")))  # the staging directory is gone
+
+
+@needs_root
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_a_swapped_parent_is_refused_before_anything_is_done(tmp_path: Path, userland: str) -> None:
+    """The agent swapped the directory openclaw.json goes into for a link to the victim
+    after the read: the batch is refused, naming it, and nothing of it is done."""
+    box = _box(tmp_path)
+    conf, good = box / "conf", box / "good"
+    config = Entry(str(conf / "openclaw.json"), "file", 0o444, "root", content=b"{}")
+    seen = _seen(*_observe(good / "old.txt", conf / "openclaw.json"), parents=tuple(_observe(conf, good)))
+    write = Write([str(good / "old.txt"), config.path], [(config, Ids(0, 0))], [(config, Ids(0, 0))], AGENT, seen)
+    conf.rename(box / "conf.real")
+    conf.symlink_to(box / "victim")
+    before = _victim(box)
+    done = _run_root(userland, tmp_path, write)
+    assert done.returncode == 4
+    assert f"refused: {conf} is not where it was read (a symlink or swapped path?)" in done.stderr.decode()
+    assert (good / "old.txt").exists()  # checked first: nothing of the batch was done
+    assert _victim(box) == before
+    assert (box / "conf.real" / "openclaw.json").read_text() == "old"
+
+
+@needs_root
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_root_refuses_to_write_in_a_directory_the_agent_can_write(tmp_path: Path, userland: str) -> None:
+    """A read that says a directory is root's alone when it is not (or no read at all): the
+    check on the directory entered refuses."""
+    box = _box(tmp_path)
+    data = box / "data"
+    entry = Entry(str(data / "new.txt"), "file", 0o644, "root", content=b"x")
+    stale = Observed(str(data), "dir", 0o755, 0, 0)
+    for write in (
+        Write([], [(entry, None)], [(entry, None)], AGENT, _seen(parents=(stale,))),
+        Write([], [(entry, None)], []),
+    ):
+        done = _run_root(userland, tmp_path, write)
+        assert done.returncode == 4
+        assert (
+            f"refused: {data} is not a root-owned directory the agent cannot write (a symlink or swapped path?)"
+            in done.stderr.decode()
+        )
+        assert not (data / "new.txt").exists()
+
+
+@needs_root
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_giving_a_tree_away_refuses_what_the_agent_could_swap(tmp_path: Path, userland: str) -> None:
+    """Below the tree, a root-owned file in a directory the agent already owns: chowning it
+    there would chown whatever the agent put in its place. Refused, by name."""
+    box = _box(tmp_path)
+    telegram = box / "data" / "telegram"
+    (telegram / "mine").mkdir()
+    os.chown(telegram / "mine", 998, 998)
+    (telegram / "mine" / "roots.json").write_text("{}")
+    tree = Entry(str(telegram), "dir", None, "sandbox", recursive_owner=True)
+    seen = _seen(*_observe(telegram, *telegram.rglob("*")), parents=tuple(_observe(box / "data")))
+    done = _run_root(userland, tmp_path, Write([], [], [(tree, AGENT)], AGENT, seen))
+    assert done.returncode == 4
+    assert f"refused: {telegram}/mine/roots.json is someone else's" in done.stderr.decode()
+    assert (telegram / "mine" / "roots.json").stat().st_uid == 0
+
+
+@needs_root
+@pytest.mark.parametrize("userland", ["gnu", "busybox"])
+def test_removing_and_changing_a_directory_never_follows_a_link(tmp_path: Path, userland: str) -> None:
+    """A root-owned directory the agent cannot empty itself is removed by root name by name,
+    in directories entered and checked: the link to the victim inside goes, not the victim.
+    A directory's own mode is changed by entering it: swapped for a link, it is refused."""
+    box = _box(tmp_path)
+    data, telegram = box / "data", box / "data" / "telegram"
+    (telegram / "deep").mkdir()
+    (telegram / "deep" / "link").symlink_to(box / "victim" / "secret")
+    seen = _seen(*_observe(telegram, *telegram.rglob("*")), parents=tuple(_observe(data)))
+    before = _victim(box)
+    done = _run_root(userland, tmp_path, Write([str(telegram)], [], [], AGENT, seen))
+    assert done.returncode == 0, done.stderr
+    assert not telegram.exists() and _victim(box) == before
+    (data / "skills").mkdir()
+    seen = _seen(*_observe(data / "skills"), parents=tuple(_observe(data)))
+    mode = Write([], [], [(Entry(str(data / "skills"), "dir", 0o700), None)], AGENT, seen)
+    assert mode.root_args() == ["at", str(data), "dir", "-", "00700", str(data / "skills")]
+    (data / "skills").rmdir()
+    (data / "skills").symlink_to(box / "victim")
+    done = _run_root(userland, tmp_path, mode)
+    assert done.returncode == 4 and f"refused: {data / 'skills'} is not where it was read" in done.stderr.decode()
+    assert _victim(box) == before
