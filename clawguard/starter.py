@@ -44,10 +44,11 @@ def _q(value: str) -> str:
 
 def render(entries: list[tuple[str, Found]], archives: Path) -> str:
     lines = [
-        f"# Written by `clawguard init` on {date.today().isoformat()} from the sandboxes Docker showed.",
+        f"# Written by `clawguard init` on {date.today().isoformat()} from the sandboxes found on this machine.",
         "# Every key: docs/configuration.md. Validate with `clawguard check`.",
         "# Switching a sandbox between OpenShell generations means changing only its target:",
-        "# kind: k3s (a pod in openshell-cluster-<gateway>) or kind: docker (a plain container).",
+        "# kind: k3s (a pod in openshell-cluster-<gateway>), kind: docker (a plain container)",
+        "# or kind: openshell (OpenShell 0.1.x, through its gateway's API).",
         "version: 1",
         "sandboxes:",
     ]
@@ -55,6 +56,9 @@ def render(entries: list[tuple[str, Found]], archives: Path) -> str:
         where = item.instance.where
         if item.generation == 1:
             lines.append(f"  # generation 1: {where}")
+        elif item.generation == 3:
+            lines.append(f"  # generation 3: {where}; every command runs as the sandbox user,")
+            lines.append("  # through the gateway's API (no Docker, no SSH)")
         else:
             lines.append(f"  # generation 2: {where}; NemoClaw renames it when it recreates the sandbox,")
             lines.append("  # its labels stay")
@@ -71,7 +75,9 @@ def render(entries: list[tuple[str, Found]], archives: Path) -> str:
             lines += [f"      {name}: {_q(value)}" for name, value in item.keys_if_renamed.items()]
         lines.append(f"    archive: {_q(str(archives / key))}")
         proxy_name = "{sandbox}" if key == item.name else item.name
-        if item.gateway != DEFAULT_GATEWAY or key != item.name:
+        if item.generation == 3:
+            lines.append("    # gateway: started and checked through the target (gateway.transport: auto)")
+        elif item.gateway != DEFAULT_GATEWAY or key != item.name:
             lines += [
                 "    gateway:",
                 f"      ssh_proxy: {_q(f'openshell ssh-proxy --gateway-name {item.gateway} --name {proxy_name}')}",
@@ -105,8 +111,14 @@ every `.openclaw-data` path above is under `/sandbox/.openclaw/` itself, and fro
 2026.8.1 exec approvals go in through `openclaw approvals set`. clawguard reads each pod's
 layout and version: `clawguard plan {key}` shows the paths for yours (docs/archive.md).
 
-The telegram directory's owner is always fixed. Then: `clawguard check`, `clawguard restore {key}`.
+The telegram directory's owner is always fixed.{_GENERATION_3 if item.generation == 3 else ""} Then: `clawguard check`,
+`clawguard restore {key}`.
 """
+
+
+_GENERATION_3 = """ This sandbox runs on OpenShell 0.1.x, where clawguard works
+only as the sandbox user, through the gateway's API: the flat layout, every file the sandbox
+user's (`clawguard check` refuses a root owner, naming the step)."""
 
 
 def write_archive(directory: Path, key: str, item: Found) -> list[str]:

@@ -8,6 +8,7 @@ parameter schema, ``locate`` and ``exec``.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -87,8 +88,9 @@ class Discovery:
     def engine_down(self, error: object) -> None:
         """Docker did not answer: said once in the notes, with the host tried."""
         if self._docker_down is None:
-            where = self.docker_host or "DOCKER_HOST or the local socket"
-            self._docker_down = f"Docker is not reachable at {where} ({error}): no k3s or docker sandbox searched"
+            where = self.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
+            said = str(error).removeprefix("Docker is not reachable: ")
+            self._docker_down = f"Docker is not reachable at {where} ({said}): no k3s or docker sandbox searched"
             self.notes.append(self._docker_down)
         self._docker = None
 
