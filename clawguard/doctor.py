@@ -217,7 +217,8 @@ def _agent_check(name: str, pod: Pod) -> Check:
         return Check(
             "agent",
             FAIL,
-            f"cannot tell which OpenClaw runs here ({facts.version_text}); clawguard assumes the seed's era",
+            f"cannot tell which OpenClaw runs here ({facts.version_text}); clawguard assumes the oldest OpenClaw "
+            "it knows (2026.2: approvals and the telegram offset in files)",
             f"check `{pod.command} --version` in the sandbox, or set sandboxes.{name}.agent.version",
             name,
         )

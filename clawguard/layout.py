@@ -46,9 +46,9 @@ LAYOUT_SCHEMA = Record(
         ),
         "exec_approvals": Field(
             Str(choices=("auto", "symlink", "file", "cli")),
-            "symlink: a real file in data_dir linked from config_dir (the seed's layout); file: a real file in "
-            "config_dir; cli: through `openclaw approvals set`, for versions that keep approvals in SQLite; "
-            "auto: cli where the agent's version needs it, else symlink (split) or file (flat).",
+            "symlink: a real file in data_dir linked from config_dir (the original NemoClaw layout, split); "
+            "file: a real file in config_dir; cli: through `openclaw approvals set`, for versions that keep "
+            "approvals in SQLite; auto: cli where the agent's version needs it, else symlink (split) or file (flat).",
             "auto",
         ),
         "script_links": Field(
