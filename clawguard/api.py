@@ -26,7 +26,7 @@ from typing import Any
 from .agent import SandboxFacts
 from .config import Config, SandboxConfig, load_config
 from .context import SandboxContext
-from .converge import Callbacks, Convergence, capture_sandbox, converge, open_pod, plan_for, plan_live
+from .converge import Callbacks, Convergence, capture_sandbox, converge, open_pod, plan_live
 from .errors import TargetError
 from .persist import CaptureOutcome
 from .plan import Plan, build_plan
@@ -154,9 +154,6 @@ class Clawguard:
     def plan(self, sandbox: str | None = None) -> list[tuple[Plan, Pod | None, str]]:
         """The ordered plan for each sandbox's live pod (or from the config alone, and why)."""
         return [plan_live(ctx.config, ctx.target) for ctx in self.select(sandbox)]
-
-    def plan_for_pod(self, ctx: SandboxContext, pod: Pod, plan: Plan | None = None) -> Plan:
-        return plan_for(ctx.config, pod, plan)
 
     def status(self) -> dict[str, Any]:
         """What the daemon and the last restores recorded, per sandbox. Reads only."""
