@@ -28,7 +28,7 @@ def config_keys(found: list[Found], notes: list[str]) -> list[tuple[str, Found]]
             notes.append(f"{item.name} ({item.kind}): skipped: not usable as a config key (a-z, 0-9 and '-')")
             continue
         key, number = item.name, 2
-        while key in taken:  # the same name in both generations
+        while key in taken:  # the same name in two generations
             suffix = f"-{number}"
             key = item.name[: 63 - len(suffix)].rstrip("-") + suffix
             number += 1

@@ -20,7 +20,7 @@ from ..config import default_path
 from ..targets import Found
 from . import output
 
-HELP = "Find the OpenShell sandboxes on this machine (both generations) and write a starter config and archives."
+HELP = "Find the OpenShell sandboxes on this machine (every generation) and write a starter config and archives."
 EXAMPLE = "example: clawguard init --print"
 
 
