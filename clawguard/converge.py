@@ -18,6 +18,7 @@ import structlog
 
 from . import hooks, persist
 from .agent import SandboxFacts, probe
+from .backoff import Waitable
 from .config import SandboxConfig
 from .context import SandboxContext
 from .errors import InputError, SandboxGone, TargetError
@@ -145,6 +146,137 @@ class Callbacks:
     on_wait: Callable[[str], None] | None = None
 
 
+@dataclass
+class Restored:
+    """The restore half of a recovery, done: the pod and its report, and what the gateway
+    half needs. Nothing is recorded yet (:func:`conclude` does that)."""
+
+    instance: Instance
+    pod: Pod
+    plan: Plan
+    report: RestoreReport
+    restart_for: list[str]  # changed steps the gateway reads only at start
+    fresh: bool  # a replaced pod that had to be restored: it never runs a gateway
+
+    def outcome(self, sandbox: str, health: Health | None, gateway_error: str | None) -> Convergence:
+        return Convergence(sandbox, self.instance.id, self.report, health, gateway_error, self.plan)
+
+
+def restore_once(
+    ctx: SandboxContext,
+    *,
+    plan: Plan | None = None,
+    facts: SandboxFacts | None = None,
+    dry_run: bool = False,
+    reason: str = "manual",
+    lock_timeout: float | None = None,
+    callbacks: Callbacks = Callbacks(),
+    located: Instance | None = None,
+    capture_first: bool = True,
+) -> Restored:
+    """One restore of the sandbox's pod (``located``, or the one found now), under the
+    sandbox's lock, which is released before it returns: the gateway is brought up
+    without it, so that a capture or a status never waits for a gateway's start.
+    ``capture_first``: capture the agent's state before writing (a re-sync of archive
+    steps, which never include a persisted path, goes without: it is on the way of a
+    SOUL.md edit to the agent, and the interval captures go on).
+
+    Raises SandboxGone when the pod went away meanwhile (the caller starts over)."""
+    sandbox, target = ctx.config, ctx.target
+    with ctx.store.lock(sandbox.name, timeout=lock_timeout, on_wait=callbacks.on_wait):
+        instance, hinted = located or target.locate(), located is not None
+        # Chosen once (it reads and checksums the capture): the first look and the restore share it.
+        latest = functools.cache(partial(_latest_capture, ctx, instance.id))
+        try:
+            pod = open_pod(sandbox, target, instance, facts, partial(first_look, ctx, plan, latest))
+        except TargetError as exc:
+            if hinted:  # gone since the caller located it: find the pod that is there now
+                raise SandboxGone(f"the located pod cannot be read ({exc})") from None
+            raise
+        this_plan = plan_for(sandbox, pod, plan)
+        if this_plan.persist and not dry_run and capture_first:
+            capture_before_restore(ctx, this_plan, pod)
+        capture = _capture_to_restore(ctx, this_plan, pod, dry_run, latest)
+        callbacks.heartbeat()
+        report = run_plan(this_plan, pod, dry_run=dry_run, progress=callbacks.progress, persisted=capture)
+        callbacks.restored()
+        callbacks.heartbeat()
+        if callbacks.replaced(pod.id):
+            raise SandboxGone("the pod was replaced during the restore")
+        if capture is not None and not dry_run and _persisted_ok(report):
+            persist.set_persist_state(
+                ctx.store,
+                sandbox.name,
+                live_pod=pod.id,
+                restored={"generation": capture.generation, "into": pod.id, "at": time.time()},
+            )
+    # A change the gateway only reads at start (SOUL.md) restarts a running one.
+    restart = [
+        r.name
+        for p, r in zip(this_plan.steps, report.steps, strict=False)
+        if r.outcome == CHANGED and p.step.restart_gateway
+    ]
+    # A replaced pod that had to be restored was wiped, and a new pod never runs a gateway
+    # (NemoClaw #2042): start it without a health probe that cannot succeed. (The start is
+    # in the background: a gateway that does run just stays healthy.)
+    fresh = reason == "pod replaced" and report.changed > 0
+    return Restored(instance, pod, this_plan, report, restart, fresh)
+
+
+def log_gateway_health(sandbox: str, restored: Restored, health: Health | None, error: str | None) -> None:
+    """The ``gateway.health`` event that ends a gateway's start (the metrics read it)."""
+    log.log(
+        20 if health and health.healthy else 40,
+        "gateway.health",
+        sandbox=sandbox,
+        container_id=restored.instance.short_id,
+        outcome="healthy" if health and health.healthy else "unhealthy",
+        status=health.status if health else error,
+    )
+
+
+def bring_up_gateway(
+    ctx: SandboxContext, restored: Restored, callbacks: Callbacks, stop: Waitable | None = None
+) -> tuple[Health | None, str | None]:
+    """The gateway half, waited for here (``clawguard restore``): its health, or why it failed."""
+    health: Health | None = None
+    error = None
+    try:
+        health = ctx.gateway.ensure(
+            restored.pod,
+            callbacks.heartbeat,
+            restart_for=restored.restart_for,
+            replaced=partial(callbacks.replaced, restored.pod.id),
+            fresh=restored.fresh,
+            stop=stop,
+        )
+    except GatewayError as exc:
+        error = str(exc)
+    log_gateway_health(ctx.name, restored, health, error)
+    return health, error
+
+
+def conclude(
+    ctx: SandboxContext,
+    restored: Restored,
+    health: Health | None,
+    gateway_error: str | None,
+    *,
+    reason: str,
+    dry_run: bool = False,
+    lock_timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Convergence:
+    """The recovery's outcome, recorded in the sandbox's state (under its lock, briefly) and
+    announced to the outcome hooks."""
+    result = restored.outcome(ctx.name, health, gateway_error)
+    if not dry_run:
+        with ctx.store.lock(ctx.name, timeout=lock_timeout, on_wait=on_wait):
+            first_failure = record(ctx, result, reason)
+        _announce(ctx, result, reason, first_failure)
+    return result
+
+
 def converge(
     ctx: SandboxContext,
     *,
@@ -156,91 +288,54 @@ def converge(
     lock_timeout: float | None = None,
     callbacks: Callbacks = Callbacks(),
     located: Instance | None = None,
+    stop: Waitable | None = None,
 ) -> Convergence:
     """Restore the sandbox and bring its gateway up; record the outcome in its state.
 
     ``plan`` is used when it was made for the pod found (a subset of steps, for a live
     re-sync); otherwise the pod's facts are read (``facts`` when they are its) and a
-    full plan is made for it. ``located`` is the pod the caller has just located (the
-    daemon, on its event): the first attempt takes it instead of locating again, and
-    locates afresh if it cannot be read.
+    full plan is made for it. ``located`` is the pod the caller has just located: the
+    first attempt takes it instead of locating again, and locates afresh if it cannot be
+    read. The sandbox's lock is held for the restore and the record, not while the
+    gateway starts; ``stop`` ends the gateway's wait at once (backoff.Stopped).
     """
-    sandbox, target, gateway = ctx.config, ctx.target, ctx.gateway
+    sandbox, target = ctx.config, ctx.target
     use_gateway = with_gateway and not dry_run and bool(sandbox.gateway["enabled"])
     # Every event of this recovery says why it runs (restore.done feeds the metrics by reason).
-    with (
-        structlog.contextvars.bound_contextvars(reason=reason),
-        ctx.store.lock(sandbox.name, timeout=lock_timeout, on_wait=callbacks.on_wait),
-    ):
+    with structlog.contextvars.bound_contextvars(reason=reason):
         for _attempt in range(MAX_POD_CHANGES):
-            instance, hinted, located = located or target.locate(), located is not None, None
-            bound = log.bind(sandbox=sandbox.name, container_id=instance.short_id)
-            # Chosen once (it reads and checksums the capture): the first look and the restore share it.
-            latest = functools.cache(partial(_latest_capture, ctx, instance.id))
+            hint, located = located, None
             try:
-                try:
-                    pod = open_pod(sandbox, target, instance, facts, partial(first_look, ctx, plan, latest))
-                except TargetError as exc:
-                    if hinted:  # gone since the caller located it: find the pod that is there now
-                        raise SandboxGone(f"the located pod cannot be read ({exc})") from None
-                    raise
-                facts = pod.facts
-                this_plan = plan_for(sandbox, pod, plan)
-                if this_plan.persist and not dry_run:
-                    capture_before_restore(ctx, this_plan, pod)
-                capture = _capture_to_restore(ctx, this_plan, pod, dry_run, latest)
-                callbacks.heartbeat()
-                report = run_plan(this_plan, pod, dry_run=dry_run, progress=callbacks.progress, persisted=capture)
-                callbacks.restored()
-                callbacks.heartbeat()
-                if callbacks.replaced(pod.id):
-                    raise SandboxGone("the pod was replaced during the restore")
-                if capture is not None and not dry_run and _persisted_ok(report):
-                    persist.set_persist_state(
-                        ctx.store,
-                        sandbox.name,
-                        live_pod=pod.id,
-                        restored={"generation": capture.generation, "into": pod.id, "at": time.time()},
-                    )
-                # A replaced pod that had to be restored was wiped, and a new pod never runs a
-                # gateway (NemoClaw #2042): start it without a health probe that cannot succeed.
-                # (The start is in the background: a gateway that does run just stays healthy.)
-                fresh = reason == "pod replaced" and report.changed > 0
+                restored = restore_once(
+                    ctx,
+                    plan=plan,
+                    facts=facts,
+                    dry_run=dry_run,
+                    reason=reason,
+                    lock_timeout=lock_timeout,
+                    callbacks=callbacks,
+                    located=hint,
+                )
+                facts = restored.pod.facts
                 health: Health | None = None
                 gateway_error = None
-                if use_gateway and report.ok:
-                    # A change the gateway only reads at start (SOUL.md) restarts a running one.
-                    restart = [
-                        r.name
-                        for p, r in zip(this_plan.steps, report.steps, strict=False)
-                        if r.outcome == CHANGED and p.step.restart_gateway
-                    ]
-                    try:
-                        health = gateway.ensure(
-                            pod,
-                            callbacks.heartbeat,
-                            restart_for=restart,
-                            replaced=partial(callbacks.replaced, pod.id),
-                            fresh=fresh,
-                        )
-                    except GatewayError as exc:
-                        gateway_error = str(exc)
-                    bound.log(
-                        20 if health and health.healthy else 40,
-                        "gateway.health",
-                        outcome="healthy" if health and health.healthy else "unhealthy",
-                        status=health.status if health else gateway_error,
-                    )
-                if target.locate().id != instance.id:
+                if use_gateway and restored.report.ok:
+                    health, gateway_error = bring_up_gateway(ctx, restored, callbacks, stop)
+                if target.locate().id != restored.instance.id:
                     raise SandboxGone("the pod was replaced during the restore")
             except SandboxGone as exc:
-                bound.warning("restore.restart", reason=str(exc))
+                log.warning("restore.restart", sandbox=sandbox.name, reason=str(exc))
                 continue
-            result = Convergence(sandbox.name, instance.id, report, health, gateway_error, this_plan)
-            if not dry_run:
-                record(ctx, result, reason)
-                _announce(ctx, result, reason)
-            return result
+            return conclude(
+                ctx,
+                restored,
+                health,
+                gateway_error,
+                reason=reason,
+                dry_run=dry_run,
+                lock_timeout=lock_timeout,
+                on_wait=callbacks.on_wait,
+            )
     raise TargetError(
         f"{sandbox.name}: the pod was replaced {MAX_POD_CHANGES} times while restoring; giving up this round"
     )
@@ -307,8 +402,10 @@ def capture_sandbox(
         return persist.capture(ctx, plan_for(ctx.config, pod, plan).persist, pod, reason)
 
 
-def _announce(ctx: SandboxContext, result: Convergence, reason: str) -> None:
-    """Log drift by name and run the matching outcome hook."""
+def _announce(ctx: SandboxContext, result: Convergence, reason: str, first_failure: bool = True) -> None:
+    """Log drift by name and run the matching outcome hook: ``on_failed`` once per failure
+    episode (``first_failure``: no failure recorded since the last success), not at every
+    retry of the same failure."""
     sandbox = ctx.config
     report = result.report
     changed_steps = [s for s in report.steps if s.outcome == CHANGED]
@@ -322,6 +419,9 @@ def _announce(ctx: SandboxContext, result: Convergence, reason: str) -> None:
             changes=[c for s in changed_steps for c in s.changes],
         )
     if not result.ok:
+        if not first_failure:
+            log.info("hook.skipped", sandbox=sandbox.name, hook="on_failed", why="failing since an earlier attempt")
+            return
         event = "on_failed"
     elif changed:
         event = "on_drift" if reason == DRIFT_CHECK else "on_restored"
@@ -341,8 +441,12 @@ def _announce(ctx: SandboxContext, result: Convergence, reason: str) -> None:
     hooks.fire(sandbox.hooks, event, env, sandbox.name, ctx.store)
 
 
-def record(ctx: SandboxContext, result: Convergence, reason: str) -> None:
+def record(ctx: SandboxContext, result: Convergence, reason: str) -> bool:
+    """Write the outcome into the sandbox's state (call with its lock held). Returns whether
+    a failure starts a failure episode: ``failing_since`` is set by the first failure and
+    cleared by the next success."""
     report = result.report
+    failing_since = ctx.store.load(ctx.name).get("failing_since")
     changes: dict[str, Any] = {
         "container_id": result.container_id,
         "status": result.status_line(),
@@ -363,7 +467,9 @@ def record(ctx: SandboxContext, result: Convergence, reason: str) -> None:
             if result.gateway
             else {"healthy": False, "status": result.gateway_error, "checked_at": time.time()}
         )
+    changes["failing_since"] = None if result.ok else (failing_since or time.time())
     ctx.store.update(ctx.name, **changes)
+    return not result.ok and not failing_since
 
 
 def plan_live(sandbox: SandboxConfig, target: Target) -> tuple[Plan, Pod | None, str]:

@@ -41,9 +41,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_result
 
 from .agent import AgentError
+from .backoff import Backoff, Waitable, interruptible
 from .errors import ClawguardError, SandboxGone
 from .pod import Pod
 from .schema import Bool, Field, Int, ListOf, Record, SandboxPath, Str
@@ -112,14 +113,24 @@ GATEWAY_SCHEMA = Record(
 )
 
 _NL = "\n"
-# Argument: the URL. Prints the HTTP status (000: no answer) on the first line, then the
-# body. curl where it exists (NemoClaw's image), else busybox wget.
+# Argument: the URL. Prints the HTTP status on the first line (000: nothing answered, the
+# connection was refused; "timeout": something accepted it but gave no answer within 5 s),
+# then the body. curl where it exists (NemoClaw's image: exit 28 is its timeout), else
+# busybox wget under `timeout` (exit 124, or 143 from busybox's own timeout) where there
+# is one: busybox wget's own -T crashes Debian's busybox.
 _PROBE = (
-    'if command -v curl >/dev/null 2>&1; then out=$(curl -s --max-time 5 -w "\\n%{http_code}" "$1"); '
-    f'code=${{out##*"{_NL}"}}; body=${{out%"{_NL}"*}}; '
-    'else code=$(wget -S -q -O /dev/null "$1" 2>&1 | sed -n "s/^ *HTTP\\/[0-9.]* \\([0-9]*\\).*/\\1/p" | tail -n 1); '
-    'body=$(wget -q -O - "$1" 2>/dev/null); fi; printf "%s\\n%s" "${code:-000}" "$body"'
+    'if command -v curl >/dev/null 2>&1; then out=$(curl -s --max-time 5 -w "\\n%{http_code}" "$1"); rc=$?; '
+    f'code=${{out##*"{_NL}"}}; body=${{out%"{_NL}"*}}; [ "$rc" = 28 ] && code=timeout; '
+    'else t=; command -v timeout >/dev/null 2>&1 && t="timeout 5"; '
+    'head=$($t wget -S -q -O /dev/null "$1" 2>&1); rc=$?; '
+    'code=$(printf "%s\\n" "$head" | sed -n "s/^ *HTTP\\/[0-9.]* \\([0-9]*\\).*/\\1/p" | tail -n 1); '
+    'case $rc in 124 | 143) [ -z "$code" ] && code=timeout ;; esac; '
+    '[ "$code" = timeout ] || body=$($t wget -q -O - "$1" 2>/dev/null); fi; printf "%s\\n%s" "${code:-000}" "$body"'
 )
+# The first probe after a start is at once, then after 0.25, 0.5, 1 and every 2 s: a gateway
+# that is up is seen within 2 s (a wait that grew to 3 s cost a restart up to 3 s more).
+PROBE_FIRST = 0.25
+PROBE_MAX = 2.0
 
 # Arguments: the port, the seconds before SIGKILL. Runs as root in the pod. Finds the
 # processes listening on the port (from /proc/net/tcp*: no ss or lsof needed), the
@@ -212,6 +223,9 @@ class Health:
     status: str  # the HTTP status, or why there is none
     checked_at: float
     answered: bool = False  # something listens on the port, healthy or not
+    # Something accepted the connection but did not answer in time: a gateway still starting
+    # (or wedged), never "nothing there": another one must not be started beside it.
+    timed_out: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "status": self.status, "checked_at": self.checked_at}
@@ -358,6 +372,8 @@ class Gateway:
         code = code.strip()
         if code == "401" or (code == "200" and _says_ok(body)):
             return Health(True, code, now, answered=True)
+        if code == "timeout":
+            return Health(False, "no answer within 5s", now, timed_out=True)
         if not code or code == "000":
             return Health(False, "no answer", now)
         # It answers, but not as a live gateway does: ask the agent itself (2026.3.31 answers
@@ -393,6 +409,10 @@ class Gateway:
             raise GatewayError(f"the gateway did not stop: {text or f'exit status {done.code}'}")
         log.info("gateway.stopped", sandbox=self.sandbox, container_id=pod.short_id)
 
+    def startup(self, pod: Pod, restart_for: Sequence[str] = (), fresh: bool = False) -> GatewayStartup:
+        """One :meth:`ensure` as steps, for a caller that works on between them (the daemon)."""
+        return GatewayStartup(self, pod, restart_for, fresh)
+
     def ensure(
         self,
         pod: Pod,
@@ -400,6 +420,7 @@ class Gateway:
         restart_for: Sequence[str] = (),
         replaced: Callable[[], bool] = lambda: False,
         fresh: bool = False,
+        stop: Waitable | None = None,
     ) -> Health:
         """Healthy already, or start it and wait (with backoff) until it is.
 
@@ -407,38 +428,21 @@ class Gateway:
         gateway is stopped and started again so that it sees them. ``replaced()`` is
         asked while waiting: a pod replaced meanwhile raises SandboxGone at once.
         ``fresh``: a pod just restored for the first time, which never runs a gateway
-        (NemoClaw #2042): no probe before the start.
+        (NemoClaw #2042): no probe before the start. ``stop`` (an event) ends every wait
+        at once: backoff.Stopped is raised. A gateway that listens but is slow to answer
+        is waited for, never started a second time (see :class:`GatewayStartup`).
         """
-        health = Health(False, "new pod", time.time()) if fresh else self.probe(pod)
-        if health.healthy and not restart_for:
-            return health
-        if health.healthy or health.answered:
-            if health.healthy:
-                log.info("gateway.restart", sandbox=self.sandbox, container_id=pod.short_id, steps=list(restart_for))
-            else:  # listening but not live: a wedged gateway holds the port a new one needs
-                log.warning("gateway.unhealthy", sandbox=self.sandbox, container_id=pod.short_id, status=health.status)
-            self.stop(pod)
-            if self.values["stop"]:  # a custom stop: wait until it took effect
-                health = self._wait(pod, heartbeat, replaced, lambda h: not h.healthy and not h.answered, health)
-                if health.healthy:
-                    raise GatewayError(f"the gateway did not stop within {self.values['start_timeout']}s")
-        else:
-            log.info("gateway.start", sandbox=self.sandbox, container_id=pod.short_id, reason=health.status)
-        self.start(pod)
-        log.info(
-            "gateway.waiting", sandbox=self.sandbox, container_id=pod.short_id, timeout=self.values["start_timeout"]
-        )
-        return self._wait(pod, heartbeat, replaced, lambda h: h.healthy, health)
+        return self._wait(self.startup(pod, restart_for, fresh), heartbeat, replaced, stop)
 
     def _wait(
         self,
-        pod: Pod,
+        startup: GatewayStartup,
         heartbeat: Callable[[], None],
         replaced: Callable[[], bool],
-        done: Callable[[Health], bool],
-        last: Health,
+        stop: Waitable | None,
     ) -> Health:
-        """Probe with backoff until ``done`` or ``start_timeout``; the last probe's answer."""
+        """Run ``startup``'s steps until it has an answer, each when it is due; every sleep
+        in between ends at once when ``stop`` is set (backoff.Stopped)."""
 
         def before(_state: object) -> None:
             heartbeat()
@@ -446,15 +450,132 @@ class Gateway:
                 raise SandboxGone("the pod was replaced while waiting for its gateway")
 
         waiting = Retrying(
-            stop=stop_after_delay(self.values["start_timeout"]),
-            wait=wait_exponential(multiplier=0.2, max=3),
-            retry=retry_if_result(lambda health: not done(health)),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else last,
+            sleep=interruptible(stop) if stop is not None else time.sleep,
+            wait=lambda _state: max(0.0, startup.next_at - time.monotonic()),
+            retry=retry_if_result(lambda health: health is None),
             before=before,
             reraise=True,
         )
-        result: Health = waiting(self.probe, pod)
+        result: Health | None = waiting(startup.step)
+        assert result is not None  # retried while None
         return result
+
+
+class GatewayStartup:
+    """Bringing the gateway up, as steps that each do one bounded thing: a probe, the stop,
+    the start. ``step()`` does the next one and returns the gateway's health once there is
+    an answer (healthy, or still not after ``start_timeout``), None before; ``next_at``
+    (monotonic) says when the next step is due. The daemon's worker runs one step per round
+    and does everything else in between (events, captures, SIGTERM); ``Gateway.ensure``
+    runs them back to back.
+
+    The phases: ``check`` (one probe, skipped on a fresh pod), then ``stop`` (a running
+    gateway that must read a change, or a wedged one), ``stopping`` (a custom stop, until
+    nothing answers), ``start``, ``up`` (probes with backoff until healthy or the
+    deadline). A probe that times out means something is there, starting: ``slow`` waits
+    for it without starting a second one beside it; only one that listens without ever
+    answering in time for a whole ``start_timeout`` is stopped and started again.
+    """
+
+    def __init__(self, gateway: Gateway, pod: Pod, restart_for: Sequence[str] = (), fresh: bool = False) -> None:
+        self.gateway = gateway
+        self.pod = pod
+        self.restart_for = list(restart_for)
+        self.fresh = fresh
+        self.phase = "check"
+        self.next_at = time.monotonic()
+        self.deadline: float | None = None  # of the current wait
+        self.last = Health(False, "not probed yet", time.time())
+        self.backoff = Backoff(PROBE_FIRST, PROBE_MAX)
+        self.started = False  # this startup ran the start command
+
+    @property
+    def timeout(self) -> int:
+        return int(self.gateway.values["start_timeout"])
+
+    def describe(self) -> str:
+        """What it is doing, for a status line."""
+        if self.phase in ("up", "slow", "stopping") and self.deadline is not None:
+            left = max(0, round(self.deadline - time.monotonic()))
+            what = {"up": "the gateway to answer", "slow": "a slow gateway", "stopping": "the gateway to stop"}
+            return f"waiting for {what[self.phase]} ({left}s left of {self.timeout}s, last: {self.last.status})"
+        return {"check": "checking the gateway", "stop": "stopping the gateway"}.get(self.phase, "starting the gateway")
+
+    def _fields(self) -> dict[str, Any]:
+        return {"sandbox": self.gateway.sandbox, "container_id": self.pod.short_id}
+
+    def _then(self, phase: str, now: float, wait: bool = False) -> None:
+        """Go on with ``phase``: at once, or (``wait``) a new wait that ends ``start_timeout`` from now."""
+        self.phase = phase
+        if wait:
+            self.deadline = now + self.timeout
+            self.backoff.reset()
+        self.next_at = now
+
+    def _probe(self, now: float) -> Health:
+        self.last = self.gateway.probe(self.pod)
+        self.next_at = now + self.backoff.next()
+        return self.last
+
+    def step(self) -> Health | None:
+        now = time.monotonic()
+        if self.phase == "check":
+            if self.restart_for and not self.fresh:
+                # It must start again anyway: no probe first (the stop is a no-op when nothing
+                # listens). One ssh round trip less on every SOUL.md edit.
+                log.info("gateway.restart", **self._fields(), steps=self.restart_for)
+                self._then("stop", now)
+                return None
+            health = Health(False, "new pod", time.time()) if self.fresh else self._probe(now)
+            self.last = health
+            if health.healthy and not self.restart_for:
+                return health
+            if health.timed_out:
+                log.info("gateway.slow", **self._fields(), status=health.status, timeout=self.timeout)
+                self._then("slow", now, wait=True)
+            elif health.healthy or health.answered:
+                if health.healthy:
+                    log.info("gateway.restart", **self._fields(), steps=self.restart_for)
+                else:  # listening but not live: a wedged gateway holds the port a new one needs
+                    log.warning("gateway.unhealthy", **self._fields(), status=health.status)
+                self._then("stop", now)
+            else:
+                log.info("gateway.start", **self._fields(), reason=health.status)
+                self._then("start", now)
+            return None
+        if self.phase == "stop":
+            self.gateway.stop(self.pod)
+            # A custom stop: wait until it took effect (the built-in one returns once nothing listens).
+            self._then("stopping" if self.gateway.values["stop"] else "start", now, wait=True)
+            return None
+        if self.phase == "start":
+            self.gateway.start(self.pod)
+            self.started = True
+            log.info("gateway.waiting", **self._fields(), timeout=self.timeout)
+            self._then("up", now, wait=True)
+            return None
+        health = self._probe(now)
+        over = self.deadline is not None and now >= self.deadline
+        if self.phase == "stopping":
+            if not (health.healthy or health.answered or health.timed_out):
+                self._then("start", now)
+            elif over:
+                if health.healthy:
+                    raise GatewayError(f"the gateway did not stop within {self.timeout}s")
+                self._then("start", now)
+            return None
+        if health.healthy:
+            return health
+        if self.phase == "slow":
+            if not (health.answered or health.timed_out):  # the slow one is gone: nothing listens now
+                log.info("gateway.start", **self._fields(), reason=health.status)
+                self._then("start", now)
+                return None
+            if over:  # it listened for a whole start_timeout without ever answering in time: wedged
+                log.warning("gateway.unhealthy", **self._fields(), status=health.status, waited=self.timeout)
+                self._then("stop", now)
+                return None
+        return health if over else None
 
 
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")

@@ -29,12 +29,18 @@ def _age(at: Any) -> str:
     return f"{seconds}s ago"
 
 
-def _now(item: dict[str, Any], doing: str) -> str:
-    """What needs the user now: a config error in force, or what the daemon is waiting for."""
+# The daemon's worker states (daemon.json "phases") in which it is busy with, or waiting
+# for, something the user may want to see: a gateway still starting, a retry.
+BUSY_PHASES = ("restoring", "gateway", "failed", "unreachable")
+
+
+def _now(item: dict[str, Any], doing: str, phase: str = "") -> str:
+    """What needs the user now: a config error in force, or what the daemon is doing or
+    waiting for (a gateway that is still starting, a lock another clawguard holds)."""
     error = item.get("config_error") or {}
     if error.get("message"):
         text = "CONFIG ERROR: " + str(error["message"])
-    elif ": waiting for " in doing:
+    elif ": waiting for " in doing or (phase in BUSY_PHASES and ": " in doing):
         text = doing.split(": ", 1)[1]
     else:
         return "-"
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         ("SANDBOX", "CONTAINER", "LAST RESTORE", "CHANGED", "WHEN", "GATEWAY", "CHECKED", "CAPTURE", "LAST HOOK", "NOW")
     ]
     doing = daemon.get("workers") or {} if daemon["running"] else {}
+    phases = daemon.get("phases") or {} if daemon["running"] else {}
     for item in data["sandboxes"]:
         restore = item.get("last_restore") or {}
         gateway = item.get("gateway") or {}
@@ -77,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                 _age(gateway.get("checked_at")),
                 capture,
                 hook_text,
-                _now(item, str(doing.get(item["sandbox"]) or "")),
+                _now(item, str(doing.get(item["sandbox"]) or ""), str(phases.get(item["sandbox"]) or "")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

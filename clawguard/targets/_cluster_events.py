@@ -14,7 +14,9 @@ sandbox it concerns:
 
 A sandbox located by the marker file, not by labels, cannot be told apart: it is woken
 by every pod event, as before. While a source is away, it is retried after 1, 2, 4 …
-at most :data:`BACKOFF_MAX` seconds, and the log says so once per change of state.
+at most :data:`BACKOFF_MAX` seconds, and the log says so once per change of state. An
+error a stream did not expect (a bug) never ends its thread: it is logged with its
+traceback (``events.crashed``) and the stream is followed again after the same backoff.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,6 +32,8 @@ import docker.errors
 import structlog
 from docker.utils.socket import frames_iter
 
+from .. import threads
+from ..backoff import Backoff, keep_running
 from ..errors import ClawguardError
 from . import _docker
 
@@ -152,7 +155,7 @@ class ClusterEvents:
 
     def start(self) -> None:
         for name, run in (("docker", self._follow_docker), ("containerd", self._follow_containerd)):
-            threading.Thread(target=run, name=f"{name}-events-{self.cluster}", daemon=True).start()
+            threads.start(run, f"{name}-events-{self.cluster}")
 
     def _everyone(self) -> list[Subscriber]:
         with self._lock:
@@ -183,11 +186,19 @@ class ClusterEvents:
             subscriber.wake("containerd event")
 
     def _pod_of(self, container_id: str) -> tuple[str, str] | None:
-        """The kubelet's pod name and namespace of a container: one exec for every sandbox."""
-        if container_id not in self._pods:
-            self.lookups += 1
-            self._pods[container_id] = self._lookup(container_id)
-        return self._pods[container_id]
+        """The kubelet's pod name and namespace of a container: one exec for every sandbox.
+
+        Read once, into a local: Docker's thread clears the cache when the cluster container
+        restarts, and a second read of the dict (it used to be read again after the lookup)
+        could find the key gone and end this thread with a KeyError."""
+        try:
+            return self._pods[container_id]
+        except KeyError:
+            pass
+        self.lookups += 1
+        pod = self._lookup(container_id)
+        self._pods[container_id] = pod
+        return pod
 
     def _lookup(self, container_id: str) -> tuple[str, str] | None:
         try:
@@ -270,26 +281,49 @@ class ClusterEvents:
     def _retrying(self, source: str, follow: Callable[[], str | None], retry_now: threading.Event) -> None:
         """Run ``follow`` until the feed stops, with capped backoff between attempts (cut
         short, and started over, when ``retry_now`` is set) and one log line when the source
-        is lost and one when it is back."""
-        delay, lost = 1.0, False
-        while not self._stop.is_set():
-            started = time.monotonic()
-            if retry_now is not self._stop:
-                retry_now.clear()  # a start seen from here on is one this attempt may have missed
+        is lost and one when it is back. An error ``follow`` did not expect (a bug) is logged
+        with its traceback and the stream followed again after the backoff: detection never
+        falls back to the poll in silence."""
+        lost = False
+
+        def attempt() -> None:
             error = follow()
-            if self._stop.is_set():
+            if error is not None:
+                raise _Lost(error)
+
+        def failed(exc: Exception, delay: float) -> None:
+            nonlocal lost
+            if isinstance(exc, _Lost):
+                if not lost:
+                    log.warning("events.lost", cluster=self.cluster, source=source, error=str(exc), retry="backoff")
+                    lost = True
                 return
-            if time.monotonic() - started >= _HEALTHY_AFTER:
-                delay = 1.0
-            if error is not None and not lost:
-                log.warning("events.lost", cluster=self.cluster, source=source, error=error, retry="backoff")
-                lost = True
-            elif error is None and lost:
+            lost = True  # a crash is a loss too: the next good stream says it is back
+            log.error(
+                "events.crashed",
+                cluster=self.cluster,
+                source=source,
+                error=repr(exc),
+                retry_in=round(delay, 1),
+                exc_info=exc,
+            )
+
+        def succeeded() -> None:
+            nonlocal lost
+            if lost:
                 log.info("events.resumed", cluster=self.cluster, source=source)
                 lost = False
-            if retry_now.wait(delay):
-                if self._stop.is_set():
-                    return
-                delay = 1.0
-                continue
-            delay = min(delay * 2, BACKOFF_MAX)
+
+        keep_running(
+            attempt,
+            stop=self._stop,
+            backoff=Backoff(1.0, BACKOFF_MAX),
+            retry_now=retry_now,
+            healthy_after=_HEALTHY_AFTER,
+            failed=failed,
+            succeeded=succeeded,
+        )
+
+
+class _Lost(Exception):
+    """An event source could not be followed (its reason is the message)."""

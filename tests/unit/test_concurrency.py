@@ -17,7 +17,7 @@ import clawguard.converge as converge_module
 from clawguard import log, parse_config
 from clawguard.converge import converge
 from clawguard.daemon import Daemon
-from clawguard.gateway import Gateway, Health
+from clawguard.gateway import GatewayStartup, Health
 from clawguard.sandboxfs import APPLY_SCRIPT
 from clawguard.targets.base import ExecResult, Instance
 
@@ -149,16 +149,16 @@ def test_a_gateway_wait_does_not_hold_a_restore_slot(
             events.append(("restore", plan.sandbox.name, time.monotonic()))
         return real_run_plan(plan, *args, **kwargs)
 
-    def slow_gateway(self: Gateway, pod: Any, *args: Any, **kwargs: Any) -> Health:
+    def slow_gateway(self: GatewayStartup) -> Health:  # the daemon brings a gateway up step by step
         with guard:
-            events.append(("gateway from", self.sandbox, time.monotonic()))
+            events.append(("gateway from", self.gateway.sandbox, time.monotonic()))
         time.sleep(1.5)
         with guard:
-            events.append(("gateway to", self.sandbox, time.monotonic()))
+            events.append(("gateway to", self.gateway.sandbox, time.monotonic()))
         return Health(True, "live", time.time())
 
     monkeypatch.setattr(converge_module, "run_plan", restore)
-    monkeypatch.setattr(Gateway, "ensure", slow_gateway)
+    monkeypatch.setattr(GatewayStartup, "step", slow_gateway)
     names = ["sandbox-a", "sandbox-b"]
     text = "version: 1\ndaemon: {max_parallel: 1}\nsandboxes:\n" + "".join(
         f"  {name}:\n    target: {{kind: k3s}}\n    archive: {archive}\n" for name in names

@@ -12,7 +12,7 @@ import pytest
 
 from clawguard import TargetError, log, parse_config
 from clawguard import daemon as daemon_module
-from clawguard.daemon import Daemon, SocketNotifier
+from clawguard.daemon import Daemon, Phase, SocketNotifier
 from clawguard.persist import CaptureStore
 from clawguard.state import StateStore, load_state
 from clawguard.targets.base import ExecResult, Instance
@@ -28,7 +28,7 @@ class Recorder:
         self.messages: list[str] = []
 
     def notify(self, state: str) -> None:
-        self.messages.append(state)
+        self.messages.extend(state.split("\n"))  # sd_notify: one assignment a line
 
 
 class PodTarget(ChrootTarget):
@@ -49,6 +49,8 @@ class PodTarget(ChrootTarget):
     def exec(
         self, instance: Instance, argv: Sequence[str], stdin: bytes | None = None, *, user: str | None = None
     ) -> ExecResult:
+        if instance.id != self.instance.id:  # like a container that was replaced
+            raise TargetError(f"no such container: {instance.id[:12]}")
         return super().exec(instance, argv, stdin, user=user)
 
     def watch(self, wake: Callable[[str], None], stop: threading.Event) -> None:
@@ -89,21 +91,25 @@ def daemon_parts(archive: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     assert not thread.is_alive()
 
 
+def _restored(sandbox: str = "my-assistant") -> bool:
+    return (load_state(sandbox).get("last_restore") or {}).get("outcome") == "ok"
+
+
 def test_restores_on_start_then_on_pod_replacement(daemon_parts) -> None:  # type: ignore[no-untyped-def]
     _daemon, target, recorder = daemon_parts
-    _wait(lambda: "READY=1" in recorder.messages)
+    _wait(lambda: "READY=1" in recorder.messages and _restored())
     state = load_state("my-assistant")
     assert state["container_id"] == "0" * 64
     assert state["last_restore"]["outcome"] == "ok" and state["last_restore"]["reason"] == "daemon start"
-    assert any(m.startswith("STATUS=my-assistant: restored 10 steps") for m in recorder.messages)
+    _wait(lambda: any(m.startswith("STATUS=my-assistant: restored 10 steps") for m in recorder.messages))
     assert "WATCHDOG=1" in recorder.messages
 
     locates = target.locates
     target.replace_pod("1" * 64)  # the event wakes the worker long before the 30 s poll
     _wait(lambda: load_state("my-assistant").get("container_id") == "1" * 64, timeout=10)
-    # The round's locate finds the new pod and the restore takes it from there; one more
-    # at the end checks that it is still the same pod.
-    assert target.locates - locates == 2
+    # The round's locate finds the new pod and the restore takes it from there (an event
+    # during the restore is checked by one more; with a gateway, one after its start).
+    assert target.locates - locates == 1
     state = load_state("my-assistant")
     assert state["last_restore"]["reason"] == "pod replaced" and state["last_restore"]["changed"] == 10
     assert (target.root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
@@ -111,7 +117,7 @@ def test_restores_on_start_then_on_pod_replacement(daemon_parts) -> None:  # typ
 
 def test_waits_without_dying_while_the_cluster_is_away(daemon_parts) -> None:  # type: ignore[no-untyped-def]
     _daemon, target, recorder = daemon_parts
-    _wait(lambda: "READY=1" in recorder.messages)
+    _wait(lambda: "READY=1" in recorder.messages and _restored())
     target.reachable = False
     target.replace_pod("2" * 64)
     _wait(lambda: any("waiting: cluster container" in m for m in recorder.messages))
@@ -124,7 +130,7 @@ def test_waits_without_dying_while_the_cluster_is_away(daemon_parts) -> None:  #
 
 def test_a_hung_worker_stops_the_watchdog(daemon_parts) -> None:  # type: ignore[no-untyped-def]
     daemon, _target, recorder = daemon_parts
-    _wait(lambda: "READY=1" in recorder.messages)
+    _wait(lambda: "READY=1" in recorder.messages and _restored() and daemon.workers[0].phase is Phase.WATCHING)
     out = io.StringIO()
     log.configure("info", out)  # the main loop's next events come here
     worker = daemon.workers[0]
@@ -240,6 +246,20 @@ class FakeGateway:
             self.healthy = True
         return self.probe(instance)
 
+    def startup(self, pod: Instance, restart_for: object = (), fresh: bool = False) -> object:
+        gateway = self
+
+        class Steps:
+            next_at = 0.0
+
+            def step(self) -> object:
+                return gateway.ensure(pod)
+
+            def describe(self) -> str:
+                return "starting the gateway"
+
+        return Steps()
+
 
 def test_an_event_on_the_same_container_checks_the_gateway_at_once(archive: Path, tmp_path: Path) -> None:
     """docker restart keeps the container ID and kills the gateway: do not wait for health_interval."""
@@ -253,7 +273,7 @@ def test_an_event_on_the_same_container_checks_the_gateway_at_once(archive: Path
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
-        _wait(lambda: "READY=1" in recorder.messages and target.woken is not None)
+        _wait(lambda: "READY=1" in recorder.messages and target.woken is not None and _restored())
         gateway.healthy = False  # the container restarted: same ID, files intact, gateway gone
         assert target.woken is not None
         target.woken("test: container restarted")
@@ -303,21 +323,43 @@ def test_a_failing_restore_is_retried_with_backoff_and_a_new_pod_at_once(
     target = PodTarget(make_sandbox_root(tmp_path / "root"))
     (target.root / "bin" / "tar").unlink()
     worker = Daemon(config, Recorder(), targets={"my-assistant": target}).workers[0]
-    worker._seen_generation = worker.generation
-    worker._backoff = 1.0
-    worker._next_health = worker._next_verify = worker._next_capture = time.monotonic() + 3600
-    worker._failed_pod, worker._retry_at, worker._retry_delay = None, 0.0, 1.0
 
     worker._tick()
-    assert calls == ["0" * 64] and worker.last_id is None  # failed
+    assert calls == ["0" * 64] and worker.last_id is None and worker.phase is Phase.FAILED  # failed
     delay = worker._tick()
     assert calls == ["0" * 64] and 0 < delay <= 1.0  # not again at once: after the delay
-    worker._retry_at = time.monotonic()  # the delay is over
+    worker.deadline = time.monotonic()  # the delay is over
     worker._tick()
-    assert calls == ["0" * 64] * 2 and worker._retry_delay == 4.0  # doubled after each failure
+    assert calls == ["0" * 64] * 2 and worker.retry.peek() == 4.0  # doubled after each failure
     target.replace_pod("5" * 64)  # a new pod, with tar: restored without waiting
     worker._tick()
-    assert calls[-1] == "5" * 64 and worker.last_id == "5" * 64 and worker._failed_pod is None
+    assert calls[-1] == "5" * 64 and worker.last_id == "5" * 64 and worker.phase is Phase.WATCHING
+
+
+def test_a_replacement_after_a_failed_recovery_is_still_a_replacement(archive: Path, tmp_path: Path) -> None:
+    """Issue 20: a failed converge cleared last_id, so the next real pod replacement was
+    "daemon start": the hooks got the wrong CLAWGUARD_REASON, and pod_replacements and the
+    detection histogram (sandbox.detected) missed it."""
+    out = io.StringIO()
+    log.configure("info", out)
+    record = tmp_path / "hook-restored"
+    config = parse_config(
+        f"hooks:\n  on_restored: [sh, -c, 'echo \"$CLAWGUARD_REASON\" >> {record}']\n"
+        + basic_config(archive, "    gateway: {enabled: false}\n"),
+        "c.yaml",
+    )
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    (target.root / "bin" / "tar").unlink()  # its restore fails
+    worker = Daemon(config, Recorder(), targets={"my-assistant": target}).workers[0]
+    worker._tick()
+    assert worker.last_id is None and load_state("my-assistant")["last_restore"]["reason"] == "daemon start"
+    target.replace_pod("7" * 64)  # the kubelet replaces the pod: a real replacement
+    worker._tick()
+    assert worker.last_id == "7" * 64
+    assert load_state("my-assistant")["last_restore"]["reason"] == "pod replaced"
+    detected = [line for line in out.getvalue().splitlines() if "event=sandbox.detected" in line]
+    assert len(detected) == 1 and "previous=000000000000" in detected[0]
+    _wait(lambda: record.exists() and record.read_text() == "pod replaced\n")
 
 
 def _two_sandboxes(archive: Path, tmp_path: Path, bad: Path) -> tuple[str, dict[str, PodTarget]]:
@@ -354,7 +396,7 @@ def test_a_bad_archive_at_start_costs_only_its_own_sandbox(
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
-        _wait(lambda: "READY=1" in recorder.messages)  # both settled: one restored, one in error
+        _wait(lambda: "READY=1" in recorder.messages and _restored("good") and load_state("bad").get("config_error"))
         assert load_state("good")["last_restore"]["outcome"] == "ok"
         error = load_state("bad")["config_error"]
         assert "openclaw.json: not valid JSON" in error["message"] and error["reason"] == "daemon start"
@@ -449,7 +491,8 @@ class RefusingRecorder(Recorder):
         key = state.partition("=")[0]
         refused = key in self.to_refuse
         self.to_refuse.discard(key)
-        self.messages.append(f"refused {state}" if refused else state)
+        lines = state.split("\n")
+        self.messages.extend([f"refused {line}" for line in lines] if refused else lines)
         return not refused
 
 
@@ -473,3 +516,138 @@ def test_a_ready_that_could_not_be_sent_is_sent_again(
         thread.join(10)
     assert recorder.messages.index("refused READY=1") < recorder.messages.index("READY=1")
     assert recorder.messages[-1] == "STOPPING=1"
+
+
+def never_healthy_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `ssh` on PATH for a gateway that starts but never answers; returns its start log."""
+    starts = tmp_path / "gateway-starts"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\ncase "$*" in *curl*) echo 000;; *) echo start >> {starts};; esac\n')
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return starts
+
+
+def test_ready_captures_and_the_lock_while_the_first_gateway_starts(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: READY=1 waited for every sandbox's first full converge, gateway wait included
+    (a slow gateway became a restart loop), no capture was taken during the wait, and the
+    sandbox's lock was held across it, so `clawguard capture` failed until it ended."""
+    from clawguard.converge import capture_sandbox
+
+    starts = never_healthy_ssh(tmp_path, monkeypatch)
+    out = io.StringIO()
+    log.configure("info", out)
+    config = parse_config(
+        "daemon: {poll_interval: 30, persist_interval: 1}\n"
+        + basic_config(archive, "    gateway: {start_timeout: 300}\n"),
+        "c.yaml",
+    )
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    recorder = Recorder()
+    daemon = Daemon(config, recorder, targets={"my-assistant": target})
+    worker = daemon.workers[0]
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        _wait(lambda: worker.phase is Phase.GATEWAY and starts.exists())
+        _wait(lambda: "READY=1" in recorder.messages)
+        assert worker.phase is Phase.GATEWAY  # READY=1 is out; the gateway is not healthy
+        _wait(
+            lambda: any(
+                m.startswith("STATUS=my-assistant: restored, waiting for the gateway") for m in recorder.messages
+            )
+        )
+        # The daemon captures the agent's state meanwhile…
+        (target.root / "sandbox/.openclaw-data/workspace/MEMORY.md").write_text("written while the gateway starts\n")
+        _wait(lambda: "event=persist.captured" in out.getvalue() and "reason=interval" in out.getvalue())
+        # …and a one-shot capture is not kept waiting for the sandbox's lock.
+        started = time.monotonic()
+        outcome = capture_sandbox(worker.ctx, reason="manual", lock_timeout=5)
+        assert outcome.outcome in ("saved", "unchanged") and time.monotonic() - started < 5
+        assert worker.phase is Phase.GATEWAY and starts.read_text() == "start\n"  # one start, still waiting
+    finally:
+        stopping = time.monotonic()
+        daemon.shutdown()
+        thread.join(15)
+    assert not thread.is_alive() and time.monotonic() - stopping < 10  # the stop does not wait out the start
+
+
+def test_a_full_disk_does_not_kill_the_main_loop(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: the main loop's daemon.json write was unguarded: ENOSPC killed the daemon."""
+    import errno
+
+    monkeypatch.setenv("WATCHDOG_USEC", "1500000")  # a main-loop round every 0.5 s
+    out = io.StringIO()
+    log.configure("info", out)
+    full = [True]
+    real = daemon_module.write_json
+
+    def write_json(path: Path, data: object) -> None:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(daemon_module, "write_json", write_json)
+    config = parse_config(
+        "daemon: {poll_interval: 30}\n" + basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml"
+    )
+    recorder = Recorder()
+    daemon = Daemon(config, recorder, targets={"my-assistant": PodTarget(make_sandbox_root(tmp_path / "root"))})
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        _wait(lambda: "event=daemon.state_write_failed" in out.getvalue())
+        pings = recorder.messages.count("WATCHDOG=1")
+        _wait(lambda: recorder.messages.count("WATCHDOG=1") >= pings + 3)  # rounds go on
+        assert thread.is_alive() and out.getvalue().count("event=daemon.state_write_failed") == 1  # once
+        assert "No space left on device" in out.getvalue()
+        full[0] = False
+        _wait(lambda: "event=daemon.state_write_recovered" in out.getvalue())
+    finally:
+        daemon.shutdown()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_soul_edit_restarts_the_gateway_without_a_probe_or_a_capture_first(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: a SOUL.md edit reached the pod in a second, the restarted gateway answered
+    seconds later. On its way: a capture before the re-sync (it writes archive steps only,
+    never a persisted path) and a probe before the stop (the gateway starts again anyway)."""
+    calls = tmp_path / "ssh-calls"
+    up = tmp_path / "up"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(
+        '#!/bin/sh\ncase "$*" in\n'
+        f"  *curl*) echo probe >> {calls}; if [ -e {up} ]; then echo 200; else echo 000; fi;;\n"
+        f"  *'gateway run'*) echo start >> {calls}; touch {up};;\n"
+        "esac\n"
+    )
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    daemon, _target, thread, out = _start(
+        "daemon: {poll_interval: 30, persist_interval: 3600}\n" + basic_config(archive), tmp_path / "root"
+    )
+    try:
+        _wait(lambda: "event=gateway.health" in out.getvalue() and daemon.workers[0].phase is Phase.WATCHING)
+        calls.unlink()
+        mark = len(out.getvalue())
+        (archive / "SOUL.md").write_text("# SOUL\nBe brief.\n")
+        _wait(
+            lambda: (
+                'reason="archive changed"' in out.getvalue()[mark:] and "event=gateway.health" in out.getvalue()[mark:]
+            )
+        )
+        assert calls.read_text().splitlines() == ["start", "probe"]  # stopped (through the target), started, healthy
+        after = out.getvalue()[mark:]
+        assert "before restore" not in after and "event=gateway.restart" in after
+    finally:
+        daemon.shutdown()
+        thread.join(10)

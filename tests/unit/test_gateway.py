@@ -254,7 +254,8 @@ def test_restart_for_a_changed_soul_stops_then_starts_once(
     stops = [(argv, user) for argv, user in target.calls if STOP_SCRIPT in argv]
     # Stopped as root through the target, by the gateway's port, with the grace period.
     assert len(stops) == 1 and stops[0][1] is None and stops[0][0][-2:] == ["18789", "15"]
-    assert (tmp_path / "calls").read_text().splitlines()[:2] == ["probe", "start"]
+    # No probe before a restart (it must start again anyway): stopped, started, probed healthy.
+    assert (tmp_path / "calls").read_text().splitlines() == ["start", "probe"]
 
 
 def test_a_custom_stop_runs_over_ssh(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,3 +289,158 @@ def test_a_hung_proxy_is_killed_with_ssh_on_timeout(
     time.sleep(0.2)
     state = Path(f"/proc/{pid}/stat")
     assert not state.exists() or state.read_text().split()[2] == "Z"  # gone (or a zombie awaiting init)
+
+
+def test_a_probe_that_times_out_is_not_nothing_listening(
+    archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: both were "no answer", so a slow gateway got a second one started beside it."""
+    gateway = _gateway(archive, tmp_path)
+    monkeypatch.setenv("FAKE_HTTP", "timeout")
+    slow = gateway.probe(_pod(FakePodTarget()))
+    assert not slow.healthy and slow.timed_out and not slow.answered and "5s" in slow.status
+    monkeypatch.setenv("FAKE_HTTP", "000")
+    gone = gateway.probe(_pod(FakePodTarget()))
+    assert not gone.healthy and not gone.timed_out and gone.status == "no answer"
+
+
+def _slow_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answers: int) -> None:
+    """A gateway that accepts connections but answers only from its ``answers``-th probe on."""
+    _ssh(
+        tmp_path,
+        monkeypatch,
+        'case "$*" in\n'
+        f"  *curl*) echo probe >> {tmp_path}/calls; n=$(grep -c probe {tmp_path}/calls);\n"
+        f'    if [ "$n" -ge {answers} ]; then echo 200; else echo timeout; fi;;\n'
+        f"  *'gateway run'*) echo start >> {tmp_path}/calls;;\n"
+        "esac\n",
+    )
+
+
+def test_a_slow_gateway_is_waited_for_not_started_twice(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _slow_ssh(tmp_path, monkeypatch, answers=4)
+    health = _gateway(archive, tmp_path, "    gateway: {start_timeout: 60}\n").ensure(_pod(FakePodTarget()))
+    assert health.healthy
+    assert (tmp_path / "calls").read_text().splitlines() == ["probe"] * 4  # never a start
+
+
+def test_a_gateway_that_never_answers_in_time_is_restarted_after_start_timeout(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow is waited for; listening without ever answering for a whole start_timeout is wedged."""
+    up = tmp_path / "up"
+    _ssh(
+        tmp_path,
+        monkeypatch,
+        'case "$*" in\n'
+        f"  *curl*) if [ -e {up} ]; then echo 200; else echo timeout; fi;;\n"
+        f"  *'gateway run'*) touch {up}; echo start >> {tmp_path}/calls;;\n"
+        "esac\n",
+    )
+    target = FakePodTarget()
+    health = _gateway(archive, tmp_path, "    gateway: {start_timeout: 1}\n").ensure(_pod(target))
+    assert health.healthy and (tmp_path / "calls").read_text() == "start\n"
+    assert len([argv for argv, _ in target.calls if STOP_SCRIPT in argv]) == 1  # stopped first
+
+
+def test_a_stop_event_ends_the_wait_at_once(
+    archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during a gateway wait: the wait used to sit in tenacity's sleep for start_timeout."""
+    import threading
+
+    from clawguard.backoff import Stopped
+
+    monkeypatch.setenv("FAKE_HTTP", "000")
+    gateway = _gateway(archive, tmp_path, "    gateway: {start_timeout: 300}\n")
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(Stopped):
+        gateway.ensure(_pod(FakePodTarget()), stop=stop)
+    assert time.monotonic() - started < 3
+
+
+def test_the_step_by_step_startup_says_when_each_step_is_due(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon runs one step per round: none of them waits."""
+    up = tmp_path / "up"
+    _counting_ssh(tmp_path, monkeypatch, up)
+    startup = _gateway(archive, tmp_path).startup(_pod(FakePodTarget()))
+    phases, answers = [], []
+    while not answers or answers[-1] is None:
+        before = time.monotonic()
+        answers.append(startup.step())
+        assert time.monotonic() - before < 2  # one probe, or the start: never a wait
+        phases.append(startup.phase)
+    assert phases == ["start", "up", "up"]  # checked (down), started, probed
+    health = answers[-1]
+    assert health is not None and health.healthy
+    assert (tmp_path / "calls").read_text().splitlines() == ["probe", "start", "probe"]
+
+
+@pytest.mark.parametrize("client", ["curl", "wget"])
+def test_the_probe_script_tells_a_slow_listener_from_none(client: str, tmp_path: Path) -> None:
+    """The probe itself, run here: nothing on the port is 000; a listener that accepts and
+    never answers is "timeout" (after 5 s); a live one is 200 with its body."""
+    import shutil
+    import socket
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from clawguard.gateway import _PROBE
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    busybox = shutil.which("busybox")
+    tools = ["sed", "tail", "printf", "timeout"]
+    if client == "curl":
+        curl = shutil.which("curl")
+        if curl is None:
+            pytest.skip("no curl here")
+        (bin_dir / "curl").symlink_to(curl)
+    else:
+        if busybox is None:
+            pytest.skip("no busybox here")
+        tools.append("wget")
+    for tool in tools:
+        found = busybox if client == "wget" else shutil.which(tool)
+        if found is not None:
+            (bin_dir / tool).symlink_to(found)
+    env = {"PATH": str(bin_dir)}
+    sh = busybox or "/bin/sh"
+
+    def probe(url: str) -> str:
+        argv = [sh, "sh", "-c", _PROBE, "sh", url] if busybox else [sh, "-c", _PROBE, "sh", url]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False).stdout
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert probe(f"http://127.0.0.1:{port}/health").splitlines()[0] == "000"
+
+    with socket.socket() as mute:  # accepts (the backlog) and never answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        assert probe(f"http://127.0.0.1:{mute.getsockname()[1]}/health").splitlines()[0] == "timeout"
+
+    class Live(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"ok":true,"status":"live"}')
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Live)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, _, body = probe(f"http://127.0.0.1:{server.server_address[1]}/health").partition("\n")
+        assert code == "200" and '"live"' in body
+    finally:
+        server.shutdown()

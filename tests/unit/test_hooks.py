@@ -88,3 +88,33 @@ def test_sandbox_hooks_override_global_ones(archive: Path) -> None:
     )
     hooks = config.sandboxes["my-assistant"].hooks
     assert hooks == {"on_restored": [], "on_failed": ["/bin/a"], "on_drift": ["/bin/c"], "timeout": 5}
+
+
+@needs_root
+def test_on_failed_fires_once_per_failure_episode(archive: Path, tmp_path: Path) -> None:
+    """Issue 20: on_failed ran at every retry of the same failure (about once a minute); now
+    once, and again only after a success in between."""
+    log.configure("error", io.StringIO())
+    record = tmp_path / "failed.log"
+    hooks = f"hooks:\n  on_failed: [sh, -c, 'echo \"$CLAWGUARD_REASON\" >> {record}']\n"
+    config = parse_config(hooks + basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
+    sandbox = config.sandboxes["my-assistant"]
+    broken = make_sandbox_root(tmp_path / "broken")
+    (broken / "bin" / "tar").unlink()  # every write fails
+    target = ChrootTarget(broken)
+
+    def lines() -> list[str]:
+        time.sleep(0.5)  # a hook runs in the background
+        return record.read_text().splitlines() if record.exists() else []
+
+    for _retry in range(3):
+        assert not converge(context(sandbox, target), reason="pod replaced").ok
+    assert lines() == ["pod replaced"]
+    assert load_state("my-assistant")["failing_since"] is not None
+    (broken / "bin" / "tar").symlink_to("busybox")  # fixed: a success ends the episode
+    assert converge(context(sandbox, target), reason="drift check").ok
+    assert load_state("my-assistant")["failing_since"] is None
+    (broken / "bin" / "tar").unlink()
+    (broken / "sandbox/.openclaw-data/workspace/SOUL.md").unlink()  # drift to repair, and it fails
+    assert not converge(context(sandbox, target), reason="drift check").ok
+    assert lines() == ["pod replaced", "drift check"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import threading
+import time
 from collections.abc import Callable
 
 import docker.errors
@@ -11,7 +13,6 @@ import pytest
 
 from clawguard import log
 from clawguard.errors import TargetError
-from clawguard.targets import _cluster_events
 from clawguard.targets._cluster_events import BACKOFF_MAX, ClusterEvents, PodEvent, Subscriber, parse
 
 CID = "a" * 64
@@ -127,7 +128,7 @@ class _VirtualEvent:
 
 def _virtual(monkeypatch: pytest.MonkeyPatch, feed: ClusterEvents, until: float) -> list[float]:
     clock = [0.0]
-    monkeypatch.setattr(_cluster_events.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the backoff helper's clock too
     feed._stop = _VirtualStop(clock, until)  # type: ignore[assignment]
     feed._cluster_started = _VirtualEvent(clock)  # type: ignore[assignment]
     return clock
@@ -238,3 +239,76 @@ def test_sandboxes_of_one_cluster_share_one_feed_and_the_last_one_out_stops_it(
     assert ClusterEvents.join(values, first) is not feed  # a new feed for the next one
     assert len(started) == 2
     ClusterEvents._feeds.clear()
+
+
+def test_a_cluster_restart_while_a_start_is_looked_up_does_not_kill_the_thread() -> None:
+    """Issue 20: `_pod_of` read the cache again after storing the lookup; Docker's thread
+    clears it when the cluster container restarts, and the KeyError ended containerd's thread."""
+
+    class ClearedRightAfter(dict[str, tuple[str, str] | None]):
+        """Docker's thread clears the cache just after the lookup is stored."""
+
+        def __setitem__(self, key: str, value: tuple[str, str] | None) -> None:
+            super().__setitem__(key, value)
+            self.clear()
+
+    feed = _feed({CID: "my-assistant"})
+    feed._pods = ClearedRightAfter()
+    woken = _subscribe(feed, "my-assistant", {})
+    feed.route(PodEvent("/tasks/start", CID))
+    assert woken == ["containerd event"]
+
+
+def test_an_unexpected_error_in_a_stream_is_logged_and_the_stream_followed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20: an error the stream did not expect ended its thread outside any supervision,
+    and detection fell back to the 30 s poll in silence."""
+    out = io.StringIO()
+    log.configure("info", out)
+    feed = _feed({})
+    clock = _virtual(monkeypatch, feed, until=30.0)
+    attempts: list[float] = []
+
+    def follow() -> str | None:
+        attempts.append(clock[0])
+        if len(attempts) <= 2:
+            raise KeyError("a" * 64)  # a bug in routing
+        return None
+
+    feed._retrying("containerd", follow, feed._cluster_started)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[:3] == [1, 2, 4]  # followed again, with backoff
+    events = [line.split("event=")[1].split()[0] for line in out.getvalue().splitlines() if "event=events." in line]
+    assert events[:3] == ["events.crashed", "events.crashed", "events.resumed"]
+    assert "KeyError" in out.getvalue() and "level=error" in out.getvalue()
+
+
+def test_the_event_threads_outlive_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real threads: containerd's body raises at first, and is run again."""
+    log.configure("error", io.StringIO())
+    feed = _feed({})
+    calls = {"docker": 0, "containerd": 0}
+    again = threading.Event()
+
+    def docker_stream() -> str | None:
+        calls["docker"] += 1
+        feed._stop.wait(0.01)
+        return None
+
+    def containerd_stream() -> str | None:
+        calls["containerd"] += 1
+        if calls["containerd"] == 1:
+            raise KeyError("gone")
+        again.set()
+        feed._stop.wait(0.01)
+        return None
+
+    monkeypatch.setattr(feed, "_docker_stream", docker_stream)
+    monkeypatch.setattr(feed, "_containerd_stream", containerd_stream)
+    feed.start()
+    try:
+        assert again.wait(10), "the containerd thread died with its first error"
+    finally:
+        feed._stop.set()
+        feed._cluster_started.set()
