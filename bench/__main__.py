@@ -1,8 +1,9 @@
 """``python -m bench``: the whole benchmark, one command (docs/performance.md).
 
-    python -m bench                   # full run: 10 iterations, 10 min idle window (~45 min)
-    python -m bench --smoke           # one iteration of everything, in about 4 minutes (CI)
+    python -m bench                   # full run: 10 iterations, 10 min idle windows (~70 min)
+    python -m bench --smoke           # one iteration of everything, in about 7 minutes (CI)
     python -m bench --update-docs     # also refresh docs/performance-results.* and docs/performance.md
+    python -m bench --phases openshell --iterations 3   # OpenShell 0.1.x beside the docker target only
 
 It starts its own testbed (``openshell-cluster-bench``), so it never disturbs the
 default one, and removes it at the end unless ``--keep-testbed``. Run it on a
@@ -29,7 +30,7 @@ from typing import Any
 from clawguard import log
 from testbed import LATEST_AGENT, Testbed
 
-from . import agent, baseline, clawguard_figures, cost, limit, locate, report
+from . import agent, baseline, clawguard_figures, cost, limit, locate, openshell, report
 from .archive import build
 from .cluster import PodClock
 from .daemon import Daemon, write_config
@@ -39,7 +40,9 @@ SANDBOX = "bench-assistant"
 UID = 998
 # daemon.max_parallel before it followed the CPUs: the scale phase runs it once more for comparison.
 FORMER_MAX_PARALLEL = 8
-PHASES = ("limit", "baseline", "clawguard", "cost", "locate", "scale", "agent")
+PHASES = ("limit", "baseline", "clawguard", "cost", "locate", "scale", "agent", "openshell")
+# Phases that need no k3s testbed: with only these, none is started.
+WITHOUT_CLUSTER = {"openshell"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,6 +110,7 @@ def _empty_results(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         "locate": {},
         "scale": [],
         "agent": {},
+        "openshell": {},
         "errors": [],
     }
 
@@ -129,11 +133,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
 
     bed = Testbed(gateway=args.gateway)
-    progress(f"testbed {bed.cluster_name}: up")
-    bed.up()
-    if bed.container_id(SANDBOX) is None:
-        bed.add_sandbox(SANDBOX, uid=UID)
-    results["meta"]["cluster"] = bed.cluster_name
+    needs_cluster = bool(phases - WITHOUT_CLUSTER)
+    if needs_cluster:
+        progress(f"testbed {bed.cluster_name}: up")
+        bed.up()
+        if bed.container_id(SANDBOX) is None:
+            bed.add_sandbox(SANDBOX, uid=UID)
+    results["meta"]["cluster"] = bed.cluster_name if needs_cluster else "none (no phase needs it)"
     workdir = Path(tempfile.mkdtemp(prefix="clawguard-bench-"))
     bin_dir = workdir / "bin"
     Testbed.install_openshell(bin_dir)
@@ -213,6 +219,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         results["errors"] += results["agent"].pop("errors")
 
+    def openshell_phase() -> None:
+        results["openshell"] = openshell.measure(
+            gateway_name=args.gateway,
+            iterations=args.iterations,
+            idle_seconds=args.idle_seconds,
+            workdir=workdir,
+            bin_dir=bin_dir,
+            progress=progress,
+            agent=args.agent,
+            keep=args.keep_testbed,
+        )
+        results["errors"] += results["openshell"].pop("errors")
+
     steps: list[tuple[str, str, Callable[[], None]]] = [
         ("limit", "exec round trips and one tar stream", limit_phase),
         ("baseline", "the seed's watchdog and per-file restore script", baseline_phase),
@@ -221,6 +240,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("locate", f"one locate with {', '.join(map(str, levels))} other containers", locate_phase),
         ("scale", f"1 and {scale} sandboxes after a cluster container restart", scale_phase),
         ("agent", f"the real OpenClaw {args.agent}: under the daemon, and its cold start alone", agent_phase),
+        (
+            "openshell",
+            f"OpenShell 0.1.x (gateway API) beside the docker target, real OpenClaw {args.agent}",
+            openshell_phase,
+        ),
     ]
     try:
         for name, what, phase in steps:
@@ -238,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.out.mkdir(parents=True, exist_ok=True)
                 (args.out / "results-partial.json").write_text(json.dumps(results, indent=2))
     finally:
-        if not args.keep_testbed:
+        if needs_cluster and not args.keep_testbed:
             progress(f"testbed {bed.cluster_name}: down")
             with contextlib.suppress(Exception):
                 bed.down()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,59 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     out["agent_start_to_live_under_daemon/cold_start_alone"] = ratio(
         _get(agent, "daemon", "start_to_live_s", "median"), _get(agent, "cold_start", "live_s", "median")
     )
+    out.update(_openshell_ratios(results))
+    return out
+
+
+# The OpenShell phase's figures compared across the targets (÷ the docker target), by stat.
+OPENSHELL_COMPARED = (
+    ("detection_s", "median"),
+    ("detection_s", "p95"),
+    ("restore_s", "median"),
+    ("cpu_s", "median"),
+    ("cpu_s_outside_sandbox", "median"),
+    ("gateway_start_s", "median"),
+    ("live_s", "median"),
+)
+# The OpenShell phase's columns: (key in results["openshell"]["targets"], heading).
+OPENSHELL_COLUMNS = (
+    ("openshell", "openshell: pod replaced"),
+    ("openshell_recreated", "openshell: re-created"),
+    ("docker", "docker: re-created"),
+)
+
+
+def _openshell_targets(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The openshell (pod replaced) and docker targets' figures of the OpenShell phase, when it
+    measured both."""
+    targets = _get(results, "openshell", "targets") or {}
+    found, docker = targets.get("openshell"), targets.get("docker")
+    if not found or not docker or "detection_s" not in found or "detection_s" not in docker:
+        return None
+    return found, docker
+
+
+def _openshell_ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    if _openshell_targets(results) is None:
+        return {}
+    targets = _get(results, "openshell", "targets") or {}
+    lim = _get(results, "openshell", "limit") or {}
+    out: dict[str, float | None] = {}
+    for name in ("openshell", "openshell_recreated"):
+        if "detection_s" not in (targets.get(name) or {}):
+            continue
+        for figure, stat in OPENSHELL_COMPARED:
+            out[f"{name}/docker_{figure.removesuffix('_s')}_{stat}"] = ratio(
+                _get(targets, name, figure, stat), _get(targets, "docker", figure, stat)
+            )
+    for figure in ("exec_round_trip_s", "tar_stream_s"):
+        out[f"openshell/docker_limit_{figure.removesuffix('_s')}_median"] = ratio(
+            _get(lim, "openshell", figure, "median"), _get(lim, "docker", figure, "median")
+        )
+    for name, limit in (("openshell", "openshell"), ("docker", "docker")):
+        out[f"{name}_restore_median/its_tar_stream"] = ratio(
+            _get(targets, name, "restore_s", "median"), _get(lim, limit, "tar_stream_s", "median")
+        )
     return out
 
 
@@ -230,7 +284,108 @@ def goals(results: dict[str, Any], r: dict[str, float | None]) -> list[dict[str,
     else:
         shown = "n/a"
     goal("Locate cost does not grow with other containers' files (≤ 1.25x, noise)", growth, 1.25, "x", True, shown)
+    both = _openshell_targets(results)
+    if both is not None:
+        before = len(out)
+        _openshell_goals(results, r, both, goal)
+        for row in out[before:]:
+            row["target"] = "openshell"
     return out
+
+
+OPENSHELL_GOAL = "OpenShell 0.1.x target: "
+
+
+def _openshell_goals(
+    results: dict[str, Any],
+    r: dict[str, float | None],
+    both: tuple[dict[str, Any], dict[str, Any]],
+    goal: Callable[[str, float | None, float, str, bool, str], None],
+) -> None:
+    """The goals above, for the openshell target (real OpenClaw, restore-archive/, its pod
+    replaced), each with the same sandbox re-created and the docker target from the same run."""
+    found, docker = both
+    phase = results.get("openshell") or {}
+    again = _get(phase, "targets", "openshell_recreated") or {}
+    lim, idle = phase.get("limit") or {}, phase.get("idle") or {}
+    det = _get(found, "detection_after_ready_s", "p95")
+    goal(
+        OPENSHELL_GOAL + "Detection p95 ≤ 1 s (the gateway reports the new pod READY → noticed)",
+        det,
+        1.0,
+        "s",
+        True,
+        f"{fmt(det)}; from the new container's creation {fmt(_get(found, 'detection_s', 'p95'))} (the gateway's "
+        f"own provisioning, created → READY, {fmt(_get(found, 'provisioning_s', 'median'))} median); re-created: "
+        f"READY → noticed {fmt(_get(again, 'detection_after_ready_s', 'p95'))}, from its container's creation "
+        f"{fmt(_get(again, 'detection_s', 'p95'))}; docker target, container created → noticed "
+        f"{fmt(_get(docker, 'detection_s', 'p95'))}",
+    )
+    restore, tar = _get(found, "restore_s", "median"), _get(lim, "openshell", "tar_stream_s", "median")
+    goal(
+        OPENSHELL_GOAL + "restore vs one tar stream: median ≤ 2x one tar stream through the gateway",
+        r.get("openshell_restore_median/its_tar_stream"),
+        2.0,
+        "x",
+        True,
+        f"restore {fmt(restore)} (of which the agent's own CLI: exec-approvals step "
+        f"{fmt(_get(found, 'approvals_step_s', 'median'))}, sandbox.facts → restore.start "
+        f"{fmt(_get(found, 'facts_to_restore_start_s', 'median'))}) / one tar stream through ExecSandbox "
+        f"{fmt(tar)}; re-created {fmt(_get(again, 'restore_s', 'median'))}; docker target "
+        f"{fmt(_get(docker, 'restore_s', 'median'))} / its tar stream "
+        f"{fmt(_get(lim, 'docker', 'tar_stream_s', 'median'))}",
+    )
+    places = found.get("cpu_s_by_place") or {}
+    goal(
+        OPENSHELL_GOAL + "CPU per restore: ≤ 0.5 CPU-s, all places (median)",
+        _get(found, "cpu_s", "median"),
+        0.5,
+        "CPU-s",
+        True,
+        f"{fmt(_get(found, 'cpu_s', 'median'), 'CPU-s')}: clawguard "
+        f"{fmt(_get(places, 'clawguard', 'median'), 'CPU-s')}, gateway server "
+        f"{fmt(_get(places, 'gateway_server', 'median'), 'CPU-s')}, engine "
+        f"{fmt(_get(places, 'docker_engine', 'median'), 'CPU-s')}, sandbox container "
+        f"{fmt(_get(places, 'sandbox_container', 'median'), 'CPU-s')} (outside the sandbox "
+        f"{fmt(_get(found, 'cpu_s_outside_sandbox', 'median'), 'CPU-s')}); re-created "
+        f"{fmt(_get(again, 'cpu_s', 'median'), 'CPU-s')} (outside the sandbox "
+        f"{fmt(_get(again, 'cpu_s_outside_sandbox', 'median'), 'CPU-s')}); docker target "
+        f"{fmt(_get(docker, 'cpu_s', 'median'), 'CPU-s')} (outside the sandbox "
+        f"{fmt(_get(docker, 'cpu_s_outside_sandbox', 'median'), 'CPU-s')})",
+    )
+    start = _get(found, "gateway_start_s", "median")
+    reasons = ", ".join(f"{k or '?'} x{v}" for k, v in (found.get("gateway_start_reasons") or {}).items())
+    goal(
+        OPENSHELL_GOAL + "gateway start: pod replaced → start command issued ≤ 1 s (median)",
+        start,
+        1.0,
+        "s",
+        True,
+        f"{fmt(start)} (restore {fmt(restore)}, restore.done → gateway.start "
+        f"{fmt(_get(found, 'restored_to_start_s', 'median'))}; reason {reasons or 'n/a'}); re-created "
+        f"{fmt(_get(again, 'gateway_start_s', 'median'))}; docker target "
+        f"{fmt(_get(docker, 'gateway_start_s', 'median'))}",
+    )
+    mine, theirs = idle.get("openshell") or {}, idle.get("docker") or {}
+    cpu = mine.get("cpu_percent_of_one_core")
+    goal(
+        OPENSHELL_GOAL + f"Idle CPU ≤ 0.5 % of one core ({mine.get('window_s', 0):.0f} s window)",
+        cpu,
+        0.5,
+        "%",
+        True,
+        f"{fmt(cpu, '%')} (the gateway server in the same window {fmt(mine.get('gateway_server_cpu_percent'), '%')});"
+        f" docker target {fmt(theirs.get('cpu_percent_of_one_core'), '%')}",
+    )
+    rss = _get(mine, "rss_mb", "max")
+    goal(
+        OPENSHELL_GOAL + "Idle RSS ≤ 60 MB",
+        rss,
+        60.0,
+        "MB",
+        True,
+        f"{fmt(rss, 'MB')}; docker target {fmt(_get(theirs, 'rss_mb', 'max'), 'MB')}",
+    )
 
 
 def _line(label: str, s: dict[str, Any] | None, unit: str = "s") -> str:
@@ -387,6 +542,7 @@ def render_text(results: dict[str, Any]) -> str:
     ]
     if ad.get("failures"):
         out.append(f"  failures: {ad['failures']}")
+    out += _openshell_text(results)
     out += ["", "RATIOS (clawguard/baseline, clawguard/limit: below 1 means clawguard is faster; growth: more/fewer)"]
     for key, value in results["ratios"].items():
         out.append(f"  {key:<52} {fmt(value, 'x') if value is not None else 'n/a'}")
@@ -398,6 +554,148 @@ def render_text(results: dict[str, Any]) -> str:
         out += ["", "ERRORS (the figures above miss what these phases did not measure)"]
         out += [f"  {error}" for error in results["errors"]]
     return "\n".join(out) + "\n"
+
+
+# (label, figure, unit) of the OpenShell phase, both targets side by side; "limit." figures from its limit.
+OPENSHELL_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("detection: new container created -> sandbox.detected", "detection_s", "s"),
+    ("  the gateway's provisioning: created -> READY (watch)", "provisioning_s", "s"),
+    ("  detection: the gateway reports READY -> detected", "detection_after_ready_s", "s"),
+    ("  the daemon's since_event (its wake-up -> detected)", "detection_since_event_s", "s"),
+    ("restore (sandbox.detected -> restore.done)", "restore_s", "s"),
+    ("  sandbox.detected -> sandbox.facts", "detected_to_facts_s", "s"),
+    ("  sandbox.facts -> restore.start (config validate)", "facts_to_restore_start_s", "s"),
+    ("  restore.start -> restore.done", "restore_start_to_done_s", "s"),
+    ("    of which the exec-approvals step (agent CLI)", "approvals_step_s", "s"),
+    ("  engine's own duration (restore.done duration=)", "restore_engine_s", "s"),
+    ("CPU per restore, all places (detected -> done)", "cpu_s", "CPU-s"),
+    ("  in the clawguard daemon", "cpu_s_by_place.clawguard", "CPU-s"),
+    ("  in the gateway server (stand-in)", "cpu_s_by_place.gateway_server", "CPU-s"),
+    ("  in the Docker engine (dockerd, containerd)", "cpu_s_by_place.docker_engine", "CPU-s"),
+    ("  in the sandbox container (its cgroup)", "cpu_s_by_place.sandbox_container", "CPU-s"),
+    ("  outside the sandbox (all but its cgroup)", "cpu_s_outside_sandbox", "CPU-s"),
+    ("pod replaced -> gateway start issued", "gateway_start_s", "s"),
+    ("  restore.done -> gateway.start", "restored_to_start_s", "s"),
+    ("  the start command (gateway.start -> .waiting)", "start_command_s", "s"),
+    ("  gateway.start -> healthy (the daemon's probe)", "start_to_live_s", "s"),
+    ("pod replaced -> /health live (gateway.health)", "live_s", "s"),
+    ("  the gateway reports READY -> /health live", "live_after_ready_s", "s"),
+    ("the replacement call itself (testbed)", "replace_call_s", "s"),
+    ("limit: one exec round trip (true)", "limit.exec_round_trip_s", "s"),
+    ("limit: one tar stream of the archive", "limit.tar_stream_s", "s"),
+    ("limit: one GetSandbox (before each command)", "limit.get_sandbox_s", "s"),
+)
+
+
+def _openshell_figure(results: dict[str, Any], target: str, figure: str) -> dict[str, Any] | None:
+    if figure.startswith("limit."):
+        if target == "openshell_recreated":  # one limit per transport
+            return None
+        return _get(results, "openshell", "limit", target, figure.removeprefix("limit.")) or None
+    node = _get(results, "openshell", "targets", target)
+    for key in figure.split("."):
+        node = None if not isinstance(node, dict) else node.get(key)
+    return node or None
+
+
+def _pair(s: dict[str, Any] | None, unit: str) -> str:
+    if not s or s.get("median") is None:
+        return "n/a"
+    return f"{fmt(s['median'], unit)} / {fmt(s['p95'], unit)}"
+
+
+def _openshell_cells(results: dict[str, Any], figure: str, unit: str) -> tuple[list[str], list[str]] | None:
+    """The figure for each column, and its medians ÷ the docker target's; None when no column has it."""
+    found = [_openshell_figure(results, key, figure) for key, _ in OPENSHELL_COLUMNS]
+    if not any(found):
+        return None
+    docker = _get(found[-1] or {}, "median")
+    ratios = [ratio(_get(f or {}, "median"), docker) for f in found[:-1]]
+    return [_pair(f, unit) for f in found], [fmt(x, "x") if x is not None else "" for x in ratios]
+
+
+def _openshell_text(results: dict[str, Any]) -> list[str]:
+    phase = results.get("openshell") or {}
+    if not phase:
+        return []
+    idle = phase.get("idle") or {}
+    out = [
+        "",
+        f"OPENSHELL 0.1.x (gateway API, stand-in gateway) BESIDE THE DOCKER TARGET (gen 2): real OpenClaw "
+        f"{phase.get('agent')}, {phase.get('archive')}, {phase.get('iterations')} of each, alternating",
+        f"  {'(median / p95)':<52} {'openshell: pod replaced':>25} {'openshell: re-created':>25} "
+        f"{'docker: re-created':>25}  ÷ docker (pod replaced, re-created)",
+    ]
+    for label, figure, unit in OPENSHELL_ROWS:
+        cells = _openshell_cells(results, figure, unit)
+        if cells is not None:
+            values, ratios = cells
+            out.append(f"  {label:<52} " + " ".join(f"{v:>25}" for v in values) + "  " + " ".join(ratios).strip())
+    exits = phase.get("daemon_exit") or {}
+    for key, heading in OPENSHELL_COLUMNS:
+        t = _get(phase, "targets", key) or {}
+        out.append(
+            f"  {heading}: gateway.start reasons {t.get('gateway_start_reasons')}; warnings "
+            f"{t.get('warnings_during_replacements')}" + (f"; failures: {t['failures']}" if t.get("failures") else "")
+        )
+    for key in ("openshell", "docker"):
+        t, i = _get(phase, "targets", key) or {}, idle.get(key) or {}
+        out.append(
+            f"  {key} daemon: first restore and /health live {fmt(t.get('first_live_after_daemon_start_s'))} after "
+            f"it started; exit {exits.get(key)}"
+        )
+        if i:
+            out.append(
+                f"    idle over {i.get('window_s', 0):.0f} s: CPU {fmt(i.get('cpu_percent_of_one_core'), '%')} of one "
+                f"core, RSS max {fmt(_get(i, 'rss_mb', 'max'), 'MB')}, {i.get('threads')} threads"
+                + (
+                    f"; the gateway server {fmt(i.get('gateway_server_cpu_percent'), '%')}"
+                    if "gateway_server_cpu_percent" in i
+                    else ""
+                )
+                + f"; events {i.get('events_in_window')}"
+            )
+    out.append(f"  tar stream: {_get(phase, 'limit', 'tar_bytes')} bytes; CPU counted:")
+    for place, what in (_get(phase, "cpu_counted", "openshell") or {}).items():
+        out.append(f"    {place}: {what}")
+    return out
+
+
+def _openshell_markdown(results: dict[str, Any]) -> list[str]:
+    phase = results.get("openshell") or {}
+    if _openshell_targets(results) is None:
+        return []
+    rows = [
+        "",
+        f"OpenShell 0.1.x target (gateway API, the stand-in gateway) beside the docker target (gen 2), same run: "
+        f"real OpenClaw {phase.get('agent')}, {phase.get('archive')}, {phase.get('iterations')} of each "
+        "replacement, alternating.",
+        "",
+        "| Figure (median / p95) | "
+        + " | ".join(heading for _, heading in OPENSHELL_COLUMNS)
+        + " | pod replaced ÷ docker | re-created ÷ docker |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, figure, unit in OPENSHELL_ROWS:
+        cells = _openshell_cells(results, figure, unit)
+        if cells is None:
+            continue
+        values, ratios = cells
+        name = label.strip().replace("->", "→")
+        name = ("· " if label.startswith("  ") else "") + name[:1].upper() + name[1:]
+        rows.append(f"| {name} | " + " | ".join(values + ratios) + " |")
+    idle = phase.get("idle") or {}
+    mine, theirs = idle.get("openshell") or {}, idle.get("docker") or {}
+    if mine and theirs:
+        rows += [
+            f"| Idle CPU, % of one core ({mine.get('window_s', 0):.0f} s) | "
+            f"{fmt(mine.get('cpu_percent_of_one_core'), '%')} (gateway server "
+            f"{fmt(mine.get('gateway_server_cpu_percent'), '%')}) | (the same daemon) | "
+            f"{fmt(theirs.get('cpu_percent_of_one_core'), '%')} | | |",
+            f"| Daemon RSS, idle (max) | {fmt(_get(mine, 'rss_mb', 'max'), 'MB')} | (the same daemon) | "
+            f"{fmt(_get(theirs, 'rss_mb', 'max'), 'MB')} | | |",
+        ]
+    return rows
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -471,6 +769,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{ms(_get(agent, 'daemon', 'start_to_live_s'))} | | {ms(_get(agent, 'cold_start', 'live_s'))} "
             f"(its cold start alone) | | {x('agent_start_to_live_under_daemon/cold_start_alone')} |",
         ]
+    rows += _openshell_markdown(results)
     goal_rows = ["", "| Goal | Measured | Verdict |", "|---|---|---|"]
     for g in results["goals"]:
         verdict = "n/a" if g["met"] is None else ("met" if g["met"] else f"**missed**: {g['margin']}")

@@ -1,7 +1,8 @@
-"""Issues 6 and 14: CI's smoke run of the benchmark, so that ``python -m bench`` cannot rot.
+"""Issues 6, 14 and 19: CI's smoke run of the benchmark, so that ``python -m bench`` cannot rot.
 
 One iteration of everything on the bench's own testbed, the real OpenClaw gateway
-included (its install is shared with the real-agent tests' cache). It asserts that
+included (its install is shared with the real-agent tests' cache), and the OpenShell
+0.1.x target on the stand-in gateway beside the docker target. It asserts that
 the run completes and writes well-formed results with every figure, ratio and goal,
 and never a timing: speed goals live in the bench's ratios, measured side by side in
 one run, because machines are shared and noisy.
@@ -52,6 +53,21 @@ SUMMARIES = [
     ("agent", "daemon", "gateway_start_s"),
     ("agent", "daemon", "start_to_live_s"),
     ("agent", "daemon", "approvals_step_s"),
+    *(
+        ("openshell", "targets", target, figure)
+        for target in ("openshell", "openshell_recreated", "docker")
+        for figure in ("detection_s", "restore_s", "cpu_s", "gateway_start_s", "start_to_live_s", "live_s")
+    ),
+    ("openshell", "targets", "openshell", "detection_after_ready_s"),
+    ("openshell", "targets", "openshell", "provisioning_s"),
+    ("openshell", "targets", "openshell", "cpu_s_by_place", "gateway_server"),
+    ("openshell", "targets", "openshell", "cpu_s_by_place", "clawguard"),
+    ("openshell", "targets", "docker", "cpu_s_by_place", "clawguard"),
+    ("openshell", "limit", "openshell", "exec_round_trip_s"),
+    ("openshell", "limit", "openshell", "tar_stream_s"),
+    ("openshell", "limit", "openshell", "get_sandbox_s"),
+    ("openshell", "limit", "docker", "exec_round_trip_s"),
+    ("openshell", "limit", "docker", "tar_stream_s"),
 ]
 LOCATE = ("clawguard_locate_s", "clawguard_locate_marker_s", "seed_find_s")
 SCALE = (
@@ -76,6 +92,12 @@ GOALS = (
     "Idle CPU",
     "Idle RSS",
     "Locate cost",
+    "OpenShell 0.1.x target: Detection p95",
+    "OpenShell 0.1.x target: restore vs one tar stream",
+    "OpenShell 0.1.x target: CPU per restore",
+    "OpenShell 0.1.x target: gateway start",
+    "OpenShell 0.1.x target: Idle CPU",
+    "OpenShell 0.1.x target: Idle RSS",
 )
 
 
@@ -120,6 +142,11 @@ def test_the_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert results["clawguard"]["daemon_exit"] == 0
     assert sum(results["clawguard"]["restarts"]["gateway_start_reasons"].values()) >= 1
     assert results["agent"]["daemon"]["failures"] == [] and results["agent"]["daemon"]["exit"] == 0
+    for target in ("openshell", "openshell_recreated", "docker"):
+        assert results["openshell"]["targets"][target]["failures"] == [], target
+    assert results["openshell"]["daemon_exit"] == {"openshell": 0, "docker": 0}
+    for daemon in ("openshell", "docker"):
+        assert isinstance(results["openshell"]["idle"][daemon]["cpu_percent_of_one_core"], float)
 
     idle = results["clawguard"]["idle"]
     assert isinstance(idle["cpu_percent_of_one_core"], float)
@@ -149,4 +176,6 @@ def test_the_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert "| Figure (median / p95) |" in table and "| Goal | Measured | Verdict |" in table
     assert "Real OpenClaw" in table and "peak during the 3-sandbox run" in table
-    assert "GOALS" in (tmp_path / "output.txt").read_text() and "REAL AGENT" in (tmp_path / "output.txt").read_text()
+    assert "| openshell: pod replaced | openshell: re-created | docker: re-created |" in table
+    output = (tmp_path / "output.txt").read_text()
+    assert "GOALS" in output and "REAL AGENT" in output and "OPENSHELL 0.1.x" in output
