@@ -227,7 +227,14 @@ def test_a_collision_names_the_parameter_that_caused_it(archive: Path) -> None:
 
 
 def test_credentials_readable_by_others_are_a_warning(archive: Path) -> None:
+    import io
+
     from structlog.testing import capture_logs
+
+    from clawguard import log
+
+    # capture_logs keeps the level filter: an earlier test's CLI run may have left "error".
+    log.configure("info", io.StringIO())
 
     secret = archive / "credentials" / "proxmox.env"
     secret.chmod(0o644)
