@@ -53,7 +53,7 @@ from .converge import (
     open_pod,
     restore_once,
 )
-from .errors import ClawguardError, InputError, SandboxGone
+from .errors import ClawguardError, InputError, SandboxGone, SandboxStarted
 from .gateway import GatewayError, GatewayStartup, Health
 from .plan import Plan, PlannedStep, build_plan
 from .redact import redact_value
@@ -335,6 +335,8 @@ class SandboxWorker(threading.Thread):
         except ClawguardError as exc:
             delay = self.unreachable.next()
             self._set(f"{self.sandbox.name}: waiting: {exc}")
+            if isinstance(exc, SandboxStarted):
+                self._started(exc)
             # A pod being replaced is briefly absent: only a longer absence is a warning.
             level = 30 if delay >= UNREACHABLE_WARN_AFTER else 20
             self.log.log(level, "sandbox.unreachable", error=str(exc), retry_in=round(delay, 1))
@@ -407,6 +409,18 @@ class SandboxWorker(threading.Thread):
             self._enter(Phase.STARTING, pod=container_id[:12])
 
     # ------------------------------------------------------------------ config errors
+
+    def _started(self, started: SandboxStarted) -> None:
+        """The target asked the platform to start the stopped sandbox: the on_started hook."""
+        outcome = "refused" if started.refused else "requested"
+        env = {
+            "CLAWGUARD_EVENT": "started",
+            "CLAWGUARD_SANDBOX": self.sandbox.name,
+            "CLAWGUARD_CONTAINER_ID": self.pods.seen or "",
+            "CLAWGUARD_OUTCOME": outcome,
+            "CLAWGUARD_REASON": str(started),
+        }
+        hooks.fire(self.sandbox.hooks, "on_started", env, self.sandbox.name, self.ctx.store)
 
     def _report_config_error(self, error: InputError, reason: str) -> None:
         """The sandbox's input is bad: say so once per distinct error, everywhere a user looks

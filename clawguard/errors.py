@@ -72,5 +72,14 @@ class SandboxGone(TargetError):
     """The pod we were working on was replaced or stopped under us."""
 
 
+class SandboxStarted(TargetError):
+    """The sandbox was not running, and clawguard asked its platform to start it (``refused``:
+    the platform said no). Not reachable yet either way; the on_started hook is told."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
 class RestoreFailed(ClawguardError):
     """At least one step did not reach its verified state."""

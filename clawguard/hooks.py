@@ -21,19 +21,22 @@ from .state import StateStore
 
 log = structlog.get_logger("clawguard.hooks")
 
-EVENTS = ("on_restored", "on_failed", "on_drift")
+EVENTS = ("on_restored", "on_failed", "on_drift", "on_started")
 
 
 _EXAMPLES = {
     "on_restored": '[notify-send, "sandbox restored"]',
     "on_failed": "[/home/me/bin/page-me, clawguard]",
     "on_drift": "[logger, -t, clawguard, drift]",
+    "on_started": "[logger, -t, clawguard, sandbox started]",
     "timeout": "30",
 }
 _DOCS = {
     "on_restored": "Argument list run after a restore that changed something.",
     "on_failed": "Argument list run after a restore or gateway start failed.",
     "on_drift": "Argument list run after a verify pass repaired drift.",
+    "on_started": "Argument list run when clawguard asked the platform to start a sandbox it found stopped "
+    "(OpenShell 0.1.x: ERROR, STOPPED or COMPLETED); CLAWGUARD_OUTCOME is requested or refused.",
     "timeout": "Seconds a hook may run before it is killed.",
 }
 

@@ -54,12 +54,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import structlog
 
-from ..errors import SandboxGone, TargetError
+from ..errors import SandboxGone, SandboxStarted, TargetError
 from ..schema import Bool, Field, Int, Str
 from .base import Discovery, ExecResult, Found, Instance, OutputTooLarge, Sink, Target
 
@@ -314,17 +314,18 @@ class OpenShellTarget(Target):
         if now.phase != READY:
             phase = PHASES.get(now.phase, str(now.phase))
             if now.phase in STARTABLE and self.values["start_stopped"]:
-                raise TargetError(f"{self._where()} is {phase}: {self._start()}")
+                self._start(f"{self._where()} is {phase}")
             raise TargetError(f"{self._where()} is {phase}, not READY")
         self._start_backoff = 1.0
         short = now.id[:8]
         where = f"{self._where()} (id {short}, pod {now.agent_pod[:12] or '?'})"
         return Instance(now.instance_id, where)
 
-    def _start(self) -> str:
-        """Ask the gateway to start the sandbox, at most once per backoff step."""
+    def _start(self, why: str) -> NoReturn:
+        """Ask the gateway to start the sandbox, at most once per backoff step. Raises
+        SandboxStarted when it asked (refused or not), TargetError while it waits."""
         if time.monotonic() < self._next_start:
-            return f"started again; waiting (next try in {self._next_start - time.monotonic():.0f}s)"
+            raise TargetError(f"{why}: started again; waiting (next try in {self._next_start - time.monotonic():.0f}s)")
         _, stub = self._connect()
         _, _, pb, _ = _sdk()
         request = pb.StartSandboxRequest(workspace_scope=self._scope(), name=self.name, request_id=str(uuid.uuid4()))
@@ -335,13 +336,14 @@ class OpenShellTarget(Target):
         except grpc.RpcError as exc:
             log.warning("openshell.start_refused", sandbox=self.sandbox, error=_details(exc))
             if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:
-                return (
-                    f"OpenShell refuses to start it ({_details(exc)}); a crash or OOM death needs "
-                    "`openshell sandbox delete` and create"
-                )
-            return f"StartSandbox failed: {_details(exc)}"
+                raise SandboxStarted(
+                    f"{why}: OpenShell refuses to start it ({_details(exc)}); a crash or OOM death needs "
+                    "`openshell sandbox delete` and create",
+                    refused=True,
+                ) from None
+            raise SandboxStarted(f"{why}: StartSandbox failed: {_details(exc)}", refused=True) from None
         log.info("openshell.start_requested", sandbox=self.sandbox)
-        return "asked the gateway to start it (StartSandbox)"
+        raise SandboxStarted(f"{why}: asked the gateway to start it (StartSandbox)")
 
     def host_key_fingerprint(self, instance: Instance) -> str | None:
         """The fingerprint the gateway publishes for the sandbox, read now (stable per sandbox id,

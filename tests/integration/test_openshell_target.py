@@ -55,7 +55,7 @@ def _archive(tmp_path: Path) -> Path:
     return archive
 
 
-def _config(tmp_path: Path, archive: Path, daemon: str = "") -> Path:
+def _config(tmp_path: Path, archive: Path, daemon: str = "", extra: str = "") -> Path:
     config = tmp_path / "config.yaml"
     config.write_text(
         f"""version: 1
@@ -63,7 +63,7 @@ def _config(tmp_path: Path, archive: Path, daemon: str = "") -> Path:
   {SANDBOX}:
     target: {{kind: openshell, gateway: {GATEWAY}}}
     archive: {archive}
-"""
+{extra}"""
     )
     return config
 
@@ -138,7 +138,9 @@ def test_a_plan_that_needs_root_is_refused_before_anything_is_written(standin: G
 
 
 def test_the_daemon_keeps_the_sandbox_through_every_kind_of_change(standin: GatewayStandin, tmp_path: Path) -> None:
-    config = _config(tmp_path, _archive(tmp_path), "daemon: {poll_interval: 30, health_interval: 5}\n")
+    started = tmp_path / "started.log"
+    hook = f"    hooks: {{on_started: [sh, -c, 'echo $CLAWGUARD_OUTCOME >> {started}']}}\n"
+    config = _config(tmp_path, _archive(tmp_path), "daemon: {poll_interval: 30, health_interval: 5}\n", hook)
     env = _env(standin)
     daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
     try:
@@ -195,6 +197,7 @@ def test_the_daemon_keeps_the_sandbox_through_every_kind_of_change(standin: Gate
         )
         _restored_as_the_agent_sees_it(standin)
         assert fourth  # (a started sandbox keeps its pod on this driver or gets a new one: both are served)
+        wait_for("the on_started hook", lambda: started.exists() and "requested" in started.read_text(), timeout=30)
     finally:
         daemon.proc.send_signal(signal.SIGTERM)
         code = daemon.proc.wait(30)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
 
 from clawguard import ConfigError, build_plan, parse_config
@@ -152,3 +153,72 @@ def test_the_split_layout_is_refused(archive: Path) -> None:
     with pytest.raises(ConfigError, match="openclaw.json are root's") as info:
         build_plan(config.sandboxes["my-assistant"])
     assert info.value.key == "sandboxes.my-assistant.layout.style" and info.value.line == 9
+
+
+class _Refusal(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _Stub:
+    """GetSandbox answers ``phase``; StartSandbox is counted, and raises ``start_error``."""
+
+    def __init__(self, phase: int, start_error: grpc.RpcError | None = None) -> None:
+        self.phase, self.start_error, self.starts = phase, start_error, 0
+
+    def GetSandbox(self, request: object, timeout: float) -> object:
+        from openshell._proto import openshell_pb2 as pb
+
+        sandbox = pb.Sandbox(metadata={"id": "a", "name": "my-assistant"}, status={"phase": self.phase})
+        return pb.SandboxResponse(sandbox=sandbox)
+
+    def StartSandbox(self, request: object, timeout: float) -> object:
+        self.starts += 1
+        if self.start_error is not None:
+            raise self.start_error
+        return object()
+
+
+def _target_with(stub: _Stub) -> OpenShellTarget:
+    target = OpenShellTarget("my-assistant", {"gateway": "lab"})
+    target._client, target._stub = object(), stub
+    return target
+
+
+def test_a_stopped_sandbox_is_started_once_per_backoff_step() -> None:
+    from clawguard.errors import SandboxStarted, TargetError
+
+    stub = _Stub(phase=3)  # ERROR
+    target = _target_with(stub)
+    with pytest.raises(SandboxStarted) as info:
+        target.locate()
+    assert not info.value.refused and "is ERROR: asked the gateway to start it" in str(info.value)
+    with pytest.raises(TargetError, match="waiting") as again:
+        target.locate()  # within the backoff: no second StartSandbox
+    assert not isinstance(again.value, SandboxStarted) and stub.starts == 1
+
+
+def test_a_refused_start_says_what_openshell_needs() -> None:
+    from clawguard.errors import SandboxStarted
+
+    stub = _Stub(phase=3, start_error=_Refusal(grpc.StatusCode.FAILED_PRECONDITION, "crashed (OOM)"))
+    with pytest.raises(SandboxStarted) as info:
+        _target_with(stub).locate()
+    assert info.value.refused and "delete` and create" in str(info.value)
+
+
+def test_start_stopped_off_leaves_it_alone() -> None:
+    from clawguard.errors import SandboxStarted, TargetError
+
+    stub = _Stub(phase=7)  # STOPPED
+    target = OpenShellTarget("my-assistant", {"gateway": "lab", "start_stopped": False})
+    target._client, target._stub = object(), stub
+    with pytest.raises(TargetError, match="STOPPED, not READY") as info:
+        target.locate()
+    assert not isinstance(info.value, SandboxStarted) and stub.starts == 0
