@@ -336,7 +336,7 @@ class SandboxWorker(threading.Thread):
             delay = self.unreachable.next()
             self._set(f"{self.sandbox.name}: waiting: {exc}")
             if isinstance(exc, SandboxStarted):
-                self._started(exc)
+                self._on_sandbox_started(exc)
             # A pod being replaced is briefly absent: only a longer absence is a warning.
             level = 30 if delay >= UNREACHABLE_WARN_AFTER else 20
             self.log.log(level, "sandbox.unreachable", error=str(exc), retry_in=round(delay, 1))
@@ -410,9 +410,9 @@ class SandboxWorker(threading.Thread):
 
     # ------------------------------------------------------------------ config errors
 
-    def _started(self, started: SandboxStarted) -> None:
+    def _on_sandbox_started(self, started: SandboxStarted) -> None:
         """The target asked the platform to start the stopped sandbox: the on_started hook."""
-        outcome = "refused" if started.refused else "requested"
+        outcome = started.outcome
         env = {
             "CLAWGUARD_EVENT": "started",
             "CLAWGUARD_SANDBOX": self.sandbox.name,

@@ -73,12 +73,17 @@ class SandboxGone(TargetError):
 
 
 class SandboxStarted(TargetError):
-    """The sandbox was not running, and clawguard asked its platform to start it (``refused``:
-    the platform said no). Not reachable yet either way; the on_started hook is told."""
+    """The sandbox was not running, and clawguard asked its platform to start it: ``outcome`` is
+    "requested", "refused" (the platform said no) or "recreated" (deleted and created again from
+    its recorded spec, ``recover: recreate``). Not reachable yet; the on_started hook is told."""
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(self, message: str, *, outcome: str = "requested") -> None:
         super().__init__(message)
-        self.refused = refused
+        self.outcome = outcome
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome == "refused"
 
 
 class RestoreFailed(ClawguardError):

@@ -36,7 +36,7 @@ _DOCS = {
     "on_failed": "Argument list run after a restore or gateway start failed.",
     "on_drift": "Argument list run after a verify pass repaired drift.",
     "on_started": "Argument list run when clawguard asked the platform to start a sandbox it found stopped "
-    "(OpenShell 0.1.x: ERROR, STOPPED or COMPLETED); CLAWGUARD_OUTCOME is requested or refused.",
+    "(OpenShell 0.1.x: ERROR, STOPPED or COMPLETED); CLAWGUARD_OUTCOME is requested, refused or recreated.",
     "timeout": "Seconds a hook may run before it is killed.",
 }
 

@@ -216,6 +216,14 @@ class OpenShellTarget(Target):
             "COMPLETED (what a container, Docker daemon or host restart leaves), with backoff.",
             True,
         ),
+        "recover": Field(
+            Str(choices=("start", "recreate")),
+            "What to do with a sandbox OpenShell refuses to start (a crash or OOM death needs delete and create). "
+            "start: keep asking and report it; recreate: delete it and create it again from the spec recorded "
+            "while it ran, then restore it like any re-created sandbox. recreate deletes the sandbox's own "
+            "files: whatever neither the archive nor the last capture holds is lost (docs/targets.md).",
+            "start",
+        ),
         "timeout": Field(Int(minimum=1, maximum=3600), "Seconds allowed for one command.", 120),
         "call_timeout": Field(Int(minimum=1, maximum=600), "Seconds allowed for one gateway call.", 15),
     }
@@ -231,6 +239,7 @@ class OpenShellTarget(Target):
         self._seen: Incarnation | None = None
         self._start_backoff = 1.0
         self._next_start = 0.0
+        self._recorded_for: str | None = None
 
     # ------------------------------------------------------------- plumbing
 
@@ -297,16 +306,79 @@ class OpenShellTarget(Target):
 
     def incarnation(self) -> Incarnation:
         """What the gateway says the sandbox is now. Raises TargetError."""
+        return _incarnation(self._get())
+
+    def _get(self) -> Any:
         _, stub = self._connect()
         _, _, pb, _ = _sdk()
         request = pb.GetSandboxRequest(workspace_scope=self._scope(), name=self.name)
-        response = self._call("GetSandbox", partial(stub.GetSandbox, request, timeout=self._call_timeout))
-        return _incarnation(response.sandbox)
+        return self._call("GetSandbox", partial(stub.GetSandbox, request, timeout=self._call_timeout)).sandbox
+
+    # ------------------------------------------------------------- recover: recreate
+
+    @property
+    def _spec_file(self) -> Path:
+        from ..state import sandbox_dir  # the sandbox's own state directory (0700)
+
+        return sandbox_dir(self.sandbox) / "openshell-create.binpb"
+
+    def _record(self, sandbox: Any) -> None:
+        """Keep what CreateSandbox needs to make this sandbox again, as it runs now."""
+        _, _, pb, _ = _sdk()
+        request = pb.CreateSandboxRequest(
+            workspace_scope=self._scope(),
+            name=self.name,
+            spec=sandbox.spec,
+            labels=dict(sandbox.metadata.labels),
+            annotations=dict(sandbox.metadata.annotations),
+        )
+        try:
+            path = self._spec_file
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(request.SerializeToString())
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("openshell.spec_not_recorded", sandbox=self.sandbox, error=str(exc))
+            return
+        self._recorded_for = sandbox.metadata.id
+        log.info("openshell.spec_recorded", sandbox=self.sandbox, sandbox_id=sandbox.metadata.id[:8])
+
+    def _recreate(self, why: str) -> NoReturn:
+        """Delete the sandbox OpenShell will not start, and create it again from its recorded spec."""
+        _, stub = self._connect()
+        _, _, pb, _ = _sdk()
+        try:
+            request = pb.CreateSandboxRequest.FromString(self._spec_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SandboxStarted(
+                f"{why}: recover: recreate has no recorded spec to create it from ({exc}); it is recorded while "
+                "the sandbox runs",
+                outcome="refused",
+            ) from None
+        request.request_id = str(uuid.uuid4())
+        delete = pb.DeleteSandboxRequest(
+            workspace_scope=self._scope(), name=self.name, allow_missing=True, request_id=str(uuid.uuid4())
+        )
+        self._call("DeleteSandbox", partial(stub.DeleteSandbox, delete, timeout=self._call_timeout))
+        deadline = time.monotonic() + float(self.values["timeout"])
+        while True:  # DeleteSandbox may answer before the name is free again
+            try:
+                stub.CreateSandbox(request, timeout=self._call_timeout)
+                break
+            except grpc.RpcError as exc:
+                if _code(exc) != grpc.StatusCode.ALREADY_EXISTS or time.monotonic() > deadline:
+                    raise SandboxStarted(f"{why}: CreateSandbox failed: {_details(exc)}", outcome="refused") from None
+                time.sleep(0.5)
+        log.warning("openshell.recreated", sandbox=self.sandbox, reason=why)
+        raise SandboxStarted(
+            f"{why}: deleted and created again from its recorded spec (recover: recreate)", outcome="recreated"
+        )
 
     # --------------------------------------------------------------- locate
 
     def locate(self) -> Instance:
-        now = self.incarnation()
+        sandbox_message = self._get()
+        now = _incarnation(sandbox_message)
         change = now.change_from(self._seen)
         if change:
             log.info("openshell.changed", sandbox=self.sandbox, change=change, phase=PHASES.get(now.phase))
@@ -317,6 +389,8 @@ class OpenShellTarget(Target):
                 self._start(f"{self._where()} is {phase}")
             raise TargetError(f"{self._where()} is {phase}, not READY")
         self._start_backoff = 1.0
+        if self.values["recover"] == "recreate" and self._recorded_for != now.id:
+            self._record(sandbox_message)
         short = now.id[:8]
         where = f"{self._where()} (id {short}, pod {now.agent_pod[:12] or '?'})"
         return Instance(now.instance_id, where)
@@ -336,12 +410,14 @@ class OpenShellTarget(Target):
         except grpc.RpcError as exc:
             log.warning("openshell.start_refused", sandbox=self.sandbox, error=_details(exc))
             if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:
+                if self.values["recover"] == "recreate":
+                    self._recreate(f"{why}; OpenShell refuses to start it ({_details(exc)})")
                 raise SandboxStarted(
                     f"{why}: OpenShell refuses to start it ({_details(exc)}); a crash or OOM death needs "
-                    "`openshell sandbox delete` and create",
-                    refused=True,
+                    "`openshell sandbox delete` and create (or recover: recreate)",
+                    outcome="refused",
                 ) from None
-            raise SandboxStarted(f"{why}: StartSandbox failed: {_details(exc)}", refused=True) from None
+            raise SandboxStarted(f"{why}: StartSandbox failed: {_details(exc)}", outcome="refused") from None
         log.info("openshell.start_requested", sandbox=self.sandbox)
         raise SandboxStarted(f"{why}: asked the gateway to start it (StartSandbox)")
 

@@ -206,3 +206,42 @@ def test_the_daemon_keeps_the_sandbox_through_every_kind_of_change(standin: Gate
     text = daemon.log.read_text()
     assert "Traceback" not in text and SECRET not in text
     assert SECRET not in "\n".join(standin.exec_log())
+
+
+def test_recover_recreate_brings_back_a_sandbox_openshell_will_not_start(
+    standin: GatewayStandin, tmp_path: Path
+) -> None:
+    """A crash (or OOM) death: StartSandbox is refused. With recover: recreate, clawguard deletes it,
+    creates it again from the spec it recorded while it ran, and restores it, the agent's captured
+    memory included."""
+    started = tmp_path / "started.log"
+    extra = (
+        f"    hooks: {{on_started: [sh, -c, 'echo $CLAWGUARD_OUTCOME >> {started}']}}\n"
+        "    target: {kind: openshell, gateway: " + GATEWAY + ", recover: recreate}\n"
+    )
+    config = _config(tmp_path, _archive(tmp_path), "daemon: {persist_interval: 2}\n", extra)
+    config.write_text(config.read_text().replace(f"    target: {{kind: openshell, gateway: {GATEWAY}}}\n", "", 1))
+    env = _env(standin)
+    daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+    try:
+        wait_for("a restored sandbox and a live gateway", lambda: _healthy(config, env), timeout=240, every=1)
+        before = standin.get(SANDBOX).metadata.id
+        _inside(standin, "sh", "-c", "echo 'remember: the crash drill' >> /sandbox/.openclaw/workspace/MEMORY.md")
+        wait_for("a capture of the memory", lambda: any("persist.captured" in line for line in daemon.lines()[-40:]))
+        time.sleep(3)  # one more capture interval, after the write
+        standin.crash(SANDBOX)
+        def recreated() -> bool:
+            try:
+                return bool(standin.get(SANDBOX).metadata.id != before and _healthy(config, env))
+            except Exception:  # NOT_FOUND between the delete and the create
+                return False
+
+        wait_for("the sandbox re-created and restored", recreated, timeout=300, every=1)
+        assert "recreated" in started.read_text()
+        assert "the crash drill" in _inside(standin, "cat", "/sandbox/.openclaw/workspace/MEMORY.md")
+        _restored_as_the_agent_sees_it(standin)
+    finally:
+        daemon.proc.send_signal(signal.SIGTERM)
+        code = daemon.proc.wait(30)
+        daemon.handle.close()
+    assert code == 0, "\n".join(daemon.lines()[-30:])

@@ -222,3 +222,68 @@ def test_start_stopped_off_leaves_it_alone() -> None:
     with pytest.raises(TargetError, match="STOPPED, not READY") as info:
         target.locate()
     assert not isinstance(info.value, SandboxStarted) and stub.starts == 0
+
+
+class _RecreatingStub(_Stub):
+    """READY until ``crash()``; then StartSandbox is refused, and Delete + Create are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(phase=2)
+        self.calls: list[tuple[str, object]] = []
+
+    def GetSandbox(self, request: object, timeout: float) -> object:
+        from openshell._proto import openshell_pb2 as pb
+
+        sandbox = pb.Sandbox(
+            metadata={"id": "a", "name": "my-assistant", "labels": {"team": "ops"}},
+            spec={"template": {"image": "openclaw:2026.9.6"}},
+            status={"phase": self.phase},
+        )
+        return pb.SandboxResponse(sandbox=sandbox)
+
+    def crash(self) -> None:
+        self.phase = 3
+        self.start_error = _Refusal(grpc.StatusCode.FAILED_PRECONDITION, "main process crashed (OOM)")
+
+    def DeleteSandbox(self, request: object, timeout: float) -> object:
+        self.calls.append(("delete", request))
+        return object()
+
+    def CreateSandbox(self, request: object, timeout: float) -> object:
+        self.calls.append(("create", request))
+        return object()
+
+
+def test_recover_recreate_makes_it_again_from_the_spec_recorded_while_it_ran(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from clawguard.errors import SandboxStarted
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    stub = _RecreatingStub()
+    target = OpenShellTarget("my-assistant", {"gateway": "lab", "recover": "recreate"})
+    target._client, target._stub = object(), stub
+    target.locate()  # READY: the spec is recorded now
+    stub.crash()
+    with pytest.raises(SandboxStarted) as info:
+        target.locate()
+    assert info.value.outcome == "recreated"
+    assert [name for name, _ in stub.calls] == ["delete", "create"]
+    created = stub.calls[1][1]
+    assert created.name == "my-assistant" and created.spec.template.image == "openclaw:2026.9.6"  # type: ignore[attr-defined]
+    assert dict(created.labels) == {"team": "ops"}  # type: ignore[attr-defined]
+
+
+def test_recover_recreate_without_a_recorded_spec_deletes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from clawguard.errors import SandboxStarted
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    stub = _RecreatingStub()
+    stub.crash()  # never seen running by this clawguard
+    target = OpenShellTarget("my-assistant", {"gateway": "lab", "recover": "recreate"})
+    target._client, target._stub = object(), stub
+    with pytest.raises(SandboxStarted, match="no recorded spec") as info:
+        target.locate()
+    assert info.value.outcome == "refused" and stub.calls == []
