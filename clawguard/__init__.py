@@ -22,7 +22,7 @@ from .errors import (
 from .plan import Plan, build_plan
 from .restore import RestoreReport, StepReport
 
-__version__ = "0.4.1"
+__version__ = "0.5.0"
 
 __all__ = [
     "ArchiveError",
