@@ -23,6 +23,16 @@ from clawguard.targets.openshell import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _logs_go_somewhere_open() -> None:
+    """An earlier test's CLI run may have left the log on a stream pytest has closed since."""
+    import io
+
+    from clawguard import log
+
+    log.configure("info", io.StringIO())
+
+
 def _inc(id: str = "a", pod: str = "p1", main: str = "m1", phase: int = 2) -> Incarnation:
     return Incarnation(id, pod, main, phase, "SHA256:x")
 
