@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .agent import SandboxFacts
 from .config import Config, SandboxConfig, load_config
-from .context import SandboxContext
+from .context import SandboxContext, build_context
 from .converge import Callbacks, Convergence, capture_sandbox, converge, open_pod, plan_live
 from .errors import TargetError
 from .persist import CaptureOutcome
@@ -33,8 +33,11 @@ from .plan import Plan, build_plan
 from .pod import Pod
 from .restore import AgentRejected, Progress, preflight_objections, resolve_owners
 from .state import StateStore, read_json
-from .targets import Discovery, Target, make_target
+from .targets import Discovery, Target
 from .targets import discover as discover_with
+
+if TYPE_CHECKING:  # the daemon's own dependencies (watchdog, sdnotify) load only when it runs
+    from .daemon import Daemon
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,7 @@ class Clawguard:
     def context(self, name: str) -> SandboxContext:
         """The sandbox ``name`` with its target, gateway and state, built once."""
         if name not in self._contexts:
-            sandbox = self.config.sandboxes[name]
-            target = self._targets.get(name) or make_target(name, sandbox.target)
-            self._contexts[name] = SandboxContext(sandbox, self.config.daemon, target, self.store)
+            self._contexts[name] = build_context(self.config, name, self.store, self._targets.get(name))
         return self._contexts[name]
 
     def select(self, name: str | None = None, *, warn: bool = False) -> list[SandboxContext]:
@@ -162,7 +163,7 @@ class Clawguard:
             "sandboxes": [{"sandbox": name, **self.store.load(name)} for name in self.config.sandboxes],
         }
 
-    def daemon(self, notifier: Any = None, *, log_level: str = "info") -> Any:
+    def daemon(self, notifier: Any = None, *, log_level: str = "info") -> Daemon:
         """The always-on service (``clawguard run``): ``.run()`` blocks until SIGTERM.
 
         With ``daemon.metrics.listen`` set, the metrics endpoint is served too."""
@@ -174,7 +175,8 @@ class Clawguard:
 
             # Before the daemon: its workers' loggers keep the processor chain they were bound with.
             enable(listen, self.config, self.store, log_level)
-        return Daemon(self.config, notifier, self.store, targets=self._targets)
+        contexts = [self.context(name) for name in self.config.sandboxes]
+        return Daemon(self.config, notifier, self.store, contexts=contexts)
 
 
 def discover(docker_host: str | None = None) -> Discovery:
@@ -183,12 +185,6 @@ def discover(docker_host: str | None = None) -> Discovery:
     containers through the Docker engine at ``docker_host``, OpenShell 0.1.x sandboxes
     through every gateway the OpenShell CLI registered. Needs no config."""
     return discover_with(docker_host)
-
-
-def sandbox_contexts(config: Config, store: StateStore, targets: Mapping[str, Target]) -> list[SandboxContext]:
-    """Every configured sandbox's context (the daemon's workers each take one)."""
-    guard = Clawguard(config, store=store, targets=targets)
-    return [guard.context(name) for name in config.sandboxes]
 
 
 def _daemon_info(store: StateStore) -> dict[str, Any]:
@@ -205,4 +201,4 @@ def _daemon_info(store: StateStore) -> dict[str, Any]:
     return info
 
 
-__all__ = ["Checked", "Clawguard", "SandboxConfig", "discover", "sandbox_contexts"]
+__all__ = ["Checked", "Clawguard", "SandboxConfig", "discover"]

@@ -9,12 +9,13 @@ along.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .config import DaemonSettings, SandboxConfig
+from .config import Config, DaemonSettings, SandboxConfig
 from .gateway import Gateway
 from .state import StateStore
-from .targets import Target
+from .targets import Target, make_target
 
 
 @dataclass
@@ -31,3 +32,14 @@ class SandboxContext:
     @property
     def name(self) -> str:
         return self.config.name
+
+
+def build_context(config: Config, name: str, store: StateStore, target: Target | None = None) -> SandboxContext:
+    """Sandbox ``name`` of ``config`` with its target (``target``, or the one its config names)."""
+    sandbox = config.sandboxes[name]
+    return SandboxContext(sandbox, config.daemon, target or make_target(name, sandbox.target), store)
+
+
+def sandbox_contexts(config: Config, store: StateStore, targets: Mapping[str, Target]) -> list[SandboxContext]:
+    """Every configured sandbox's context (the daemon's workers each take one)."""
+    return [build_context(config, name, store, targets.get(name)) for name in config.sandboxes]

@@ -26,7 +26,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
@@ -38,10 +38,9 @@ from watchdog.observers.api import BaseObserver
 
 from . import hooks, threads
 from .agent import SandboxFacts
-from .api import sandbox_contexts
 from .backoff import Backoff, keep_running
 from .config import Config, DaemonSettings
-from .context import SandboxContext
+from .context import SandboxContext, sandbox_contexts
 from .converge import (
     DRIFT_CHECK,
     RESYNC,
@@ -755,7 +754,10 @@ class Daemon:
         notifier: Notifier | None = None,
         store: StateStore | None = None,
         targets: Mapping[str, Target] | None = None,
+        contexts: Sequence[SandboxContext] | None = None,
     ) -> None:
+        """``contexts``: the sandboxes as the façade built them; by default, built here from
+        ``config`` (with ``targets`` for the sandboxes whose target is given)."""
         self.config = config
         self.notifier = notifier or systemd_notifier()
         self.store = store or StateStore()
@@ -767,7 +769,7 @@ class Daemon:
         # stays protected, and it is protected as soon as its archive is fixed.
         slots = threading.BoundedSemaphore(config.daemon.restores_at_once)
         self.workers = []
-        for ctx in sandbox_contexts(config, self.store, targets or {}):
+        for ctx in contexts if contexts is not None else sandbox_contexts(config, self.store, targets or {}):
             plan: Plan | None = None
             error: InputError | None = None
             try:

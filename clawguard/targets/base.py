@@ -7,6 +7,7 @@ parameter schema, ``locate`` and ``exec``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -14,6 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, ClassVar, Protocol
 
 from ..errors import ClawguardError, TargetError
@@ -69,6 +71,8 @@ class Discovery:
     found: list[Found] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was seen but left out, and why
     docker_host: str | None = None  # the Docker engine the engine-based kinds search
+    # Makes a Docker client for docker_host (targets._docker.client); none: no engine is searched.
+    connect: Callable[[str | None], Any] | None = field(default=None, repr=False)
     _docker: Any = field(default=None, repr=False)
     _docker_down: str | None = field(default=None, repr=False)
 
@@ -77,10 +81,11 @@ class Discovery:
         None once Docker proved unreachable (``engine_down``): the kinds that need no
         engine are still searched."""
         if self._docker is None and self._docker_down is None:
-            from . import _docker  # docker-py only for the kinds that use it
-
+            if self.connect is None:
+                self.engine_down("no Docker client was given to this search")
+                return None
             try:
-                self._docker = _docker.client(self.docker_host)
+                self._docker = self.connect(self.docker_host)
             except ClawguardError as exc:
                 self.engine_down(exc)
         return self._docker
@@ -116,6 +121,21 @@ class OutputTooLarge(TargetError):
     def __init__(self, message: str, stderr: bytes = b"") -> None:
         super().__init__(message)
         self.stderr = stderr
+
+
+_HEADER = re.compile(r"\A(?:#[^\n]*\n)*")
+_INCLUDE = re.compile(r"^\. \./([a-z0-9-]+\.sh)\n", re.MULTILINE)
+
+
+@functools.cache
+def shell_script(name: str) -> str:
+    """The shell script ``clawguard/data/sh/<name>`` as it runs in a pod or a cluster container
+    (package data, read once): without the comment lines it starts with (its arguments and
+    output, and shellcheck's directives), and with each line ``. ./OTHER.sh`` replaced by
+    OTHER.sh's own text, so that one ``sh -c`` gets the whole script and shellcheck (``-x``,
+    scripts/test.sh) checks each part with what it is used with."""
+    text = (resources.files("clawguard") / "data" / "sh" / name).read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda include: shell_script(include[1]), _HEADER.sub("", text, count=1))
 
 
 # Runs argv after saying its own pid on stderr. exec keeps the pid, and a container
