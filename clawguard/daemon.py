@@ -225,10 +225,10 @@ class SandboxWorker(threading.Thread):
         self.phase = Phase.STARTING
         self.deadline: float | None = None  # when the current phase's wait ends
         self.wake = threading.Event()
-        self.generation = 0  # bumped by every event, so a restore can tell it was overtaken
-        self.seen_generation = 0  # the generation the last round saw
+        self.events = 0  # counts every event, so a restore can tell it was overtaken
+        self.events_seen = 0  # the count the last round saw
         self.woken_at: float | None = None  # monotonic time of the first event since the last round
-        self._located: tuple[Instance | None, int] = (None, -1)  # a new pod, and the generation it was seen at
+        self._located: tuple[Instance | None, int] = (None, -1)  # a new pod, and the event count it was seen at
         self.pods = PodMemory()
         self.last_instance: Instance | None = None  # the last pod restored: captured once more at stop
         self.facts: SandboxFacts | None = None  # of the last pod restored: read once per pod
@@ -270,7 +270,7 @@ class SandboxWorker(threading.Thread):
         self.phase = phase
 
     def notice(self, reason: str) -> None:
-        self.generation += 1
+        self.events += 1
         if self.woken_at is None:
             self.woken_at = time.monotonic()
         self.log.debug("watch.event", reason=reason)
@@ -321,8 +321,8 @@ class SandboxWorker(threading.Thread):
         Returns how long to sleep before the next round (an event cuts it short)."""
         if self.plan is None:
             return self._retry_plan()
-        woken = self.generation != self.seen_generation  # an event arrived since the last round
-        self.seen_generation = self.generation
+        woken = self.events != self.events_seen  # an event arrived since the last round
+        self.events_seen = self.events
         woken_at, self.woken_at = self.woken_at, None
         if self.gateway_run is not None:
             return self._gateway_round(woken)
@@ -349,7 +349,7 @@ class SandboxWorker(threading.Thread):
                 # poll; what it has restored is still captured meanwhile.
                 self._capture_if_due(instance)
                 return max(0.05, min(self.deadline - now, self.settings.poll_interval, self._until_capture()))
-            self._located = (instance, self.generation)
+            self._located = (instance, self.events)
             self._converge(self.pods.owed)
         elif woken and self.sandbox.gateway["enabled"]:
             # Same container, but something happened to it (docker restart keeps the ID and
@@ -497,7 +497,7 @@ class SandboxWorker(threading.Thread):
         self.log.info("archive.changed", files=files, steps=[p.step.name for p in changed])
         if self.pods.owed is not None or self.pods.converged != instance.id:
             return  # not restored yet: the next full restore uses the new plan
-        self._located = (instance, self.generation)  # this round's locate: the re-sync need not locate again
+        self._located = (instance, self.events)  # this round's locate: the re-sync need not locate again
         self._converge(RESYNC, plan.subset(changed))
 
     def _capture_if_due(self, instance: Instance) -> None:
@@ -564,10 +564,10 @@ class SandboxWorker(threading.Thread):
 
     def _restore(self, reason: str, plan: Plan | None, free: Callable[[], None]) -> Restored | None:
         """The restore half, under the sandbox's lock; None when it did not get through."""
-        started_generation = self.generation
+        events_at_start = self.events
         # The pod this round located, unless an event about it arrived since (a slot can
         # take a while): the restore need not locate it a second time.
-        (instance, generation), self._located = self._located, (None, -1)
+        (instance, located_at), self._located = self._located, (None, -1)
         self.status.busy_until = time.monotonic() + 300
         try:
             with structlog.contextvars.bound_contextvars(reason=reason):
@@ -576,13 +576,13 @@ class SandboxWorker(threading.Thread):
                     plan=plan or self.plan,
                     facts=self.facts,
                     reason=reason,
-                    located=instance if generation == started_generation else None,
+                    located=instance if located_at == events_at_start else None,
                     capture_first=plan is None,  # a re-sync writes archive steps only
                     callbacks=Callbacks(
                         heartbeat=self.heartbeat,
                         restored=free,
                         on_wait=self._waiting,
-                        replaced=lambda current: self.generation != started_generation and self._pod_changed(current),
+                        replaced=lambda current: self.events != events_at_start and self._pod_changed(current),
                     ),
                 )
         except SandboxGone as exc:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-StateStore = Literal["files", "sqlite"]
+StateKeeping = Literal["files", "sqlite"]  # where a version keeps its own state
 
 
 @dataclass(frozen=True, order=True)
@@ -49,7 +49,7 @@ class Capabilities:
     approvals_symlink: Literal["rw", "read-only", "refused"]
     #: files: the telegram offset is a JSON file in the telegram directory; sqlite: a row
     #: of state/openclaw.sqlite (plugin state namespace telegram.update-offsets).
-    state: StateStore
+    state: StateKeeping
     #: Measured against the real agent from npm, or found in its published code.
     evidence: str
 
