@@ -55,7 +55,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChrootT
     """A busybox chroot standing in for the pod, wherever clawguard asks for a target."""
     target = ChrootTarget(make_sandbox_root(tmp_path / "sandbox-root"))
     # The façade builds every target, in one place.
-    monkeypatch.setattr("clawguard.api.make_target", lambda _name, _values: target)
+    monkeypatch.setattr("clawguard.context.make_target", lambda _name, _values: target)
     yield target
 
 

@@ -139,7 +139,7 @@ def test_check_names_it_from_the_pod_and_offline_cannot_know(
 
     config = tmp_path / "config.yaml"
     config.write_text(_config(archive, layout="file", version=None))
-    monkeypatch.setattr("clawguard.api.make_target", lambda _name, _values: sqlite_pod)
+    monkeypatch.setattr("clawguard.context.make_target", lambda _name, _values: sqlite_pod)
     try:
         assert main(["--config", str(config), "check"]) == 2
         err = capsys.readouterr().err

@@ -20,7 +20,7 @@ def test_capture_refuses_an_unrestored_pod_then_captures(
     archive: Path, tmp_path: Path, write_config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
     target = ChrootTarget(make_sandbox_root(tmp_path / "root"))
-    monkeypatch.setattr("clawguard.api.make_target", lambda _name, _values: target)
+    monkeypatch.setattr("clawguard.context.make_target", lambda _name, _values: target)
     (target.root / "sandbox/.openclaw-data/workspace/MEMORY.md").write_text("tea\n")
     config = str(write_config(basic_config(archive)))
 
