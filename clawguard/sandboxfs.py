@@ -12,12 +12,12 @@ swapped path then leads nowhere the agent could not go itself); root writes only
 directory that root owns and nobody else may write, entered first and checked right there
 (``pwd -P`` is the path itself: no symlink was followed; owner and mode of ``.``), acting on
 the one name in it; a directory's own owner and mode are changed by entering it the same
-way. Anything else is refused, naming the path. The scripts are constants: paths
-travel as separate arguments, never inside the script text, so nothing the user
-writes is ever parsed by a shell. They use only POSIX sh (``cd -P``, ``pwd -P``) plus
-``stat -c``, ``sha256sum``, ``find -exec {} +``, ``readlink -n``, ``tar``, ``od``, ``id``,
-``mktemp -d``, ``mv``, ``mkdir``, ``rmdir``, ``rm``, ``chown -h`` and ``chmod``, which busybox
-and GNU coreutils both provide.
+way. Anything else is refused, naming the path. The scripts are constants (package
+data, clawguard/data/sh, checked by shellcheck): paths travel as separate arguments,
+never inside the script text, so nothing the user writes is ever parsed by a shell.
+They use only POSIX sh (``cd -P``, ``pwd -P``) plus ``stat -c``, ``sha256sum``,
+``find -exec {} +``, ``readlink -n``, ``tar``, ``od``, ``id``, ``mktemp -d``, ``mv``, ``mkdir``,
+``rmdir``, ``rm``, ``chown -h`` and ``chmod``, which busybox and GNU coreutils both provide.
 
 Names. Linux allows any byte but "/" and NUL in a name, and the agent writes what it
 likes (``memory/notes\\2024.md``, a newline, a tab, bytes that are not UTF-8), so no
@@ -82,310 +82,22 @@ from dataclasses import dataclass, field
 
 from .entries import Entry, Ids, Inspection, Observed, shown
 from .errors import TargetError
-from .targets.base import ExecResult
+from .targets.base import ExecResult, shell_script
 
 # Runs argv inside the sandbox (as root, or as the sandbox user: SandboxFS), with optional stdin.
 Exec = Callable[[Sequence[str], bytes | None], ExecResult]
 
-# path ARG: sets $p to the path that ARG carries: ARG itself when it starts with "/",
-# else (after a "%") the bytes its printf %b escapes make (see path_arg). The "."
-# keeps the command substitution from eating a trailing newline of the name.
-_PATH_FUNCTION = r"""
-path() {
-  case $1 in
-    /*) p=$1 ;;
-    %*) p=$(printf '%b.' "${1#%}") || exit 3; p=${p%.} ;;
-    *) echo "clawguard: not a path argument" >&2; exit 3 ;;
-  esac
-}
-"""
-
-# describe PATH...: one batch record (NUL-terminated fields) for absolute paths that exist:
-#   B <n> <name>... <stat's n lines "hexmode uid gid size", in the names' order>
-# (D instead of B when $tag says so: the directories that hold the paths asked for)
-#   L <index> <target>                              for each symlink, then
-#   H <indices of the regular files> <sha256sum's output for them, in that order>
-# It runs in the inspector's shell, and in each shell `find -exec` starts, whose script
-# is this text (the inspector's first argument).
-DESCRIBE = r"""
-describe() {
-  [ "$#" -gt 0 ] || return 0
-  printf '%s\0%s\0' "${tag:-B}" "$#"
-  printf '%s\0' "$@"
-  stat -c '%f %u %g %s' -- "$@" || exit 3
-  printf '\0'
-  i=0; refs=''; idx=''
-  for p do
-    i=$((i + 1))
-    if [ -L "$p" ]; then
-      printf 'L\0%s\0' "$i"; readlink -n -- "$p" || exit 3; printf '\0'
-    elif [ -f "$p" ]; then
-      refs="$refs \"\${$i}\""; idx="$idx $i"
-    fi
-  done
-  printf 'H\0%s\0' "$idx"
-  if [ -n "$refs" ]; then eval "sha256sum -- $refs" || exit 3; fi
-  printf '\0'
-}
-"""
-
-# contents PATH...: for each regular file, C <path> <od's hex dump of it> <od's exit status>.
-# Hex, because a file may hold NULs; od is POSIX, in busybox and GNU coreutils. A file
-# gone since it was described gives a non-zero status instead of failing the read.
-CONTENTS = r"""
-contents() {
-  for p do
-    printf 'C\0%s\0' "$p"
-    od -An -v -tx1 -- "$p" 2>/dev/null
-    printf '\0%s\0' "$?"
-  done
-}
-"""
-
-# Arguments: the DESCRIBE text, then one per path: "P:" (the path itself), "R:" (it
-# and everything below it) or "C:" (the path itself, and its content when it is a
-# regular file), then the path as path_arg sends it. Paths with the same parent must be
-# adjacent (inspect_args): each distinct parent is resolved once.
-# Output: describe's batches, contents' records, and for each path whose nearest existing
-# ancestor is reached through a symlink, U <resolved> <path>; then a D batch: each nearest
-# existing ancestor that is reached without one (who may write there decides who writes, Write).
-INSPECT_SCRIPT = (
-    _PATH_FUNCTION
-    + DESCRIBE
-    + CONTENTS
-    + r"""
-set -f
-unset CDPATH
-D=$1; shift
-k=0; c=0; j=0; last=''; roots=''; paths=''; texts=''; dirs=''
-for spec do
-  path "${spec#??}"
-  d=${p%/*}; d=${d:-/}
-  if [ "$d" != "$last" ]; then
-    last=$d; missing=''
-    while [ ! -d "$d" ]; do d=${d%/*}; d=${d:-/}; missing=1; done
-    if cd -P "$d" 2>/dev/null; then r=$PWD; else r=''; fi
-    if [ "$r" = "$d" ]; then
-      unsafe=''; j=$((j + 1)); eval "w$j=\$d"; dirs="$dirs \"\$w$j\""
-    else unsafe=1; fi
-  fi
-  if [ -n "$unsafe" ]; then printf 'U\0%s\0%s\0' "$r" "$p"; continue; fi
-  if [ -n "$missing" ] || { [ ! -L "$p" ] && [ ! -e "$p" ]; }; then continue; fi
-  k=$((k + 1)); eval "v$k=\$p"
-  case $spec in
-    R*) if [ -d "$p" ] && [ ! -L "$p" ]; then roots="$roots \"\$v$k\""; continue; fi ;;
-    C*) if [ -f "$p" ] && [ ! -L "$p" ]; then texts="$texts \"\$v$k\""; fi ;;
-  esac
-  paths="$paths \"\$v$k\""; c=$((c + 1))
-  if [ "$c" -ge 256 ]; then eval "describe $paths"; paths=''; c=0; fi
-done
-cd / || exit 3
-if [ -n "$roots" ]; then
-  eval "find $roots -exec sh -c \"\$D\"'
-describe \"\$@\"' sh {} +" || exit 3
-fi
-eval "describe $paths"
-tag=D; eval "describe $dirs"; tag=B
-eval "contents $texts"
-"""
-)
-
-# The root role's tools (APPLY_SCRIPT). Each acts in the current directory, which `go` made a
-# directory reached without a symlink, on names in it ("./name"), never on a path that is
-# resolved again: whatever the agent renames above it afterwards, the shell stays where it is.
-_ROOT_FUNCTIONS = r"""
-refuse() {
-  printf 'clawguard: refused: %s %s\n' "$1" "$2" >&2
-  exit 4
-}
-# go DIR PATH [locked]: enter DIR (PATH itself, or a name in the current directory), then check
-# on the directory entered that it is PATH: no symlink was followed on the way and nothing was
-# swapped. With "locked", also that root owns it and nobody else may write in it: then nothing in
-# it can change but by root, and its names can be acted on.
-go() {
-  cd -P "$1" 2>/dev/null || refuse "$2" "is not a directory (a symlink or swapped path?)"
-  here=$(pwd -P && echo .) || refuse "$2" "cannot be checked"
-  [ "${here%?.}" = "$2" ] || refuse "$2" "is not where it was read (a symlink or swapped path?)"
-  if [ -n "${3:-}" ]; then
-    s=$(stat -c '%u %f' .) || refuse "$2" "cannot be checked"
-    [ "${s%% *}" = 0 ] && [ $((0x${s#* } & 18)) = 0 ] ||
-      refuse "$2" "is not a root-owned directory the agent cannot write (a symlink or swapped path?)"
-  fi
-}
-# wipe NAME PATH: remove NAME (which is PATH) from the current directory and everything below
-# it; a directory is entered and checked (go) before what is in it is removed. Only names are
-# unlinked, in directories that are where they should be: nothing outside is reached.
-wipe() {
-  if [ -d "$1" ] && [ ! -L "$1" ]; then
-    ( go "$1" "$2"; w=$2; set +f; set --
-      for c in ./* ./.[!.]* ./..?*; do
-        if [ -d "$c" ] && [ ! -L "$c" ]; then wipe "$c" "$w/${c#./}"
-        elif [ -e "$c" ] || [ -L "$c" ]; then set -- "$@" "$c"; fi
-      done
-      [ "$#" -eq 0 ] || rm -f -- "$@" || exit 4 ) || exit 4
-    rmdir -- "$1" || exit 4
-  elif [ -e "$1" ] || [ -L "$1" ]; then
-    rm -f -- "$1" || exit 4
-  fi
-}
-# give PATH: the current directory is PATH (checked). Give everything below it, then itself, to
-# $ids, never following a symlink: each directory is entered and checked like this one; anything
-# else is given only where nobody but root may write (there nothing can be swapped for a link to
-# another file), or left as it is when it is $ids's already.
-give() {
-  s=$(stat -c '%u %f' .) || exit 4
-  locked=''; if [ "${s%% *}" = 0 ] && [ $((0x${s#* } & 18)) = 0 ]; then locked=1; fi
-  g=$1; set +f; set --
-  for c in ./* ./.[!.]* ./..?*; do
-    if [ -d "$c" ] && [ ! -L "$c" ]; then
-      ( go "$c" "$g/${c#./}"; give "$g/${c#./}" ) || exit 4
-    elif [ -e "$c" ] || [ -L "$c" ]; then
-      if [ -n "$locked" ]; then set -- "$@" "$c"
-      elif [ "$(stat -c %u:%g -- "$c")" != "$ids" ]; then
-        refuse "$g/${c#./}" "is someone else's, in a directory the agent can write: it cannot be given away safely"
-      fi
-    fi
-  done
-  [ "$#" -eq 0 ] || chown -h -- "$ids" "$@" || exit 4
-  chown -- "$ids" . || exit 4
-}
-# ops check|do OP...: the root role's operations, up to "--inspect". "check" enters every
-# directory they work in that exists already and checks it (go), touching nothing, so that a
-# refusal leaves the whole batch undone; "do" checks again and does them.
-ops() {
-  mode=$1; shift
-  while [ "$#" -gt 0 ]; do
-    op=$1; shift
-    case $op in
-      --inspect) break ;;
-      tar) if [ "$mode" = do ]; then stage=$(mktemp -d) && tar -x -f - -C "$stage" || exit 4; fi ;;
-      in|at)
-        path "$1"; shift; dir=$p; lock=''
-        if [ "$op" = in ]; then lock=1; fi
-        # (A directory that is a symlink now is one this batch replaces: checked when entered.)
-        if [ "$mode" = do ] || { [ -d "$dir" ] && [ ! -L "$dir" ]; }; then go "$dir" "$dir" "$lock"; fi ;;
-      rm|mkdir|put|own|mode|dir|tree)
-        case $op in
-          own|tree) ids=$1; shift ;;
-          mode) m=$1; shift ;;
-          dir) ids=$1; m=$2; shift 2 ;;
-        esac
-        path "$1"; shift
-        if [ "$mode" = check ]; then
-          case $op in dir|tree) if [ -d "$p" ] && [ ! -L "$p" ]; then go "$p" "$p"; fi ;; esac
-          continue
-        fi
-        q=${p%/*}
-        if [ "${q:-/}" != "$dir" ]; then echo "clawguard: $p is not in $dir" >&2; exit 4; fi
-        case $op in mkdir|put|own|mode)
-          if [ -z "$lock" ]; then echo "clawguard: $op outside a checked root directory" >&2; exit 4; fi ;;
-        esac
-        n=./${p##*/}
-        case $op in
-          rm) wipe "$n" "$p" ;;
-          mkdir) if [ ! -d "$n" ] || [ -L "$n" ]; then rm -f -- "$n" && mkdir -- "$n" || exit 4; fi ;;
-          put)
-            if [ -d "$stage$p" ] && [ ! -L "$stage$p" ]; then
-              if [ ! -d "$n" ] || [ -L "$n" ]; then rm -f -- "$n" && mkdir -- "$n" || exit 4; fi
-            else
-              if [ -d "$n" ] && [ ! -L "$n" ]; then wipe "$n" "$p"; else rm -f -- "$n" || exit 4; fi
-              mv -f -- "$stage$p" "$n" || exit 4
-            fi ;;
-          own) chown -h -- "$ids" "$n" || exit 4 ;;
-          mode) if [ ! -L "$n" ]; then chmod -- "$m" "$n" || exit 4; fi ;;
-          dir)
-            ( go "$n" "$p"
-              if [ "$ids" != - ]; then chown -- "$ids" . || exit 4; fi
-              if [ "$m" != - ]; then chmod -- "$m" . || exit 4; fi ) || exit 4 ;;
-          tree) ( go "$n" "$p"; give "$p" ) || exit 4 ;;
-        esac ;;
-      *) echo "clawguard: unknown operation $op" >&2; exit 4 ;;
-    esac
-  done
-}
-"""
-
-# The sandbox user's operations (APPLY_SCRIPT's agent role), up to "--inspect", on whole paths:
-# rm PATH; tar (a tar stream on stdin, extracted at /); own UID:GID N PATH... and mode OCTAL N
-# PATH... for N paths at once (one chown or chmod for many paths: a process per path costs more
-# than the tar stream). The eval only ever sees references like "${3}", never a path.
-_AGENT_FUNCTIONS = r"""
-agent_ops() {
-  while [ "$#" -gt 0 ]; do
-    op=$1; shift
-    case $op in
-      --inspect) break ;;
-      rm) path "$1"; rm -rf -- "$p" || exit 4; shift ;;
-      tar) tar -x -f - -C / || exit 4 ;;
-      own|mode)
-        arg=$1; n=$2; shift 2; refs=''; i=1
-        while [ "$i" -le "$n" ]; do
-          eval "a=\${$i}"
-          case $a in
-            /*) refs="$refs \"\${$i}\"" ;;
-            *) path "$a"
-               if [ "$op" = own ]; then chown -h "$arg" "$p" || exit 4; else chmod "$arg" "$p" || exit 4; fi ;;
-          esac
-          i=$((i + 1))
-        done
-        if [ -z "$refs" ]; then :
-        elif [ "$op" = own ]; then eval "chown -h \"\$arg\" $refs" || exit 4
-        else eval "chmod \"\$arg\" $refs" || exit 4; fi
-        shift "$n" ;;
-      *) echo "clawguard: unknown operation $op" >&2; exit 4 ;;
-    esac
-  done
-}
-"""
-
-# Arguments: the role, "agent" or "root"; its operations (Write.agent_args, Write.root_args);
-# then "--inspect" and the inspector's arguments, so that the batch's last exec both writes
-# and reads back. Paths are path_arg's. The first failure exits with status 4.
-#
-# agent: run as the sandbox user (refused as root): whatever it follows, it can do no more than
-# the agent itself could. root: every operation works in a directory entered first ("in DIR":
-# root-owned and writable by nobody else, so nothing in it can be swapped; "at DIR": only
-# checked to be where it should be, for what is safe anywhere that holds: entering a
-# directory to chown or chmod it, "dir"; giving a tree away, "tree"; removing names, "rm").
-# In an "in" block: rm, mkdir, put (move a member of the tar stream, unpacked first into a
-# private directory, into place), own UID:GID, mode OCTAL, each on one name of it.
-APPLY_SCRIPT = (
-    _PATH_FUNCTION
-    + _ROOT_FUNCTIONS
-    + _AGENT_FUNCTIONS
-    + r"""
-set -f
-unset CDPATH
-role=$1; shift
-if [ "$role" = root ]; then
-  umask 077
-  stage=''
-  trap 'if [ -n "$stage" ]; then rm -rf -- "$stage"; fi' EXIT
-  ops check "$@"
-  ops do "$@"
-  cd / || exit 4
-elif [ "$role" = agent ] && [ "$(id -u)" != 0 ]; then
-  agent_ops "$@"
-else
-  echo "clawguard: refused: the sandbox user's writes must not run as root" >&2; exit 4
-fi
-while [ "$#" -gt 0 ]; do a=$1; shift; if [ "$a" = --inspect ]; then break; fi; done
-if [ "$#" -eq 0 ]; then exit 0; fi  # nothing to read back here
-"""
-    + INSPECT_SCRIPT
-)
-
-# Arguments: paths (path_arg's). Prints a tar stream of them, named relative to /.
-READ_SCRIPT = (
-    _PATH_FUNCTION
-    + r"""
-cd / || exit 3
-for a do shift; path "$a"; set -- "$@" "${p#/}"; done
-exec tar -c -f - -- "$@"
-"""
-)
-
-PASSWD_SCRIPT = "cat /etc/passwd; echo '--clawguard--'; cat /etc/group 2>/dev/null || true"
+# The scripts are package data, in clawguard/data/sh: each file says its arguments and output.
+# describe PATH... (lib-describe.sh): the inspector's records; also the inspector's first argument.
+DESCRIBE = shell_script("lib-describe.sh")
+# The inspector (inspect.sh): path arguments (inspect_args) in, NUL-terminated records out.
+INSPECT_SCRIPT = shell_script("inspect.sh")
+# A batch of writes as root or as the sandbox user, then the read-back (apply.sh).
+APPLY_SCRIPT = shell_script("apply.sh")
+# Paths in, a tar stream of them out (read.sh).
+READ_SCRIPT = shell_script("read.sh")
+# The sandbox's /etc/passwd and /etc/group (passwd.sh).
+PASSWD_SCRIPT = shell_script("passwd.sh")
 
 _KINDS = {0o100000: "file", 0o040000: "dir", 0o120000: "symlink"}
 

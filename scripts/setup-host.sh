@@ -15,6 +15,7 @@ PACKAGES=(
   procps           # pgrep/pkill for the testbed's sandbox image
   ca-certificates
   zsh              # the completion test loads clawguard's zsh completion
+  shellcheck       # scripts/test.sh checks the shell clawguard runs in pods (clawguard/data/sh)
 )
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 DOCKERD_PIDFILE=${DOCKERD_PIDFILE:-/var/run/docker.pid}

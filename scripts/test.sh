@@ -12,4 +12,5 @@ bash scripts/venv.sh
 .venv/bin/ruff check clawguard testbed tests bench
 .venv/bin/ruff format --check clawguard testbed tests bench
 .venv/bin/mypy clawguard testbed
+shellcheck -x clawguard/data/sh/*.sh  # -x: a script's `. ./part.sh` lines are checked with it
 exec .venv/bin/pytest -ra "$@"

@@ -19,8 +19,6 @@ from typing import Literal
 from ..entries import OwnerRef
 from ..sandboxfs import (
     DESCRIBE,
-    INSPECT_SCRIPT,
-    PASSWD_SCRIPT,
     PreRead,
     ProtocolError,
     SandboxCommandFailed,
@@ -28,42 +26,16 @@ from ..sandboxfs import (
     parse_inspection,
 )
 from ..targets import Instance, Target
+from ..targets.base import shell_script
 from .cli import AgentCLI, AgentError
 from .versions import Capabilities, Version, capabilities
 
 Style = Literal["split", "flat"]
 
-# Arguments: the config directory and the data directory of NemoClaw's split layout, and
-# the agent's command. Prints the user table, the style (split when ~/.openclaw holds
-# NemoClaw's symlinks or .openclaw-data exists), then the package.json nearest above what
-# the command resolves to (up to three levels: npm links a package's bin file, at its root
-# or in a subdirectory). Through tr: no NUL from a file can reach the reply, where a NUL
-# ends the facts and starts an inspection (FACTS_AND_INSPECT_SCRIPT).
-FACTS_SCRIPT = (
-    "{\n"
-    + PASSWD_SCRIPT
-    + r"""
-echo '--style--'
-style=flat
-for name in agents skills workspace; do
-  if [ -L "$1/$name" ]; then style=split; fi
-done
-if [ -d "$2" ]; then style=split; fi
-echo "$style"
-echo '--package--'
-if c=$(command -v "$3") && t=$(readlink -f "$c"); then
-  d=${t%/*}
-  for level in 1 2 3; do
-    if [ -f "$d/package.json" ]; then cat "$d/package.json"; break; fi
-    d=${d%/*}
-  done
-fi
-} | tr -d '\000'
-"""
-)
-
-# FACTS_SCRIPT's three arguments, then the inspector's: the facts, a NUL, an inspection.
-FACTS_AND_INSPECT_SCRIPT = FACTS_SCRIPT + "printf '\\0'\nshift 3\n" + INSPECT_SCRIPT
+# The user table, the layout's style and the agent's package.json (clawguard/data/sh/facts.sh).
+FACTS_SCRIPT = shell_script("facts.sh")
+# The facts, a NUL, then an inspection, in one exec (facts-and-inspect.sh).
+FACTS_AND_INSPECT_SCRIPT = shell_script("facts-and-inspect.sh")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from .. import threads
 from ..backoff import Backoff, keep_running
 from ..errors import ClawguardError
 from . import _docker
+from .base import shell_script
 
 log = structlog.get_logger("clawguard.events")
 
@@ -50,18 +51,8 @@ _CLUSTER_ACTIONS = ("start", "die", "stop", "restart", "destroy", "create")
 _POD_LABEL = "io.kubernetes.pod.name"
 _NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 
-# Arguments: the ctr events command. Docker never ends an exec whose client went away,
-# so a daemon that exited (or was SIGKILLed) would leave `ctr events` running in the
-# cluster for good. The exec's stdin is our connection: when it closes, cat sees EOF
-# and the watcher ends ctr. (An asynchronous list's stdin is /dev/null, hence fd 3.)
-EVENTS_WHILE_ATTACHED = r"""
-exec 3<&0
-"$@" </dev/null &
-child=$!
-(cat >/dev/null; kill "$child") <&3 >/dev/null 2>&1 &
-exec 3<&-
-wait "$child"
-"""
+# Runs `ctr events` until our connection closes (clawguard/data/sh/events-while-attached.sh).
+EVENTS_WHILE_ATTACHED = shell_script("events-while-attached.sh")
 
 
 @dataclass(frozen=True)

@@ -23,49 +23,18 @@ from ..errors import SandboxGone, TargetError
 from ..schema import Field, Int, SandboxPath, Str
 from . import _docker
 from ._cluster_events import ClusterEvents, Subscriber
-from .base import DEFAULT_GATEWAY, Discovery, ExecResult, Found, Instance, Sink, Target
+from .base import DEFAULT_GATEWAY, Discovery, ExecResult, Found, Instance, Sink, Target, shell_script
 
 _NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _ID = re.compile(r"[0-9a-f]{64}")
 _counter = itertools.count()
 _IN_CLUSTER = "an absolute path in the cluster container"
 
-# Arguments: ctr, address, namespace, pod filter, kubelet filter. Prints the pod's
-# container IDs, then the task table; when the pod has none, every kubelet-labelled
-# container ID instead (whether the marker search may be tried: see locate).
-_LIST_BY_LABELS = r"""
-ours=$("$1" --address "$2" -n "$3" containers ls -q "$4") || exit 3
-echo "$ours"
-echo --labelled--
-if [ -z "$ours" ]; then "$1" --address "$2" -n "$3" containers ls -q "$5" || exit 3; exit 0; fi
-echo --tasks--
-"$1" --address "$2" -n "$3" tasks ls || exit 3
-"""
+# Run in the cluster container; each file in clawguard/data/sh says its arguments and output.
+_LIST_BY_LABELS = shell_script("k3s-list-by-labels.sh")  # our pod's containers, by their kubelet labels
+_LIST_BY_MARKER = shell_script("k3s-list-by-marker.sh")  # the rootfs that hold the marker file
+_LIST_PODS = shell_script("k3s-list-pods.sh")  # every pod's container info and the task table
 
-# Arguments: state dir, namespace, marker path, then (the fallback of `auto`) ctr,
-# address and the kubelet-label filter. Reads /proc/mounts (one line per container)
-# instead of walking every rootfs like the seed's `find /run/k3s`. The labelled
-# containers are listed after the mounts: one that a kubelet made while we looked shows.
-_LIST_BY_MARKER = r"""
-grep -o "$1/io.containerd.runtime.v2.task/$2/[0-9a-f]\{64\}/rootfs" /proc/mounts | sort -u |
-while read -r rootfs; do
-  if [ -e "$rootfs$3" ]; then echo "$rootfs"; fi
-done
-[ -n "${4:-}" ] || exit 0
-echo --labelled--
-"$4" --address "$5" -n "$2" containers ls -q "$6" || exit 3
-"""
-
-
-# Arguments: ctr, address, namespace, filter. Prints `ctr containers info` (JSON) of
-# every matching container, then the task table.
-_LIST_PODS = r"""
-for id in $("$1" --address "$2" -n "$3" containers ls -q "$4"); do
-  "$1" --address "$2" -n "$3" containers info "$id" 2>/dev/null
-done
-echo --tasks--
-"$1" --address "$2" -n "$3" tasks ls || exit 3
-"""
 CLUSTER_PREFIX = "openshell-cluster-"
 # ctr's filter for every container a kubelet made (whatever its pod).
 _KUBELET_LABELLED = 'labels."io.kubernetes.container.name"'
