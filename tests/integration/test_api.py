@@ -1,4 +1,4 @@
-"""Issue 15: the public façade alone drives a restore, a capture and a status on the testbed.
+"""The public façade alone drives a restore, a capture and a status on the testbed.
 
 Only ``clawguard.Clawguard`` is imported from clawguard: what an embedding program
 (or the CLI) would use, with the gateway started over the OpenShell SSH proxy.

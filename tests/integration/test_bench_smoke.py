@@ -80,7 +80,7 @@ SCALE = (
     "daemon_cpu_s",
     "daemon_rss_peak_mb",
 )
-# Issue 14's goals first, plainly named, then the earlier ones; the scale goal is named by its count.
+# The newest goals first, plainly named, then the earlier ones; the scale goal is named by its count.
 GOALS = (
     "restore vs one tar stream",
     "CPU per restore",

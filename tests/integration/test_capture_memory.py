@@ -1,4 +1,4 @@
-"""Issue 14: a capture never holds the persisted paths in the daemon's memory.
+"""A capture never holds the persisted paths in the daemon's memory.
 
 The daemon used to read a capture's whole tar stream into memory before checking it
 against limits.max_persist_bytes: one large file in memory/ could push it out of memory

@@ -1,4 +1,4 @@
-"""Issue 3 on the testbed: the daemon notices a pod restart, restores, starts the
+"""The daemon notices a pod restart, restores, starts the
 gateway over the SSH proxy (real ssh, real sshd) and confirms it is healthy."""
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def test_a_stopped_daemon_leaves_no_event_watcher_in_the_cluster(
     for line in _event_watchers(testbed):  # left by an older daemon: not this test's business
         testbed.client.containers.get("openshell-cluster-nemoclaw").exec_run(["kill", line.split()[0]])  # type: ignore[attr-defined]
     daemon = start_daemon(testbed, tmp_path)
-    # Issue 13: one event stream per cluster container, shared by its two sandboxes.
+    # One event stream per cluster container, shared by its two sandboxes.
     wait_for("the one event watcher both sandboxes share", lambda: len(_event_watchers(testbed)) == 1)
     daemon.proc.send_signal(stop_signal)
     daemon.proc.wait(30)
@@ -195,7 +195,7 @@ def test_a_stopped_daemon_leaves_no_event_watcher_in_the_cluster(
 def test_a_pod_replaced_while_the_daemon_waits_for_its_gateway_is_restored_at_once(
     testbed: object, tmp_path: Path
 ) -> None:
-    """Issue 12: waiting out a gateway start on an old pod, the daemon noticed its
+    """Waiting out a gateway start on an old pod, the daemon noticed its
     replacement 61 s late. Here the start never becomes healthy (a 300 s wait) and the pod
     is replaced during the wait: the daemon must move to the new pod within seconds."""
     bin_dir = tmp_path / "bin"
@@ -248,7 +248,7 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 def test_the_metrics_endpoint_during_a_pod_restart(testbed: object, tmp_path: Path) -> None:
-    """Issue 13: scraped for real, the endpoint counts the restore of a replaced pod, its
+    """Scraped for real, the endpoint counts the restore of a replaced pod, its
     duration and detection, and the gateway up again, per sandbox."""
     port = _free_port()
     bin_dir = tmp_path / "bin"
@@ -287,7 +287,7 @@ def _scrape_or_empty(port: int) -> dict[str, float]:
 
 
 def test_a_gateway_wait_holds_up_neither_captures_status_nor_sigterm(testbed: object, tmp_path: Path) -> None:
-    """Issue 20: during a long gateway wait SIGTERM was not honoured (the daemon still ran
+    """During a long gateway wait SIGTERM was not honoured (the daemon still ran
     20 s after it), no capture was taken, and `clawguard capture` failed with "another
     clawguard is restoring it" until the wait ended. Here the gateway never answers
     (start_timeout 300 s): captures go on, a one-shot capture and status answer at once,

@@ -1,4 +1,4 @@
-"""Issue 8: `clawguard doctor` on a broken testbed names each problem and its fix."""
+"""`clawguard doctor` on a broken testbed names each problem and its fix."""
 
 from __future__ import annotations
 

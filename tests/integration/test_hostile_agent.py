@@ -1,11 +1,11 @@
-"""Issue 20: a hostile agent cannot steer clawguard's root writes outside /sandbox.
+"""A hostile agent cannot steer clawguard's root writes outside /sandbox.
 
 The agent (the sandbox user) owns ``/sandbox``, ``/sandbox/.openclaw-data`` and what is
 in it, so it can rename any of those directories and put a symlink in its place, at any
 moment. A process inside the pod, as the sandbox user, does exactly that in a tight
 loop, to root-owned bait outside /sandbox: it watches ``/proc`` for clawguard's write
 execs and swaps its directories the moment one starts (the timed attack, which made
-most restores escape before issue 20), and between writes it swaps now and then for
+most restores escaped before writes were split by owner), and between writes it swaps now and then for
 an instant (blind timing). Meanwhile restores repair the drift each round brings (a
 skill file gone and an extra one, a credential directory's mode, SOUL.md, the telegram
 directory given back to root, openclaw.json rewritten, a script's link removed), and

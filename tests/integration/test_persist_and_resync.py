@@ -1,4 +1,4 @@
-"""Issue 4 on the testbed: the agent's state survives a pod restart, and archive
+"""The agent's state survives a pod restart, and archive
 edits reach the live sandbox, read back from inside the pod."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12: the daemon restores sandboxes the real OpenClaw accepts, judged by the agent itself.
+"""The daemon restores sandboxes the real OpenClaw accepts, judged by the agent itself.
 
 For each OpenClaw version the test bed runs (NemoClaw's layout of its era, the agent from npm,
 an SSH endpoint that keeps its host key in memory): the daemon restores a fresh pod and starts

@@ -1,4 +1,4 @@
-"""Issue 14, the inspector: a read and a write of the reference archive, correct on both
+"""A read and a write of the reference archive, correct on both
 userlands, and what they cost inside the pod (recorded, not asserted: speed goals are the
 benchmark's).
 

@@ -455,7 +455,7 @@ class Soak:
         return "daemon SIGSTOPped until the watchdog fired"
 
     def _bad_archive_while_the_other_restarts(self, supervisor: Supervisor) -> str:
-        """Issue 13: a bad archive at start-up stopped the whole daemon; it must cost only its own
+        """A bad archive at start-up stopped the whole daemon; it must cost only its own
         sandbox. (While the daemon runs, the last valid plan stays in force; a typo followed by a
         restart of the daemon is the case that broke.)"""
         config = self._archive(OTHER) / "openclaw.json"
@@ -491,7 +491,7 @@ class Soak:
         return next((int(line.split()[1]) << 10 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
 
     def _agent_writes_odd_names_and_a_huge_file(self, supervisor: Supervisor) -> str:
-        """Issue 13: every name Linux allows survives capture and restore; a file over the capture
+        """Every name Linux allows survives capture and restore; a file over the capture
         limit is refused in the pod, costs the daemon no memory, and the previous capture stays."""
         escaped = list(ODD_NAMES)
         code, _, err = self.bed.exec_in_sandbox(
@@ -534,7 +534,7 @@ class Soak:
         return f"{len(escaped)} odd names restored, 96 MiB file refused, daemon peak RSS +{growth >> 10} KiB"
 
     def _cluster_away_for_a_minute(self, supervisor: Supervisor) -> str:
-        """Issue 13: the event watchers hammered Docker while the cluster was away."""
+        """The event watchers hammered Docker while the cluster was away."""
         logs = supervisor.log_files()
         before = logs[-1].read_text(errors="replace").count("event=events.lost") if logs else 0
         self.bed.stop_cluster(timeout=5)

@@ -1,4 +1,4 @@
-"""Issue 5: a token in the config, a credential file, an environment variable and a
+"""A token in the config, a credential file, an environment variable and a
 URL never reaches any output, whichever log path runs (errors and tracebacks too)."""
 
 from __future__ import annotations
