@@ -87,7 +87,7 @@ def test_sandbox_hooks_override_global_ones(archive: Path) -> None:
         "c.yaml",
     )
     hooks = config.sandboxes["my-assistant"].hooks
-    assert hooks == {"on_restored": [], "on_failed": ["/bin/a"], "on_drift": ["/bin/c"], "timeout": 5}
+    assert hooks == {"on_restored": [], "on_failed": ["/bin/a"], "on_drift": ["/bin/c"], "on_started": [], "timeout": 5}
 
 
 @needs_root
