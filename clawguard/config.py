@@ -59,8 +59,10 @@ def sandbox_schema() -> Record:
             "persist": Field(
                 ListOf(SandboxPath()),
                 "Paths the agent writes, captured from the live sandbox and restored into the next pod "
-                "(globs allowed; a *.sqlite file is copied with SQLite's online backup). Default, by the "
-                "agent's version: the telegram offset files or <config_dir>/state/openclaw.sqlite, "
+                "(globs allowed; every *.sqlite in them is copied with SQLite's online backup). Default, by "
+                "the agent's version: all it keeps (identity, paired devices, sessions, cron jobs, the "
+                "credentials it wrote, the workspace, its databases) less caches, logs and what the archive "
+                "restores (docs/compatibility.md); with the version unknown, the telegram offset files, "
                 "<workspace>/MEMORY.md and <workspace>/memory. An empty list turns persistence off.",
                 example="[/sandbox/.openclaw/workspace/MEMORY.md, /sandbox/.openclaw/state/openclaw.sqlite]",
             ),

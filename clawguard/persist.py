@@ -1,10 +1,29 @@
 """The agent's own runtime state, carried across pod restarts.
 
 The restore archive brings back what the user put in a sandbox. Persisted paths
-are what the agent writes while it runs (the telegram offset, MEMORY.md,
-memory/): clawguard captures them from the live pod into generations under
+are what the agent writes while it runs: its device identity and paired devices,
+conversations, cron jobs, the credentials it wrote, its workspace and its state
+database (the default set follows the agent's version: ``default_paths``).
+clawguard captures them from the live pod into generations under
 ``$XDG_STATE_HOME/clawguard/<sandbox>/persist/`` and writes the latest good one
 into the next pod, after the archive steps and before the gateway starts.
+
+A persist list holds glob patterns of what to carry and, in the default set,
+exclusions written ``!PATTERN``: ``!/abs/path/glob`` leaves out that path and
+everything below it (what the archive restores: the archive wins), ``!*.tmp``
+every entry whose name matches (temporaries, locks). A SQLite database
+(``*.sqlite``) anywhere in the set is never copied as a file: its consistent
+snapshot is taken with SQLite's online backup (``VACUUM INTO``, by the agent's
+own Node.js), and its ``-wal``, ``-shm`` and ``-journal`` files never travel.
+
+A capture costs little while nothing changes: one exec lists the set with
+``stat`` (size, times, inode, mode and owner of every entry, a database's
+``-wal`` included) and compares its digest with the last capture's manifest. The
+same digest: nothing is read, nothing stored, no Node.js started. When only
+databases changed, one Node.js process reads them and compares their rows with
+the last capture's (the tables a running agent rewrites on a timer,
+``VOLATILE_TABLES``, left out): the same rows, nothing stored either. Only then
+is the set written out (tar) and the databases snapshotted.
 
 Two rules keep a capture from ever replacing good data with bad:
 
@@ -27,6 +46,7 @@ have without it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -34,15 +54,15 @@ import os
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
-from .agent.versions import UNKNOWN, Capabilities
+from .agent.versions import Capabilities
 from .entries import Entry, Ids
 from .errors import TargetError, printable
 from .layout import Layout
@@ -56,65 +76,318 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("clawguard.persist")
 
-# Node.js program: an online backup (VACUUM INTO) of the database argv[1] into argv[2].
-# A consistent copy while the gateway writes, without its -wal and -shm files.
-SNAPSHOT_JS = (
-    'const {DatabaseSync} = require("node:sqlite");'
-    "const db = new DatabaseSync(process.argv[1], {readOnly: true});"
-    'db.exec("VACUUM INTO \'" + process.argv[2].replace(/\'/g, "\'\'") + "\'");'
-    "db.close();"
-)
+#: Tables a running agent rewrites on a timer or for each process, with nothing in them the
+#: next pod needs: OpenClaw 2026.9.6's gateway renews its owner lease (``state_leases``, in
+#: state/openclaw.sqlite) every 30 s, and each process that opens an agent's database leases
+#: it (``agent_database_leases``). A capture that finds only these changed stores nothing.
+VOLATILE_TABLES = ("state_leases", "agent_database_leases")
 
-# Arguments: the node command, SNAPSHOT_JS, then absolute paths or glob patterns. Runs as the sandbox
-# user. Prints a tar stream of every match (relative to /), then one more tar stream
-# holding an online-backup snapshot of each matched *.sqlite file with its directory, under
-# the same names; nothing when nothing matches. Patterns are expanded by the shell's
-# pathname expansion only: their text is never evaluated. Matches are kept as positional
-# parameters and reach tar through references ("${7}"), so a name may hold any byte (a
-# newline included); the eval only ever sees those references.
+#: Never carried as files: a database's journals belong to the live database alone.
+JOURNALS = ("-wal", "-shm", "-journal")
+
+# Node.js program, run as the sandbox user with the pod's own node (no agent CLI), from
+# STAGE/snapshot.js (find's -exec takes no argument holding "{}"):
+#   node STAGE/snapshot.js MODE STAGE DB...
+# For each database DB (a path relative to /), its key (size, mtime and inode of the file
+# and of its -wal) and a digest of its schema and rows (the tables of STAGE/volatile.json,
+# a JSON list, and virtual tables left out: their shadow tables hold the data).
+# STAGE/known.json is the last capture's manifest, {"/path": {"stat": KEY, "digest":
+# DIGEST}}: a database whose key is unchanged keeps its known digest unread.
+#   check:    exit 0 when every DB's digest is the known one (nothing new in it), else 1.
+#   snapshot: an online backup (VACUUM INTO) of each DB to STAGE/root/DB, with the mode and
+#             mtime of the live file; its digest is taken from that copy.
+# Either way one line per DB goes to STAGE/dbs: "clawguard-db " + JSON {path, stat, digest}.
+# A failure is one line on stderr and exit 5.
+SNAPSHOT_JS = r"""
+const {DatabaseSync} = require("node:sqlite");
+const fs = require("node:fs"), path = require("node:path"), crypto = require("node:crypto");
+const [mode, stage, ...dbs] = process.argv.slice(2);
+const read = (name) => JSON.parse(fs.readFileSync(path.join(stage, name), "utf8"));
+const known = read("known.json"), volatile = new Set(read("volatile.json"));
+function key(file) {
+  return [file, file + "-wal"].map((f) => {
+    try { const s = fs.lstatSync(f, {bigint: true}); return `${s.size}:${s.mtimeNs}:${s.ino}`; }
+    catch { return "-"; }
+  }).join(" ");
+}
+function digest(file) {
+  const db = new DatabaseSync(file, {readOnly: true});
+  try {
+    db.exec("BEGIN");
+    const hash = crypto.createHash("sha256");
+    const schema = db.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").all();
+    for (const item of schema) hash.update(JSON.stringify([item.type, item.name, item.sql]) + "\n");
+    for (const item of schema) {
+      if (item.type !== "table" || volatile.has(item.name) || /^\s*CREATE\s+VIRTUAL/i.test(item.sql || "")) continue;
+      const rows = db.prepare(`SELECT * FROM "${item.name.replace(/"/g, '""')}"`);
+      rows.setReadBigInts(true);
+      hash.update(`table ${item.name}\n`);
+      for (const row of rows.iterate()) {
+        for (const value of Object.values(row)) {
+          if (value === null) hash.update("n;");
+          else if (value instanceof Uint8Array) { hash.update(`b${value.length}:`); hash.update(value); }
+          else {
+            const text = String(value);
+            hash.update(`${typeof value}${Buffer.byteLength(text)}:`);
+            hash.update(text);
+          }
+        }
+        hash.update("\n");
+      }
+    }
+    db.exec("COMMIT");
+    return hash.digest("hex");
+  } finally { db.close(); }
+}
+let same = true, current = "";
+const lines = [];
+try {
+  for (const db of dbs) {
+    current = db;
+    const stat = key(db), before = known["/" + db];
+    let sum;
+    if (mode === "snapshot") {
+      const target = path.join(stage, "root", db), info = fs.statSync(db);
+      fs.mkdirSync(path.dirname(target), {recursive: true});
+      const source = new DatabaseSync(db, {readOnly: true});
+      try { source.exec("VACUUM INTO '" + target.replace(/'/g, "''") + "'"); } finally { source.close(); }
+      fs.chmodSync(target, info.mode & 0o7777);
+      fs.utimesSync(target, info.atime, info.mtime);
+      sum = digest(target);
+    } else {
+      sum = before && before.stat === stat ? before.digest : digest(db);
+    }
+    same = same && !!before && before.digest === sum;
+    lines.push("clawguard-db " + JSON.stringify({path: "/" + db, stat, digest: sum}) + "\n");
+  }
+} catch (error) {
+  const message = String((error && error.message) || error).split("\n")[0];
+  process.stderr.write(`clawguard: ${mode} of /${current} failed: ${message}\n`);
+  process.exit(5);
+}
+fs.appendFileSync(path.join(stage, "dbs"), lines.join(""));
+process.exit(mode === "check" && !same ? 1 : 0);
+"""
+
+# The capture of the agent's persisted paths (persist.capture), as the sandbox user. Arguments:
+# the node command, persist.SNAPSHOT_JS, the known fingerprints (all, files: "" when there is no
+# manifest), the known databases (JSON), the volatile tables (JSON), the count of path
+# exclusions, the count of name exclusions, the exclusions (paths relative to /, as find's
+# -path patterns; then -name patterns), then the include patterns (absolute paths or globs).
+#
+# 1. Expands the include patterns (the shell's pathname expansion only: their text is never
+#    evaluated; matches are kept as positional parameters and reach find and tar through
+#    references such as "${7}", so a name may hold any byte, a newline included).
+# 2. Lists every entry of the set with stat (excluded subtrees pruned; a directory by its
+#    mode and owner, its times move with every -wal that comes and goes), and prints
+#    "clawguard-fingerprint ALL FILES" on stderr: ALL digests every line, FILES all but the
+#    databases' own (their size, times and -wal). ALL as known: "clawguard-unchanged", and
+#    nothing more is done.
+# 3. FILES as known (only databases changed): Node.js compares their rows with the known
+#    ones; the same: their lines, "clawguard-unchanged", done.
+# 4. Otherwise: a snapshot of every database (their lines on stderr), then on stdout a tar
+#    stream of every other entry, one of the directory of each database named directly, and
+#    one of the snapshots, under their own names. Journals never travel. Nothing matched:
+#    nothing printed.
 CAPTURE_SCRIPT = r"""
-node=$1 snapshot=$2; shift 2
+# shellcheck disable=SC2034  # node is used by the find command in $snapshot, which is eval'd
+node=$1 js=$2 known_all=$3 known_files=$4 known_dbs=$5 volatile=$6 np=$7 nn=$8; shift 8
 cd / || exit 3
-n=$#; k=0; files=''; dbs=''
+n=$#; i=0; k=0; prune=''; tops=''; dirs=''; last=''
 IFS=''
-for pattern do
-  for path in $pattern; do
+for arg do
+  i=$((i + 1))
+  if [ "$i" -le "$np" ]; then set -- "$@" "$arg"; k=$((k + 1)); prune="$prune -o -path \"\${$k}\""; continue; fi
+  if [ "$i" -le $((np + nn)) ]; then set -- "$@" "$arg"; k=$((k + 1)); prune="$prune -o -name \"\${$k}\""; continue; fi
+  for path in $arg; do
     [ -L "$path" ] || [ -e "$path" ] || continue
-    set -- "$@" "${path#/}"; k=$((k + 1))
-    if [ -f "$path" ] && [ ! -L "$path" ] && [ "${path%.sqlite}" != "$path" ]; then dbs="$dbs $k"
-    else files="$files \"\${$k}\""; fi
+    set -- "$@" "${path#/}"; k=$((k + 1)); tops="$tops \"\${$k}\""
+    if [ -f "$path" ] && [ ! -L "$path" ] && [ "${path%.sqlite}" != "$path" ]; then
+      dir=${path%/*}; dir=${dir#/}
+      if [ -n "$dir" ] && [ "$dir" != "$last" ]; then
+        set -- "$@" "$dir"; k=$((k + 1)); dirs="$dirs \"\${$k}\""; last=$dir
+      fi
+    fi
   done
 done
 IFS=' '
 set -f
 shift "$n"
-if [ -n "$files" ]; then eval "tar -c -f - -- $files" || exit 3; fi
-[ -n "$dbs" ] || exit 0
-stage=$(mktemp -d) || exit 3
-trap 'rm -rf "$stage"' EXIT
-dirs=''; last=''
-for i in $dbs; do
-  eval "db=\${$i}"
-  dir=${db%/*}
-  mkdir -p "$stage/$dir" || exit 3
-  chmod "$(stat -c %a "/$dir")" "$stage/$dir" || exit 3
-  if ! "$node" -e "$snapshot" "/$db" "$stage/$db" 2>/dev/null; then
-    printf 'clawguard: snapshot of /%s failed\n' "$db" >&2; exit 5
+[ -n "$tops" ] || exit 0
+skip=''
+[ -z "$prune" ] || skip="\\( ${prune# -o } \\) -prune -o"
+entry='%y|%z|%i|%s|%f|%u|%g|%n'
+list=$(eval "find $tops $skip -name '*.sqlite-wal' -exec stat -c 'S $entry' {} + -o -name '*.sqlite' \
+  -exec stat -c 'S $entry' {} + -exec stat -c 'D %n' {} + -o -type d -exec stat -c 'F %f|%u|%g|%n' {} + \
+  -o ! -name '*.sqlite-shm' ! -name '*.sqlite-journal' -exec stat -c 'F $entry' {} +" 2>/dev/null)
+all=$(printf '%s\n' "$list" | sha256sum); all=${all%% *}
+files=$(printf '%s\n' "$list" | grep -v '^S ' | sha256sum); files=${files%% *}
+printf 'clawguard-fingerprint %s %s\n' "$all" "$files" >&2
+if [ "$all" = "$known_all" ]; then printf 'clawguard-unchanged\n' >&2; exit 0; fi
+dbs=''
+case $list in "D "*|*"
+D "*) dbs=1 ;; esac
+if [ -n "$dbs" ]; then
+  stage=$(mktemp -d "${TMPDIR:-/tmp}/clawguard.XXXXXX") || exit 3
+  trap 'rm -rf "$stage"' EXIT
+  printf '%s' "$js" >"$stage/snapshot.js" && printf '%s' "$known_dbs" >"$stage/known.json" &&
+    printf '%s' "$volatile" >"$stage/volatile.json" || exit 3
+  snapshot="find $tops $skip -type f -name '*.sqlite' -exec \"\$node\" --no-warnings \"\$stage/snapshot.js\" \
+    \"\$mode\" \"\$stage\" {} +"
+  if [ "$files" = "$known_files" ]; then
+    mode=check
+    if eval "$snapshot" 2>"$stage/err"; then
+      cat "$stage/dbs" >&2 2>/dev/null; printf 'clawguard-unchanged\n' >&2; exit 0
+    fi
+    rm -f "$stage/dbs"
   fi
-  chmod "$(stat -c %a "/$db")" "$stage/$db" || exit 3
-  if [ "$dir" != "$last" ]; then set -- "$@" "$dir"; dirs="$dirs \"\${$#}\""; last=$dir; fi
-done
-cd "$stage" && eval "tar -c -f - -- $dirs" || exit 3
+  # shellcheck disable=SC2034  # mode is used by the find command in $snapshot, which is eval'd
+  mode=snapshot
+  if ! eval "$snapshot" 2>"$stage/err"; then cat "$stage/err" >&2; printf 'clawguard: snapshot failed\n' >&2; exit 5; fi
+  cat "$stage/dbs" >&2
+fi
+# GNU tar reads escapes (a backslash) in the names it is given, unless told not to; busybox does not.
+plain=''
+case $(tar --version 2>/dev/null) in *GNU*) plain=--no-unquote ;; esac
+eval "find $tops $skip \\( -type f -name '*.sqlite' -o -name '*.sqlite-wal' -o -name '*.sqlite-shm' \
+  -o -name '*.sqlite-journal' \\) -o -exec tar -c -f - $plain --no-recursion {} +" || exit 3
+if [ -n "$dirs" ]; then eval "tar -c -f - $plain --no-recursion $dirs" || exit 3; fi
+[ -n "$dbs" ] && [ -d "$stage/root" ] || exit 0
+cd "$stage/root" || exit 3
+set +f
+set --
+for top in * .[!.]* ..?*; do [ -e "$top" ] && set -- "$@" "$top"; done
+[ "$#" -eq 0 ] || find "$@" -type f -name '*.sqlite' -exec tar -c -f - $plain --no-recursion {} + || exit 3
 """
 
 
-def default_paths(layout: Layout, agent: Capabilities = UNKNOWN) -> list[str]:
-    """What the agent writes and a pod restart must not lose, where this version keeps it."""
-    if agent.state == "sqlite":  # the telegram offset, sessions and approvals: one database
-        state = str(PurePosixPath(layout.config_dir, "state", "openclaw.sqlite"))
-    else:
-        state = str(PurePosixPath(layout.telegram_dir, "update-offset-*.json"))
-    return [state, str(PurePosixPath(layout.workspace, "MEMORY.md")), str(PurePosixPath(layout.workspace, "memory"))]
+def default_paths(layout: Layout, agent: Capabilities | None = None) -> list[str]:
+    """What the agent writes and a pod restart must not lose, where ``agent`` (this version's
+    row of agent/versions.py; None: the version is not known) keeps it, as a persist list:
+    patterns, then ``!`` exclusions (caches, logs, temporaries, locks). Every database in
+    it is carried by online backup. What the archive restores is left out by
+    ``archive_wins``, with the plan's entries.
+
+    Measured with OpenClaw 2026.6.10 and 2026.9.6 (docs/compatibility.md): the agent's own
+    backup (``openclaw backup create``) carries the whole of ~/.openclaw but its caches,
+    logs and temporaries; this is that set, by name, so that a cache a later version adds
+    does not fill the capture (limits.max_persist_bytes stops the whole capture)."""
+    config, data, work = (PurePosixPath(p) for p in (layout.config_dir, layout.data_dir, layout.workspace))
+    offsets = str(PurePosixPath(layout.telegram_dir, "update-offset-*.json"))
+    if agent is None:
+        # Not known which OpenClaw (no `openclaw` in the sandbox, or a stand-in): only what
+        # every version keeps in the same place, and the seeds' offset files.
+        return [offsets, str(work / "MEMORY.md"), str(work / "memory")]
+    paths = [
+        str(work),  # the whole workspace: USER.md, MEMORY.md, memory/, IDENTITY.md, notes...
+        str(data / "agents"),  # sessions (files, or agents/<id>/agent/openclaw-agent.sqlite) and auth profiles
+        str(data / "identity"),  # the device identity (a file until 2026.6.x, then in the state database)
+        str(data / "devices"),  # paired and pending devices and their tokens (idem)
+        str(data / "cron"),  # scheduled jobs (jobs.json; in the state database since 2026.6.x)
+        str(data / "credentials"),  # what the agent wrote there (channel logins, OAuth); the archive's win
+        str(data / "skills"),  # skills the agent installed; the archive's win
+        str(data / "canvas"),  # documents the agent made for its canvas host
+        str(config / "state"),  # state/openclaw.sqlite and the other databases of the agent
+        str(config / ".env"),  # keys `openclaw configure` writes
+        str(config / "workspace-attestations"),  # 2026.6.x: attestations of the workspace files
+        str(config / "config-journal-fingerprint.key"),  # 2026.9.x: the key of its config journal
+    ]
+    named = str(data / "workspace-*")  # named agents' workspaces
+    if not covered(str(work), named):
+        paths.insert(1, named)
+    if agent.state == "files":  # until 2026.6.1 the telegram offset is a file per account
+        paths.append(offsets)
+    excluded = [
+        str(data / "agents" / "*" / "agent" / "tmp"),  # the agent's temporary files (its backup skips them)
+        str(data / "agents" / "*" / "agent" / ".tmp"),
+        str(data / "cron" / "runs"),  # run logs
+        *TRANSIENT,
+    ]
+    return _unique(paths) + [f"!{pattern}" for pattern in _unique(excluded)]
+
+
+#: Names never carried, anywhere in the set: what the agent's own backup skips as transient
+#: (sockets, pid files, temporaries) and lock files, which would hold a dead pod's process.
+TRANSIENT = ("*.sock", "*.pid", "*.tmp", "*.lock")
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+@dataclass(frozen=True)
+class PersistSet:
+    """A persist list parsed: what to carry (``include``), and what not (``paths``: ``!/abs``
+    patterns, the subtree of every match; ``names``: ``!name`` patterns, any entry whose
+    name matches, and what is below it)."""
+
+    include: tuple[str, ...]
+    paths: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, patterns: Iterable[str]) -> PersistSet:
+        include: list[str] = []
+        paths: list[str] = []
+        names: list[str] = []
+        for pattern in patterns:
+            if not pattern.startswith("!"):
+                include.append(pattern)
+            elif pattern.startswith("!/"):
+                paths.append(pattern[1:])
+            else:
+                names.append(pattern[1:])
+        return cls(tuple(include), tuple(paths), tuple(names))
+
+    def excluded(self, path: str) -> bool:
+        """Whether ``path`` (absolute) is left out."""
+        if any(covered(path, pattern) for pattern in self.paths):
+            return True
+        parts = PurePosixPath(path).parts[1:]
+        if parts and parts[-1].endswith(tuple(".sqlite" + journal for journal in JOURNALS)):
+            return True
+        return any(fnmatchcase(part, name) for part in parts for name in self.names)
+
+    def carried(self, path: str) -> bool:
+        return any(covered(path, pattern) for pattern in self.include) and not self.excluded(path)
+
+    @property
+    def digest(self) -> str:
+        """Names the set: a manifest taken for another set says nothing about this one."""
+        return hashlib.sha256(json.dumps([self.include, self.paths, self.names, VOLATILE_TABLES]).encode()).hexdigest()
+
+
+def archive_wins(patterns: Sequence[str], entries: Iterable[Entry]) -> list[str]:
+    """The default persist list without what the archive restores (``entries``, the plan's):
+    a path comes from one place, and for what the archive writes that is the archive.
+
+    What the archive declares below a pattern is left out (``!path``, and all below it: a
+    directory it keeps exact, or one it makes inside the agent's); a pattern inside a
+    directory the archive keeps exact is dropped. A directory a pattern names and the
+    archive creates (credentials/) is the archive's, its contents the agent's: the
+    pattern becomes its children."""
+    include = [p for p in patterns if not p.startswith("!")]
+    exclude = [p for p in patterns if p.startswith("!")]
+    entries = list(entries)
+    for entry in entries:
+        if entry.kind == "dir" and entry.exact:
+            include = [p for p in include if not covered(p, entry.path)]
+    result: list[str] = []
+    for pattern in include:
+        inside = [e for e in entries if covered(e.path, pattern)]
+        if any(e.kind == "dir" and not e.exact and e.path == pattern for e in inside):
+            escaped = glob.escape(pattern)
+            result += [f"{escaped}/*", f"{escaped}/.[!.]*", f"{escaped}/..?*"]
+        else:
+            result.append(pattern)
+        for entry in inside:
+            if entry.kind == "dir" and not entry.exact and entry.path == pattern:
+                continue  # its contents stay the agent's; the directory itself is not captured
+            exclude.append("!" + glob.escape(entry.path))
+    paths = [p for p in _unique(exclude) if p.startswith("!/")]
+    # An exclusion below another says nothing more.
+    redundant = {p for p in paths for other in paths if other != p and covered(p[1:], other[1:])}
+    return _unique(result) + [p for p in _unique(exclude) if p not in redundant]
 
 
 def covered(path: str, pattern: str) -> bool:
@@ -149,6 +422,8 @@ class Capture:
     sizes: dict[str, int] | None = None
     #: Why it is much smaller than the newest good generation before it; empty when it is good.
     shrunk: str = ""
+    #: Digest of what it holds, times left out (``_tar_members``); empty in older generations.
+    content: str = ""
 
     def read(self) -> bytes:
         data = self.tar.read_bytes()
@@ -254,6 +529,10 @@ class CaptureStore:
         generations = self.generations()
         return generations[-1] if generations else None
 
+    def get(self, generation: int) -> Capture | None:
+        """Generation ``generation``, if it is stored whole."""
+        return self._load(self.directory / f"{generation:08d}.json")
+
     def latest_good(self) -> Capture | None:
         """The newest generation whose tar still matches its checksum (a damaged one is skipped)."""
         for capture in reversed(self.generations()):
@@ -284,6 +563,7 @@ class CaptureStore:
                 owner=Ids(*(int(i) for i in data["owner"])) if data.get("owner") else None,
                 sizes={str(k): int(v) for k, v in data["sizes"].items()} if data.get("sizes") is not None else None,
                 shrunk=str(data.get("shrunk") or ""),
+                content=str(data.get("content") or ""),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # an unfinished or foreign file is not a generation
@@ -296,6 +576,7 @@ class CaptureStore:
         members: list[tarfile.TarInfo],
         taken_at: float | None = None,
         owner: Ids | None = None,
+        content: str = "",
     ) -> Capture:
         """Store a capture: ``data`` is the tar stream, or a file of it in this store's
         directory, which is moved into place (never read into memory)."""
@@ -321,6 +602,7 @@ class CaptureStore:
             owner=owner,
             sizes=sizes,
             shrunk=_shrunk(sizes, self._baseline(generations, taken_at)),
+            content=content,
         )
         # The tar first, then its metadata: a generation exists only once both are complete.
         if isinstance(data, bytes):
@@ -411,14 +693,15 @@ def read_members(data: bytes, patterns: Sequence[str], root: str, owner: tuple[I
 
     The stream comes from inside the sandbox, so it is not trusted: absolute or
     ``..`` names, paths outside ``root`` or outside every pattern (but for the
-    directories on the way to one), and anything below a captured symlink are
-    dropped; devices, fifos and hard links too. A path the stream holds twice is taken
-    once, as it comes last. ``owner`` maps the sandbox user's ids
+    directories on the way to one), what the list excludes, a database's journals, and
+    anything below a captured symlink are dropped; devices, fifos and hard links too. A
+    path the stream holds twice is taken once, as it comes last. ``owner`` maps the sandbox user's ids
     when the capture was taken to its ids now: an image rebuilt with ``useradd -r``
     may give it another uid, and the agent must still own its files.
     """
     if not data:
         return []
+    wanted = PersistSet.of(patterns)
     result: dict[str, Member] = {}
     links: list[str] = []
     prefix = root.rstrip("/") + "/"
@@ -434,14 +717,17 @@ def read_members(data: bytes, patterns: Sequence[str], root: str, owner: tuple[I
                     continue
                 if not path.startswith(prefix) or any(path.startswith(link + "/") for link in links):
                     continue
-                inside = any(covered(path, p) for p in patterns)
-                if not inside and not (info.isdir() and any(above(path, p) for p in patterns)):
+                if wanted.excluded(path):
+                    continue
+                inside = any(covered(path, p) for p in wanted.include)
+                if not inside and not (info.isdir() and any(above(path, p) for p in wanted.include)):
                     continue
                 ids = Ids(info.uid, info.gid)
                 if owner is not None:
                     then, now = owner
                     ids = Ids(now.uid if ids.uid == then.uid else ids.uid, now.gid if ids.gid == then.gid else ids.gid)
-                mode = info.mode & 0o777
+                # A directory keeps its setgid and sticky bits (NemoClaw's are 2770); a file, its permissions.
+                mode = info.mode & (0o7777 if info.isdir() else 0o777)
                 if info.isdir():
                     entry = Entry(path, "dir", mode)
                 elif info.issym():
@@ -483,6 +769,11 @@ def set_persist_state(store: StateStore, sandbox: str, **changes: Any) -> None:
     store.update(sandbox, persist=persist)
 
 
+#: The reason of an ``unchanged`` outcome that read nothing: the pod's listing (and its
+#: databases' rows) were the last capture's.
+NOTHING_NEW = "nothing changed in the pod since the last capture"
+
+
 @dataclass(frozen=True)
 class CaptureOutcome:
     """What one capture attempt did: ``saved``, ``unchanged``, or ``skipped`` with the reason."""
@@ -496,12 +787,17 @@ def capture(ctx: SandboxContext, patterns: Sequence[str], pod: Pod, reason: str)
     """Capture the persisted paths of a live pod, as the sandbox user. Call with the
     sandbox lock held.
 
+    One exec: when the pod's listing (and its databases' rows) match the manifest of the
+    last capture, nothing is read or stored (``unchanged``); otherwise the set is streamed
+    and stored unless it is the latest generation again.
+
     Raises TargetError when the sandbox cannot be read; nothing is stored then.
     """
     sandbox, state = ctx.name, ctx.store
     max_bytes, node = ctx.config.limits.max_persist_bytes, ctx.config.agent.node
     bound = log.bind(sandbox=sandbox, container_id=pod.short_id, reason=reason)
-    if not patterns:
+    wanted = PersistSet.of(patterns)
+    if not wanted.include:
         return CaptureOutcome("skipped", "nothing to persist")
     if live_pod(state, sandbox) != pod.id:
         # A new pod, or one whose restore has not finished: what it holds is not the agent's.
@@ -515,6 +811,7 @@ def capture(ctx: SandboxContext, patterns: Sequence[str], pod: Pod, reason: str)
     # The capture holds the data as of the moment tar started reading: that is its time.
     as_of = time.time()
     store = CaptureStore(state, sandbox, Retention.from_settings(ctx.settings))
+    known = Manifest.known(state, store, sandbox, pod.id, wanted)
     store.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Streamed to a file beside the generations, never held in memory: the agent decides
     # how much its files hold, and past max_bytes the capture is stopped in the pod.
@@ -523,7 +820,7 @@ def capture(ctx: SandboxContext, patterns: Sequence[str], pod: Pod, reason: str)
     try:
         with os.fdopen(fd, "w+b") as handle:
             sink = _Sink(handle)
-            argv = ["sh", "-c", CAPTURE_SCRIPT, "sh", node, SNAPSHOT_JS, *patterns]
+            argv = capture_argv(node, wanted, known)
             try:
                 # As the agent: its own files, and no root process reading what it wrote.
                 result = pod.target.exec_limited(
@@ -534,39 +831,192 @@ def capture(ctx: SandboxContext, patterns: Sequence[str], pod: Pod, reason: str)
                     f"{sandbox}: persisted paths hold more than {max_bytes} bytes, over limits.max_persist_bytes; "
                     "the capture was stopped and the previous one stays"
                 ) from None
+            said = Said.parse(result.stderr)
             if result.code != 0:
-                text = result.stderr.decode(errors="replace").strip()[-300:]
+                text = said.rest.decode(errors="replace").strip()[-300:]
                 raise TargetError(
                     f"{sandbox}: capturing persisted paths failed: {text or f'exit status {result.code}'}"
                 )
+            if said.unchanged and known is not None and not sink.size:
+                # The pod holds what the latest generation holds: nothing was read, nothing is stored.
+                latest = store.get(known.generation)  # the latest: Manifest.known checked it
+                if latest is not None:
+                    set_persist_state(
+                        state,
+                        sandbox,
+                        last_capture_at=as_of,
+                        last_capture_generation=latest.generation,
+                        manifest=known.moved(said).to_json(),
+                    )
+                    bound.debug("persist.unchanged", generation=latest.generation, read=False)
+                    return CaptureOutcome("unchanged", NOTHING_NEW, latest)
             handle.flush()
             handle.seek(0)
             try:
-                members = _tar_members(handle) if sink.size else []
+                members, content = _tar_members(handle) if sink.size else ([], "")
             except CaptureRejected as exc:
                 raise TargetError(f"{sandbox}: {exc}") from None
         latest = store.latest()
-        if latest is not None and not members and latest.files:
+        if latest is not None and not any(m.isfile() for m in members) and latest.files:
+            # Its directories alone (an image makes them): the agent's files are gone.
             bound.warning("persist.capture_empty", kept_generation=latest.generation)
-            return CaptureOutcome("skipped", "the pod holds none of the persisted paths; the previous capture stays")
-        if latest is not None and latest.sha256 == sink.hexdigest():
-            set_persist_state(state, sandbox, last_capture_at=as_of, last_capture_generation=latest.generation)
+            return CaptureOutcome("skipped", "the pod holds none of the persisted files; the previous capture stays")
+        if latest is not None and (latest.sha256 == sink.hexdigest() or (latest.content and latest.content == content)):
+            _record(state, sandbox, as_of, Manifest.taken(pod.id, wanted, latest.generation, said), latest.generation)
             return CaptureOutcome("unchanged", capture=latest)
-        saved = store.save(stream, pod.id, reason, members, as_of, owner)
+        saved = store.save(stream, pod.id, reason, members, as_of, owner, content)
     finally:
         stream.unlink(missing_ok=True)
-    set_persist_state(state, sandbox, last_capture_at=as_of, last_capture_generation=saved.generation)
+    _record(state, sandbox, as_of, Manifest.taken(pod.id, wanted, saved.generation, said), saved.generation)
     bound.info(
         "persist.captured",
         generation=saved.generation,
         files=saved.files,
         bytes=saved.size,
+        databases=len(said.databases) or None,
         duration=round(time.monotonic() - started, 3),
     )
     if saved.shrunk:
         # Stored (it is the agent's state now), but the good generations before it stay.
         bound.warning("persist.capture_shrunk", generation=saved.generation, shrunk=saved.shrunk)
     return CaptureOutcome("saved", capture=saved)
+
+
+def _record(
+    state: StateStore, sandbox: str, as_of: float, manifest: Manifest | None, generation: int | None = None
+) -> None:
+    """A capture that holds the pod's state now: its time, its generation and what it saw."""
+    set_persist_state(
+        state,
+        sandbox,
+        last_capture_at=as_of,
+        last_capture_generation=manifest.generation if manifest else generation,
+        manifest=manifest.to_json() if manifest else None,
+    )
+
+
+def capture_argv(node: str, wanted: PersistSet, known: Manifest | None) -> list[str]:
+    """The capture's command line: CAPTURE_SCRIPT's arguments for ``wanted``, compared with
+    the ``known`` manifest (None: nothing to compare with, everything is read)."""
+    paths = [pattern.lstrip("/") for pattern in wanted.paths]  # find -path sees names relative to /
+    return [
+        "sh",
+        "-c",
+        CAPTURE_SCRIPT,
+        "sh",
+        node,
+        SNAPSHOT_JS,
+        known.all if known else "",
+        known.files if known else "",
+        json.dumps(known.databases if known else {}, sort_keys=True),
+        json.dumps(list(VOLATILE_TABLES)),
+        str(len(paths)),
+        str(len(wanted.names)),
+        *paths,
+        *wanted.names,
+        *wanted.include,
+    ]
+
+
+@dataclass(frozen=True)
+class Said:
+    """What the capture script said on stderr before anything else: its fingerprints, its
+    databases and whether nothing changed; ``rest`` is the stderr after those lines."""
+
+    all: str = ""
+    files: str = ""
+    databases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    unchanged: bool = False
+    rest: bytes = b""
+
+    @classmethod
+    def parse(cls, stderr: bytes) -> Said:
+        lines = stderr.split(b"\n")
+        fingerprint: list[str] = []
+        databases: dict[str, dict[str, str]] = {}
+        unchanged = False
+        index = 0
+        while index < len(lines):
+            line = lines[index]
+            if line.startswith(b"clawguard-fingerprint "):
+                fingerprint = line.decode("ascii", "replace").split()[1:3]
+            elif line.startswith(b"clawguard-db "):
+                try:
+                    item = json.loads(line[len(b"clawguard-db ") :])
+                    databases[str(item["path"])] = {"stat": str(item["stat"]), "digest": str(item["digest"])}
+                except (ValueError, KeyError, TypeError):
+                    break
+            elif line == b"clawguard-unchanged":
+                unchanged = True
+            else:
+                break
+            index += 1
+        all_, files = [*fingerprint, "", ""][:2]
+        return cls(all_, files, databases, unchanged, b"\n".join(lines[index:]))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the last capture saw of a pod (kept in state.json as ``persist.manifest``): the
+    digests of its listing and its databases, and the generation that holds that state.
+    Only valid for the same pod, the same persist set and the latest generation."""
+
+    pod: str
+    set: str
+    generation: int
+    all: str
+    files: str
+    databases: Mapping[str, Mapping[str, str]]
+
+    @classmethod
+    def taken(cls, pod: str, wanted: PersistSet, generation: int, said: Said) -> Manifest | None:
+        if not said.all:
+            return None
+        return cls(pod, wanted.digest, generation, said.all, said.files, dict(said.databases))
+
+    def moved(self, said: Said) -> Manifest:
+        """The same generation, as the pod lists it now (a database rewrote only volatile rows)."""
+        if not said.all:
+            return self
+        databases = {**self.databases, **said.databases}
+        return Manifest(self.pod, self.set, self.generation, said.all, said.files or self.files, databases)
+
+    @classmethod
+    def known(
+        cls, state: StateStore, store: CaptureStore, sandbox: str, pod: str, wanted: PersistSet
+    ) -> Manifest | None:
+        persist = state.load(sandbox).get("persist") or {}
+        data = persist.get("manifest")
+        if not isinstance(data, dict):
+            return None
+        try:
+            manifest = cls(
+                str(data["pod"]),
+                str(data["set"]),
+                int(data["generation"]),
+                str(data["all"]),
+                str(data["files"]),
+                {str(k): {"stat": str(v["stat"]), "digest": str(v["digest"])} for k, v in data["databases"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        if manifest.pod != pod or manifest.set != wanted.digest:
+            return None
+        if persist.get("last_capture_generation") != manifest.generation:
+            return None
+        if not (store.directory / f"{manifest.generation:08d}.tar").is_file():
+            return None
+        return manifest
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pod": self.pod,
+            "set": self.set,
+            "generation": self.generation,
+            "all": self.all,
+            "files": self.files,
+            "databases": {k: dict(v) for k, v in self.databases.items()},
+        }
 
 
 class CaptureTooLarge(TargetError):
@@ -601,10 +1051,25 @@ def _digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _tar_members(handle: BinaryIO) -> list[tarfile.TarInfo]:
+def _tar_members(handle: BinaryIO) -> tuple[list[tarfile.TarInfo], str]:
+    """The members of a capture stream, and the digest of what they hold: names, kinds,
+    modes, owners, links and contents, but not their times (a directory's mtime moves
+    whenever a database's -wal comes and goes; it is not the agent's state)."""
+    digest = hashlib.sha256()
+    members = []
     try:
         # ignore_zeros: the capture is one stream of files and one of database snapshots.
         with tarfile.open(fileobj=handle, mode="r:", ignore_zeros=True) as tar:
-            return tar.getmembers()
+            for info in tar:
+                members.append(info)
+                name = info.name.encode("utf-8", "surrogateescape")
+                link = info.linkname.encode("utf-8", "surrogateescape")
+                head = f"{len(name)}:{info.type!r}:{info.mode:o}:{info.uid}:{info.gid}:{len(link)}:{info.size}:"
+                digest.update(head.encode() + name + link)
+                if info.isfile():
+                    data = tar.extractfile(info)
+                    while data is not None and (chunk := data.read(1 << 20)):
+                        digest.update(chunk)
     except (tarfile.TarError, EOFError) as exc:
         raise CaptureRejected(f"the capture is not a complete tar stream ({exc})") from None
+    return members, digest.hexdigest()

@@ -16,7 +16,7 @@ from .conventions import derive_steps
 from .entries import Entry
 from .errors import ArchiveError, ConfigError, InputError
 from .layout import Layout
-from .persist import covered
+from .persist import PersistSet, archive_wins, covered
 from .persist import default_paths as default_persist
 from .steps import REGISTRY, Origin, Step, StepContext
 
@@ -106,7 +106,11 @@ def build_plan(sandbox: SandboxConfig, facts: SandboxFacts | None = None) -> Pla
     _check_paths(sandbox, layout, planned)
     if unprivileged:
         _check_unprivileged(sandbox, planned, facts)
-    persist = sandbox.persist if sandbox.persist is not None else default_persist(layout, ctx.agent)
+    if sandbox.persist is not None:
+        persist = list(sandbox.persist)
+    else:  # what this version keeps, but what the archive restores: the archive wins
+        entries = [entry for item in planned for entry in item.entries]
+        persist = archive_wins(default_persist(layout, ctx.agent if version is not None else None), entries)
     _check_persist(sandbox, layout, planned, persist)
     for item in planned:
         for entry in item.entries:
@@ -345,20 +349,26 @@ def _readable_by_others(archive: Path, path: Path) -> bool:
 
 
 def _check_persist(sandbox: SandboxConfig, layout: Layout, planned: list[PlannedStep], persist: list[str]) -> None:
-    """Persisted paths belong to the agent: under the root, and never written by a step."""
+    """Persisted paths belong to the agent: under the root, and never written by a step
+    (the default set leaves out, with ``!`` exclusions, what the archive writes)."""
     config = sandbox.source
     root = layout.root.rstrip("/") + "/"
+    wanted = PersistSet.of(persist)
     for index, pattern in enumerate(persist):
         key = f"{sandbox.key}.persist[{index}]"
 
         def fail(message: str, key: str = key) -> ConfigError:
             return ConfigError(message, file=config.path, key=key, line=config.lines.get(key))
 
+        if pattern.startswith("!"):
+            if pattern.startswith("!/") and not pattern[1:].startswith(root):
+                raise fail(f"{pattern[1:]} is outside the sandbox root {layout.root}")
+            continue
         if not pattern.startswith(root):
             raise fail(f"{pattern} is outside the sandbox root {layout.root}")
         for item in planned:
             for entry in item.entries:
-                if covered(entry.path, pattern):
+                if covered(entry.path, pattern) and not wanted.excluded(entry.path):
                     raise fail(
                         f"{pattern} would persist {entry.path}, which step {item.step.name!r} restores from the "
                         "archive; a path comes from one place"

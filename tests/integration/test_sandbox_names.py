@@ -151,7 +151,7 @@ def test_every_name_survives_restore_verification_capture_and_a_new_pod(
     # The agent writes its memory, as the sandbox user.
     plan = first.plan
     assert plan is not None
-    memory = next(p for p in plan.persist if p.endswith("/memory"))
+    memory = f"{plan.layout.workspace}/memory"  # persisted by every default set (the real agent's: the workspace)
     escaped = [_escaped(n) for n in AGENT_NAMES]
     code, _, err = testbed.exec_in_sandbox(pod_name, ["sh", "-c", AGENT_WRITES, "sh", memory, *escaped], user="sandbox")
     assert code == 0, err

@@ -11,14 +11,19 @@ import pytest
 from clawguard import ConfigError, parse_config
 from clawguard.agent import Version, capabilities
 from clawguard.converge import converge
-from clawguard.entries import Ids
+from clawguard.entries import Entry, Ids
+from clawguard.errors import TargetError
 from clawguard.persist import (
     DAY,
     HOUR,
     Capture,
     CaptureStore,
     CaptureTooLarge,
+    Manifest,
+    PersistSet,
     Retention,
+    Said,
+    archive_wins,
     capture,
     covered,
     default_paths,
@@ -71,18 +76,105 @@ def test_covered_matches_the_path_and_below_with_globs() -> None:
 def test_default_persist_paths_follow_the_layout_and_the_agent(archive: Path) -> None:
     config = parse_config(basic_config(archive, "    layout: {workspace: /sandbox/ws}\n"), "c.yaml")
     layout = config.sandboxes["my-assistant"].layout
-    # Until 2026.6.1 the telegram offset is a file per account; from then on one database.
+    data, home = "/sandbox/.openclaw-data", "/sandbox/.openclaw"
+    # The version not known (a stand-in, no `openclaw`): what every era keeps in the same place.
+    assert default_paths(layout.resolve("split")) == [
+        f"{data}/telegram/update-offset-*.json",
+        "/sandbox/ws/MEMORY.md",
+        "/sandbox/ws/memory",
+    ]
+    # A known version: everything its own backup carries but caches, logs and temporaries.
+    carried = [
+        "/sandbox/ws",
+        f"{data}/workspace-*",
+        f"{data}/agents",
+        f"{data}/identity",
+        f"{data}/devices",
+        f"{data}/cron",
+        f"{data}/credentials",
+        f"{data}/skills",
+        f"{data}/canvas",
+        f"{home}/state",
+        f"{home}/.env",
+        f"{home}/workspace-attestations",
+        f"{home}/config-journal-fingerprint.key",
+    ]
+    left_out = [
+        f"!{data}/agents/*/agent/tmp",
+        f"!{data}/agents/*/agent/.tmp",
+        f"!{data}/cron/runs",
+        "!*.sock",
+        "!*.pid",
+        "!*.tmp",
+        "!*.lock",
+    ]
+    # Until 2026.6.1 the telegram offset is a file per account; from then on a row of the state database.
     assert default_paths(layout.resolve("split"), capabilities(Version(2026, 3, 31))) == [
-        "/sandbox/.openclaw-data/telegram/update-offset-*.json",
-        "/sandbox/ws/MEMORY.md",
-        "/sandbox/ws/memory",
+        *carried,
+        f"{data}/telegram/update-offset-*.json",
+        *left_out,
     ]
-    assert default_paths(layout.resolve("flat"), capabilities(Version(2026, 9, 6))) == [
-        "/sandbox/.openclaw/state/openclaw.sqlite",
-        "/sandbox/ws/MEMORY.md",
-        "/sandbox/ws/memory",
-    ]
+    flat = [p.replace(data, home) for p in carried + left_out]
+    assert default_paths(layout.resolve("flat"), capabilities(Version(2026, 9, 6))) == flat
+    # Planned from the config alone, the version is not known.
     assert build_plan(config.sandboxes["my-assistant"]).persist[0].endswith("update-offset-*.json")
+
+
+def test_the_archive_wins_over_the_default_set(archive: Path) -> None:
+    """What the archive restores is left out of the agent's state: SOUL.md, its credential
+    files (the agent's own beside them are carried), its skills; nothing collides."""
+    config = parse_config(
+        basic_config(archive, "    layout: {style: flat}\n    agent: {version: 2026.9.6}\n"), "c.yaml"
+    )
+    plan = build_plan(config.sandboxes["my-assistant"])
+    home = "/sandbox/.openclaw"
+    wanted = PersistSet.of(plan.persist)
+    assert f"{home}/workspace" in wanted.include and f"{home}/agents" in wanted.include
+    # credentials/ is the archive's directory: its children are carried, not it.
+    assert f"{home}/credentials" not in wanted.include
+    assert [p for p in wanted.include if p.startswith(f"{home}/credentials")] == [
+        f"{home}/credentials/*",
+        f"{home}/credentials/.[!.]*",
+        f"{home}/credentials/..?*",
+    ]
+    for path in (
+        f"{home}/workspace/SOUL.md",
+        f"{home}/credentials/proxmox.env",
+        f"{home}/skills/proxmox",
+        f"{home}/skills/proxmox/scripts/list-vms.sh",
+        f"{home}/openclaw.json",
+        f"{home}/state/openclaw.sqlite-wal",
+        f"{home}/agents/main/agent/tmp/x.json",
+        f"{home}/agents/main/sessions/sessions.json.lock",
+    ):
+        assert not wanted.carried(path), path
+    for path in (
+        f"{home}/workspace/USER.md",
+        f"{home}/workspace/memory/2026-12-06.md",
+        f"{home}/credentials/whatsapp/default/creds.json",
+        f"{home}/skills/agent-installed/SKILL.md",
+        f"{home}/agents/main/agent/openclaw-agent.sqlite",
+        f"{home}/agents/main/sessions/s1.jsonl",
+        f"{home}/identity/device.json",
+        f"{home}/devices/paired.json",
+        f"{home}/cron/jobs.json",
+        f"{home}/state/openclaw.sqlite",
+    ):
+        assert wanted.carried(path), path
+    # An exclusion below another is not repeated.
+    assert f"!{home}/skills/proxmox/SKILL.md" not in plan.persist and f"!{home}/skills/proxmox" in plan.persist
+
+
+def test_archive_wins_escapes_names_and_drops_patterns_inside_an_exact_tree() -> None:
+    entries = [
+        Entry("/sandbox/ws/we[i]rd*.md", "file", 0o644, content=b"x"),
+        Entry("/sandbox/skills/mine", "dir", 0o755, exact=True),
+        Entry("/sandbox/ws/made", "dir", 0o755),
+    ]
+    result = archive_wins(["/sandbox/ws", "/sandbox/skills/mine/state", "!*.tmp"], entries)
+    assert result == ["/sandbox/ws", "!*.tmp", "!/sandbox/ws/we[[]i]rd[*].md", "!/sandbox/ws/made"]
+    wanted = PersistSet.of(result)
+    assert not wanted.carried("/sandbox/ws/we[i]rd*.md") and wanted.carried("/sandbox/ws/weirdo.md")
 
 
 def test_members_keep_the_directories_on_the_way_and_the_agent_gets_its_files_back() -> None:
@@ -200,17 +292,13 @@ def test_capture_only_from_a_live_pod_and_never_empty_over_good(archive: Path, s
     assert take() == "unchanged"
     latest = CaptureStore(StateStore(), sandbox.name, 5).latest()
     assert latest is not None and latest.files == 3
-    assert latest.tops == [
-        "/" + OFFSET,
-        f"/{WORKSPACE}/MEMORY.md",
-        f"/{WORKSPACE}/memory",
-    ]
+    assert {"/" + OFFSET, f"/{WORKSPACE}"} <= set(latest.tops)
     for path in (OFFSET, f"{WORKSPACE}/MEMORY.md"):
         (sandbox_root / path).unlink()
     import shutil
 
     shutil.rmtree(sandbox_root / WORKSPACE / "memory")
-    assert take() == "skipped"  # an empty capture never replaces a good one
+    assert take() == "skipped"  # an empty capture (directories alone) never replaces a good one
     assert CaptureStore(StateStore(), sandbox.name, 5).latest() == latest
 
 
@@ -352,6 +440,12 @@ class _RecordingGateway:
 
         self.fresh.append(fresh)
         return Health(True, "200", time.time())
+
+    def prime(self, pod: object) -> None:
+        """Opening the start's session ahead of a new pod's restore: nothing to do here."""
+
+    def unprime(self) -> None:
+        pass
 
 
 @needs_root
@@ -527,3 +621,242 @@ def test_retention_comes_from_the_daemon_settings_and_persist_keep_still_works(a
         parse_config(
             basic_config(archive).replace("sandboxes:", "daemon: {persist_keep_hourly: -1}\nsandboxes:"), "c.yaml"
         )
+
+
+# ------------------------------------------------ the agent's whole state, read only when it changed
+
+STATE_DB = "sandbox/.openclaw/state/openclaw.sqlite"
+
+# A stand-in for the pod's node running SNAPSHOT_JS (`node --no-warnings SCRIPT MODE STAGE DB...`):
+# it logs each call; `check` answers "nothing new" while /tmp/rows-unchanged exists; `snapshot`
+# copies each database as its online backup would.
+FAKE_NODE = """#!/bin/sh
+shift 2
+mode=$1 stage=$2; shift 2
+echo "$mode" >>/tmp/node-calls
+for db do
+  printf 'clawguard-db {"path": "/%s", "stat": "s", "digest": "d"}\\n' "$db" >>"$stage/dbs"
+  if [ "$mode" = snapshot ]; then
+    mkdir -p "$stage/root/$(dirname "$db")" && cat "$db" >"$stage/root/$db" && chmod 600 "$stage/root/$db" || exit 5
+  fi
+done
+[ "$mode" = snapshot ] || [ -e /tmp/rows-unchanged ]
+"""
+
+
+def _with_state_db(root: Path, content: bytes = b"SQLite format 3\x00 v1") -> None:
+    (root / "tmp").chmod(0o1777)  # as in a pod (mkdir obeyed the umask)
+    (root / "bin" / "node").write_text(FAKE_NODE)
+    (root / "bin" / "node").chmod(0o755)
+    state = root / STATE_DB
+    state.parent.mkdir(mode=0o700)
+    state.write_bytes(content)
+    Path(f"{state}-wal").write_bytes(b"frames")
+    Path(f"{state}-shm").write_bytes(b"index")
+    for path in (state.parent, state, Path(f"{state}-wal"), Path(f"{state}-shm")):
+        os.chown(path, 998, 998)
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+def _node_calls(root: Path) -> list[str]:
+    calls = root / "tmp" / "node-calls"
+    return calls.read_text().split() if calls.exists() else []
+
+
+@needs_root
+def test_a_capture_that_finds_nothing_new_reads_and_stores_nothing(archive: Path, sandbox_root: Path) -> None:
+    sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
+    target = ChrootTarget(sandbox_root)
+    _agent_writes(sandbox_root)
+    pod = pod_of(target, sandbox)
+    plan = build_plan(sandbox, pod.facts)
+    set_persist_state(StateStore(), sandbox.name, live_pod=target.instance.id)
+    store = CaptureStore(StateStore(), sandbox.name, 5)
+
+    def take() -> tuple[str, str]:
+        outcome = capture(context(sandbox, target), plan.persist, pod, reason="interval")
+        return outcome.outcome, outcome.reason
+
+    assert take() == ("saved", "")
+    assert take() == ("unchanged", "nothing changed in the pod since the last capture")
+    assert [c.generation for c in store.generations()] == [1]
+    # A change anywhere in the set (here deep in memory/) is seen, and stored.
+    (sandbox_root / WORKSPACE / "memory" / "2026-11-22.md").write_text("talked about proxmox and tea\n")
+    assert take() == ("saved", "")
+    assert take()[0] == "unchanged"
+    # The manifest is the pod's own: another pod is read whole (and is the same state).
+    persist = StateStore().load(sandbox.name)["persist"]
+    assert persist["manifest"]["pod"] == target.instance.id and persist["manifest"]["generation"] == 2
+    other = Manifest.known(StateStore(), store, sandbox.name, "9" * 64, PersistSet.of(plan.persist))
+    assert other is None
+    assert Manifest.known(StateStore(), store, sandbox.name, target.instance.id, PersistSet.of(["/x"])) is None
+
+
+@needs_root
+def test_databases_travel_as_snapshots_and_a_timer_write_stores_nothing(archive: Path, sandbox_root: Path) -> None:
+    """A database is copied by its online backup, never as a file with its journals; when
+    only a database changed, Node.js compares its rows, and the same rows store nothing."""
+    sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
+    target = ChrootTarget(sandbox_root)
+    _agent_writes(sandbox_root)
+    _with_state_db(sandbox_root)
+    pod = pod_of(target, sandbox)
+    plan = build_plan(sandbox, pod.facts)
+    set_persist_state(StateStore(), sandbox.name, live_pod=target.instance.id)
+    store = CaptureStore(StateStore(), sandbox.name, 5)
+
+    def take() -> str:
+        return capture(context(sandbox, target), plan.persist, pod, reason="interval").outcome
+
+    assert take() == "saved"
+    assert _node_calls(sandbox_root) == ["snapshot"]
+    latest = store.latest()
+    assert latest is not None
+    members = {m.entry.path: m for m in read_members(latest.read(), plan.persist, "/sandbox")}
+    assert members["/" + STATE_DB].entry.data() == b"SQLite format 3\x00 v1"
+    assert members["/" + STATE_DB].entry.mode == 0o600
+    assert members["/sandbox/.openclaw/state"].entry.mode == 0o700  # its directory, as the agent made it
+    with tarfile.open(latest.tar) as tar:
+        assert not [n for n in tar.getnames() if n.endswith(("-wal", "-shm"))]
+
+    assert take() == "unchanged"  # nothing moved: no Node.js at all
+    assert _node_calls(sandbox_root) == ["snapshot"]
+
+    wal = sandbox_root / f"{STATE_DB}-wal"
+    (sandbox_root / "tmp" / "rows-unchanged").touch()
+    wal.write_bytes(b"frames of a renewed lease")  # the gateway's timer write
+    assert take() == "unchanged"
+    assert _node_calls(sandbox_root) == ["snapshot", "check"]
+    assert take() == "unchanged"  # and the moved listing is the known one now
+    assert _node_calls(sandbox_root) == ["snapshot", "check"]
+    assert [c.generation for c in store.generations()] == [1]
+
+    (sandbox_root / "tmp" / "rows-unchanged").unlink()
+    (sandbox_root / STATE_DB).write_bytes(b"SQLite format 3\x00 v2")
+    wal.write_bytes(b"a new paired device")
+    assert take() == "saved"
+    assert _node_calls(sandbox_root) == ["snapshot", "check", "check", "snapshot"]
+    (sandbox_root / WORKSPACE / "MEMORY.md").write_text("the user likes green tea\n")
+    assert take() == "saved"  # a file changed: the databases go along, without a comparison first
+    assert _node_calls(sandbox_root)[-1:] == ["snapshot"] and len(_node_calls(sandbox_root)) == 5
+
+
+@needs_root
+def test_a_failed_snapshot_stores_nothing(archive: Path, sandbox_root: Path) -> None:
+    sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
+    target = ChrootTarget(sandbox_root)
+    _agent_writes(sandbox_root)
+    _with_state_db(sandbox_root)
+    (sandbox_root / "bin" / "node").write_text("#!/bin/sh\necho 'database disk image is malformed' >&2\nexit 5\n")
+    pod = pod_of(target, sandbox)
+    plan = build_plan(sandbox, pod.facts)
+    set_persist_state(StateStore(), sandbox.name, live_pod=target.instance.id)
+    with pytest.raises(TargetError, match="database disk image is malformed"):
+        capture(context(sandbox, target), plan.persist, pod, reason="interval")
+    assert CaptureStore(StateStore(), sandbox.name, 5).latest() is None
+
+
+def test_read_members_leaves_out_exclusions_and_journals() -> None:
+    data = _tar(
+        (_info("sandbox/ws", tarfile.DIRTYPE, mode=0o700), b""),
+        (_info("sandbox/ws/USER.md"), b"Ada"),
+        (_info("sandbox/ws/SOUL.md"), b"the archive's"),
+        (_info("sandbox/ws/x.lock"), b"pid 42"),
+        (_info("sandbox/ws/notes.sqlite"), b"SQLite format 3\x00"),
+        (_info("sandbox/ws/notes.sqlite-wal"), b"frames"),
+        (_info("sandbox/ws/tmp", tarfile.DIRTYPE), b""),
+        (_info("sandbox/ws/tmp/a"), b"scratch"),
+    )
+    patterns = ["/sandbox/ws", "!/sandbox/ws/SOUL.md", "!/sandbox/ws/tmp", "!*.lock"]
+    paths = [m.entry.path for m in read_members(data, patterns, "/sandbox")]
+    assert paths == ["/sandbox/ws", "/sandbox/ws/USER.md", "/sandbox/ws/notes.sqlite"]
+
+
+def test_what_the_capture_script_says_is_read_up_to_its_first_other_line() -> None:
+    said = Said.parse(
+        b"clawguard-fingerprint aaa bbb\n"
+        b'clawguard-db {"path": "/s/a.sqlite", "stat": "1:2:3 -", "digest": "ddd"}\n'
+        b"tar: sandbox/x\nclawguard-unchanged: file changed as we read it\nclawguard-unchanged\n"
+    )
+    assert (said.all, said.files, said.unchanged) == ("aaa", "bbb", False)
+    assert said.databases == {"/s/a.sqlite": {"stat": "1:2:3 -", "digest": "ddd"}}
+    assert said.rest.startswith(b"tar: sandbox/x\n")
+    assert Said.parse(b"clawguard-fingerprint a b\nclawguard-unchanged\n").unchanged
+
+
+def _node_with_sqlite() -> str | None:
+    """A Node.js with node:sqlite (22.5 and later): on PATH, or the test bed's cached agent's."""
+    import glob
+    import shutil
+    import subprocess
+
+    for node in [shutil.which("node"), *sorted(glob.glob("/var/cache/clawguard-testbed/agents/*/usr-local/bin/node"))]:
+        if node and subprocess.run([node, "-e", 'require("node:sqlite")'], capture_output=True).returncode == 0:
+            return node
+    return None
+
+
+def test_the_snapshot_program_copies_online_and_tells_rows_from_a_lease_renewal(tmp_path: Path) -> None:
+    """SNAPSHOT_JS itself, with a real Node.js: a consistent copy with the live file's mode,
+    and a digest of the rows that a renewed lease (state_leases) does not move."""
+    import json as json_
+    import shutil
+    import sqlite3
+    import subprocess
+
+    from clawguard.persist import SNAPSHOT_JS, VOLATILE_TABLES
+
+    node = _node_with_sqlite()
+    if node is None:
+        pytest.skip("no Node.js with node:sqlite (22.5 or later) here")
+    live = tmp_path / "agent" / "state" / "openclaw.sqlite"
+    live.parent.mkdir(parents=True)
+    db = sqlite3.connect(live)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE state_leases (scope TEXT PRIMARY KEY, heartbeat_at INTEGER)")
+    db.execute("CREATE TABLE cron_jobs (id TEXT PRIMARY KEY, spec TEXT, big INTEGER, blob BLOB)")
+    db.execute("INSERT INTO state_leases VALUES ('gateway-owner', 1)")
+    db.execute("INSERT INTO cron_jobs VALUES ('tea', '{\"every\": 3600000}', 9007199254740993, x'00ff')")
+    db.commit()  # the rows stay in the -wal: the database stays open, as a running gateway keeps it
+    live.chmod(0o600)
+    relative = str(live).lstrip("/")
+
+    def run(mode: str, known: dict[str, object]) -> tuple[int, dict[str, dict[str, str]]]:
+        stage = tmp_path / f"stage-{mode}"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        (stage / "snapshot.js").write_text(SNAPSHOT_JS)
+        (stage / "known.json").write_text(json_.dumps(known))
+        (stage / "volatile.json").write_text(json_.dumps(list(VOLATILE_TABLES)))
+        done = subprocess.run(
+            [node, "--no-warnings", str(stage / "snapshot.js"), mode, str(stage), relative],
+            cwd="/",
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode in (0, 1), done.stderr
+        lines = (stage / "dbs").read_text().splitlines()
+        said = {}
+        for line in lines:
+            item = json_.loads(line.removeprefix("clawguard-db "))
+            said[item["path"]] = {"stat": item["stat"], "digest": item["digest"]}
+        return done.returncode, said
+
+    code, taken = run("snapshot", {})
+    assert code == 0 and list(taken) == [f"/{relative}"]
+    copy = tmp_path / "stage-snapshot" / "root" / relative
+    assert copy.stat().st_mode & 0o777 == 0o600 and int(copy.stat().st_mtime) == int(live.stat().st_mtime)
+    assert not Path(f"{copy}-wal").exists()
+    copied = sqlite3.connect(copy)
+    assert copied.execute("SELECT id, big, blob FROM cron_jobs").fetchall() == [("tea", 9007199254740993, b"\x00\xff")]
+    copied.close()
+
+    assert run("check", taken)[0] == 0  # nothing moved
+    db.execute("UPDATE state_leases SET heartbeat_at = 2")
+    db.commit()
+    code, moved = run("check", taken)
+    assert code == 0 and moved[f"/{relative}"]["stat"] != taken[f"/{relative}"]["stat"]  # a lease renewed: nothing new
+    db.execute("UPDATE cron_jobs SET big = big + 1")  # beyond 2**53: told apart only as an integer
+    db.commit()
+    assert run("check", taken)[0] == 1
+    db.close()
