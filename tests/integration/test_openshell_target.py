@@ -230,6 +230,7 @@ def test_recover_recreate_brings_back_a_sandbox_openshell_will_not_start(
         wait_for("a capture of the memory", lambda: any("persist.captured" in line for line in daemon.lines()[-40:]))
         time.sleep(3)  # one more capture interval, after the write
         standin.crash(SANDBOX)
+
         def recreated() -> bool:
             try:
                 return bool(standin.get(SANDBOX).metadata.id != before and _healthy(config, env))
