@@ -7,7 +7,7 @@ import json
 
 from ..api import Clawguard
 
-HELP = "Capture each sandbox's persisted paths (the agent's own state: its databases, sessions, workspace) from the live pod, once."
+HELP = "Capture each sandbox's persisted paths (the agent's own state: databases, sessions, workspace) now."
 EXAMPLE = "example: clawguard capture my-assistant"
 
 
