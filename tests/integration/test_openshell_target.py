@@ -226,9 +226,15 @@ def test_recover_recreate_brings_back_a_sandbox_openshell_will_not_start(
     try:
         wait_for("a restored sandbox and a live gateway", lambda: _healthy(config, env), timeout=240, every=1)
         before = standin.get(SANDBOX).metadata.id
+
+        def captures() -> int:
+            return sum("event=persist.captured" in line for line in daemon.lines())
+
+        wait_for("a first capture", captures, timeout=120)
+        before_write = captures()
         _inside(standin, "sh", "-c", "echo 'remember: the crash drill' >> /sandbox/.openclaw/workspace/MEMORY.md")
-        wait_for("a capture of the memory", lambda: any("persist.captured" in line for line in daemon.lines()[-40:]))
-        time.sleep(3)  # one more capture interval, after the write
+        # A capture stores something only when something changed: a new one holds the memory.
+        wait_for("a capture of the memory", lambda: captures() > before_write, timeout=120)
         standin.crash(SANDBOX)
 
         def recreated() -> bool:
