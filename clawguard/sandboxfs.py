@@ -399,7 +399,7 @@ class Write:
     def _where(self, path: str) -> tuple[str, str, Observed | None]:
         """Who may write in the directory that will hold ``path``, with that directory and
         what the read saw of it: "agent" (the sandbox user owns it), "root" (root owns it and
-        nobody else may write in it), "other", or "unknown" (not read: root's rule applies, and
+        nobody else may write in it, or it is sticky), "other", or "unknown" (not read: root's rule applies, and
         its check decides). A directory still to be made is judged by its nearest existing
         ancestor, which holds whatever is made below it."""
         directory = _parent(path)
@@ -412,7 +412,9 @@ class Write:
             directory = _parent(directory)
         if self.agent is not None and seen.uid == self.agent.uid:
             return "agent", directory, seen
-        if seen.uid == 0 and not seen.mode & 0o022:
+        # Root's and nobody else may write, or sticky (NemoClaw's split ~/.openclaw is root's,
+        # 1777): a name root owns there cannot be renamed or removed by the agent.
+        if seen.uid == 0 and (not seen.mode & 0o022 or seen.mode & 0o1000):
             return "root", directory, seen
         return "other", directory, seen
 

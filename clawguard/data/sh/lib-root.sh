@@ -10,17 +10,23 @@ refuse() {
 }
 # go DIR PATH [locked]: enter DIR (PATH itself, or a name in the current directory), then check
 # on the directory entered that it is PATH: no symlink was followed on the way and nothing was
-# swapped. With "locked", also that root owns it and nobody else may write in it: then nothing in
-# it can change but by root, and its names can be acted on.
+# swapped. With "locked", also that root owns it and that nobody else may write in it, or that
+# it is sticky (NemoClaw's split layout keeps ~/.openclaw root's, 1777): then no name root owns
+# in it can be renamed or removed but by root. In a sticky one $sticky is set, and only what
+# root owns there is chmodded (another's entry could be swapped for a link between check and act).
 go() {
   cd -P "$1" 2>/dev/null || refuse "$2" "is not a directory (a symlink or swapped path?)"
   here=$(pwd -P && echo .) || refuse "$2" "cannot be checked"
   [ "${here%?.}" = "$2" ] || refuse "$2" "is not where it was read (a symlink or swapped path?)"
+  sticky=''
   if [ -n "${3:-}" ]; then
     s=$(stat -c '%u %f' .) || refuse "$2" "cannot be checked"
-    # shellcheck disable=SC2015  # refuse when either test fails: that is the point
-    [ "${s%% *}" = 0 ] && [ $((0x${s#* } & 18)) = 0 ] ||
-      refuse "$2" "is not a root-owned directory the agent cannot write (a symlink or swapped path?)"
+    [ "${s%% *}" = 0 ] || refuse "$2" "is not a root-owned directory the agent cannot write (a symlink or swapped path?)"
+    if [ $((0x${s#* } & 18)) != 0 ]; then
+      [ $((0x${s#* } & 512)) != 0 ] ||
+        refuse "$2" "is not a root-owned directory the agent cannot write (a symlink or swapped path?)"
+      sticky=1
+    fi
   fi
 }
 # wipe NAME PATH: remove NAME (which is PATH) from the current directory and everything below
@@ -105,7 +111,11 @@ ops() {
               mv -f -- "$stage$p" "$n" || exit 4
             fi ;;
           own) chown -h -- "$ids" "$n" || exit 4 ;;
-          mode) if [ ! -L "$n" ]; then chmod -- "$m" "$n" || exit 4; fi ;;
+          mode)
+            if [ -n "$sticky" ] && [ ! -L "$n" ] && [ "$(stat -c %u -- "$n")" != 0 ]; then
+              refuse "$p" "is not root's, in a directory others may write: its mode cannot be set safely"
+            fi
+            if [ ! -L "$n" ]; then chmod -- "$m" "$n" || exit 4; fi ;;
           dir)
             ( go "$n" "$p"
               if [ "$ids" != - ]; then chown -- "$ids" . || exit 4; fi
