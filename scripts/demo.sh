@@ -75,17 +75,7 @@ if ((GENERATION == 3)); then
   # clawguard finds the gateway as the OpenShell CLI and SDK do: $XDG_CONFIG_HOME/openshell.
   export XDG_CONFIG_HOME=$OPENSHELL_HOME
   export DOCKER_HOST=unix:///nonexistent/docker.sock # this target needs no Docker: prove it
-  agent_cli --version
-  cat >"$work/config.yaml" <<YAML
-version: 1
-daemon: {persist_interval: 5}   # capture the agent's own state every 5 s (default 60)
-sandboxes:
-  my-assistant:
-    target:
-      kind: openshell           # OpenShell 0.1.x, only through the gateway's gRPC API
-      gateway: openshell
-    archive: $PWD/restore-archive
-YAML
+  target='{kind: openshell, gateway: openshell}' # OpenShell 0.1.x, only through the gateway's gRPC API
 else
   step "Install OpenClaw $AGENT from npm (cached after the first run) and start the OpenShell testbed"
   python -m testbed build --agent "$AGENT" >/dev/null
@@ -93,18 +83,17 @@ else
   python -m testbed rm my-assistant
   python -m testbed add my-assistant --agent "$AGENT" >/dev/null
   python -m testbed install-openshell "$PWD/.venv/bin" >/dev/null # the openshell CLI stand-in (ssh-proxy)
-  agent_cli --version
-  cat >"$work/config.yaml" <<YAML
+  target='{kind: k3s, cluster: openshell-cluster-nemoclaw}'
+fi
+agent_cli --version
+cat >"$work/config.yaml" <<YAML
 version: 1
 daemon: {persist_interval: 5}   # capture the agent's own state every 5 s (default 60)
 sandboxes:
   my-assistant:
-    target:
-      kind: k3s
-      cluster: openshell-cluster-nemoclaw
+    target: $target
     archive: $PWD/restore-archive
 YAML
-fi
 export CLAWGUARD_CONFIG="$work/config.yaml"
 
 step "clawguard check (the agent in the pod validates openclaw.json), then the plan made for this pod"
