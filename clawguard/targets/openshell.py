@@ -61,7 +61,18 @@ import structlog
 
 from ..errors import SandboxGone, SandboxStarted, TargetError
 from ..schema import Bool, Field, Int, Str
-from .base import Discovery, ExecResult, Found, Instance, OutputTooLarge, Sink, Target
+from .base import (
+    _PID_LINE,
+    _SAY_PID,
+    Discovery,
+    ExecResult,
+    Found,
+    Instance,
+    OutputTooLarge,
+    Sink,
+    Target,
+    _without_pid,
+)
 
 log = structlog.get_logger("clawguard.targets.openshell")
 
@@ -102,9 +113,6 @@ _GATEWAY = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 # quoted by shlex), then the command's own stdin, untouched. dd with bs=1 never reads
 # past the script.
 _ARGV_ON_STDIN = 'IFS= read -r n || exit 3; script=$(dd bs=1 count="$n" 2>/dev/null) || exit 3; eval "$script"'
-# Runs argv in a session of its own after saying its pid (= its process group) on stderr,
-# so that a command stopped past its output limit can be killed with all it started.
-_SAY_PID = 'printf "clawguard-pid %s\\n" "$$" >&2; exec "$@"'
 
 
 @dataclass(frozen=True)
@@ -541,9 +549,9 @@ class OpenShellTarget(Target):
         try:
             result = self.exec(instance, wrapped, None, out=out, limit=limit)
         except OutputTooLarge as exc:
-            said = exc.stderr.split(b"\n", 1)[0]
-            pid = said.removeprefix(b"clawguard-pid ")
-            if pid.isdigit() and int(pid) > 1:
+            said = _PID_LINE.match(exc.stderr)
+            pid = said.group(1) if said else b""
+            if pid and int(pid) > 1:
                 with contextlib.suppress(TargetError):
                     self.exec(instance, ["sh", "-c", 'kill -9 "-$1" 2>/dev/null; true', "sh", pid.decode()])
             raise OutputTooLarge(str(exc), _without_pid(exc.stderr)) from None
@@ -654,8 +662,3 @@ def _collect(events: Any, out: Sink | None, limit: int | None) -> ExecResult:
     if code is None:
         raise TargetError("the OpenShell gateway ended a command's stream without its exit status")
     return ExecResult(code, b"".join(stdout), bytes(stderr))
-
-
-def _without_pid(stderr: bytes) -> bytes:
-    first, _, rest = stderr.partition(b"\n")
-    return rest if first.startswith(b"clawguard-pid ") else stderr
