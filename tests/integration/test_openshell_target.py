@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,19 @@ def _inside(standin: GatewayStandin, *argv: str) -> str:
     code, out, err = standin.exec_as_sandbox_user(SANDBOX, list(argv))
     assert code == 0, f"{argv}: {err.decode(errors='replace')[-500:]}"
     return out.decode()
+
+
+def _captured_memory(tmp_path: Path) -> bytes:
+    """MEMORY.md as the newest capture on the host holds it (empty when none does)."""
+    stored = sorted((tmp_path / "state" / "clawguard" / SANDBOX / "persist").glob("*.json"))  # written last
+    if not stored:
+        return b""
+    with tarfile.open(stored[-1].with_suffix(".tar"), ignore_zeros=True) as tar:  # files, then db snapshots
+        for member in tar.getmembers():
+            if member.isfile() and member.name.endswith("workspace/MEMORY.md"):
+                held = tar.extractfile(member)
+                return held.read() if held else b""
+    return b""
 
 
 def _status(config: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -231,10 +245,9 @@ def test_recover_recreate_brings_back_a_sandbox_openshell_will_not_start(
             return sum("event=persist.captured" in line for line in daemon.lines())
 
         wait_for("a first capture", captures, timeout=120)
-        before_write = captures()
         _inside(standin, "sh", "-c", "echo 'remember: the crash drill' >> /sandbox/.openclaw/workspace/MEMORY.md")
-        # A capture stores something only when something changed: a new one holds the memory.
-        wait_for("a capture of the memory", lambda: captures() > before_write, timeout=120)
+        # Read the host's newest capture itself: one already under way when the agent wrote may lack it.
+        wait_for("a capture of the memory", lambda: b"the crash drill" in _captured_memory(tmp_path), timeout=120)
         standin.crash(SANDBOX)
 
         def recreated() -> bool:
