@@ -18,6 +18,7 @@ import structlog
 
 from . import hooks, persist
 from .agent import SandboxFacts, probe
+from .agent.cli import VERDICTS_FILE, Verdicts
 from .backoff import Waitable
 from .config import SandboxConfig
 from .context import SandboxContext
@@ -120,6 +121,14 @@ def plan_for(sandbox: SandboxConfig, pod: Pod, plan: Plan | None = None) -> Plan
     return build_plan(sandbox, pod.facts)
 
 
+def verdicts_for(ctx: SandboxContext, pod: Pod) -> Verdicts | None:
+    """What the agent in ``pod`` accepted before, kept in the sandbox's state directory and
+    named for its version (none when the version is not known)."""
+    if pod.facts.version is None:
+        return None
+    return Verdicts(ctx.store.sandbox_dir(ctx.name) / VERDICTS_FILE, pod.facts.version_text)
+
+
 def _nothing() -> None:
     pass
 
@@ -193,23 +202,41 @@ def restore_once(
             if hinted:  # gone since the caller located it: find the pod that is there now
                 raise SandboxGone(f"the located pod cannot be read ({exc})") from None
             raise
-        this_plan = plan_for(sandbox, pod, plan)
-        if this_plan.persist and not dry_run and capture_first:
-            capture_before_restore(ctx, this_plan, pod)
-        capture = _capture_to_restore(ctx, this_plan, pod, dry_run, latest)
-        callbacks.heartbeat()
-        report = run_plan(this_plan, pod, dry_run=dry_run, progress=callbacks.progress, persisted=capture)
-        callbacks.restored()
-        callbacks.heartbeat()
-        if callbacks.replaced(pod.id):
-            raise SandboxGone("the pod was replaced during the restore")
-        if capture is not None and not dry_run and _persisted_ok(report):
-            persist.set_persist_state(
-                ctx.store,
-                sandbox.name,
-                live_pod=pod.id,
-                restored={"generation": capture.generation, "into": pod.id, "at": time.time()},
+        # A replaced pod most likely needs its gateway started: the start command's session
+        # is opened now, while the restore runs, so that the start goes out the moment the
+        # files are written (Gateway.prime).
+        primed = reason == POD_REPLACED and not dry_run and bool(sandbox.gateway["enabled"])
+        if primed:
+            ctx.gateway.prime(pod)
+        try:
+            this_plan = plan_for(sandbox, pod, plan)
+            if this_plan.persist and not dry_run and capture_first:
+                capture_before_restore(ctx, this_plan, pod)
+            capture = _capture_to_restore(ctx, this_plan, pod, dry_run, latest)
+            callbacks.heartbeat()
+            report = run_plan(
+                this_plan,
+                pod,
+                dry_run=dry_run,
+                progress=callbacks.progress,
+                persisted=capture,
+                verdicts=verdicts_for(ctx, pod),
             )
+            callbacks.restored()
+            callbacks.heartbeat()
+            if callbacks.replaced(pod.id):
+                raise SandboxGone("the pod was replaced during the restore")
+            if capture is not None and not dry_run and _persisted_ok(report):
+                persist.set_persist_state(
+                    ctx.store,
+                    sandbox.name,
+                    live_pod=pod.id,
+                    restored={"generation": capture.generation, "into": pod.id, "at": time.time()},
+                )
+        except BaseException:
+            if primed:
+                ctx.gateway.unprime()
+            raise
     # A change the gateway only reads at start (SOUL.md) restarts a running one.
     restart = [
         r.name
@@ -219,7 +246,9 @@ def restore_once(
     # A replaced pod that had to be restored was wiped, and a new pod never runs a gateway
     # (NemoClaw #2042): start it without a health probe that cannot succeed. (The start is
     # in the background: a gateway that does run just stays healthy.)
-    fresh = reason == "pod replaced" and report.changed > 0
+    fresh = reason == POD_REPLACED and report.changed > 0
+    if primed and not (fresh and report.ok):
+        ctx.gateway.unprime()  # no start follows at once: a probe comes first, or nothing
     return Restored(instance, pod, this_plan, report, restart, fresh)
 
 
@@ -342,6 +371,7 @@ def converge(
 
 
 DRIFT_CHECK = "drift check"
+POD_REPLACED = "pod replaced"
 RESYNC = "archive changed"
 
 

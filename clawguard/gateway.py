@@ -149,6 +149,7 @@ class Gateway:
         self.values = values
         self.known_hosts = state / "known_hosts"
         self._pinned_for: str | None = None
+        self._primed: _Primed | None = None  # the start's ssh session, opened ahead (prime)
 
     @property
     def host(self) -> str:
@@ -182,6 +183,12 @@ class Gateway:
         )
 
     def _ssh(self, pod: Pod, remote: str) -> subprocess.CompletedProcess[str]:
+        return self._ssh_finish(*self._ssh_open(pod, remote))
+
+    def _ssh_open(
+        self, pod: Pod, remote: str, stdin: int = subprocess.DEVNULL
+    ) -> tuple[list[str], subprocess.Popen[str]]:
+        """Start ssh running ``remote`` (the proxy, the handshake, the command): see _ssh_finish."""
         proxy = str(self.values["ssh_proxy"]).replace("{sandbox}", shlex.quote(self.sandbox))
         argv = [
             "ssh",
@@ -204,7 +211,7 @@ class Gateway:
             # instead of lingering (and holding our pipes) once ssh is killed.
             proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -212,8 +219,15 @@ class Gateway:
             )
         except FileNotFoundError:
             raise GatewayError("the OpenSSH client (ssh) is not installed") from None
+        return argv, proc
+
+    def _ssh_finish(
+        self, argv: list[str], proc: subprocess.Popen[str], data: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Wait for ssh (given ``data`` on its stdin, when it was opened with a pipe), at most
+        ``ssh_timeout``: then it is killed and the result is exit status 255."""
         try:
-            out, err = proc.communicate(timeout=self.values["ssh_timeout"])
+            out, err = proc.communicate(data, timeout=self.values["ssh_timeout"])
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -298,10 +312,45 @@ class Gateway:
             return Health(True, f"HTTP {code}; openclaw health: ok", now, answered=True)
         return Health(False, f"HTTP {code}", now, answered=True)
 
+    def prime(self, pod: Pod) -> None:
+        """Open the start command's session now, for a start that follows soon: a replaced
+        pod's, while its restore runs. Over ssh the proxy and the handshake are most of a
+        start command's time, and none of it needs the restored files: :meth:`start` then
+        only says go, the moment they are in place. Over the target's exec there is nothing
+        to open. A session that cannot be opened only means start() opens its own."""
+        self.unprime()
+        if self.uses_target(pod):
+            return
+        try:
+            argv, proc = self._ssh_open(pod, _PRIMED + self.values["start"], stdin=subprocess.PIPE)
+        except ClawguardError as exc:
+            log.info("gateway.prime_failed", sandbox=self.sandbox, container_id=pod.short_id, error=str(exc))
+            return
+        self._primed = _Primed(pod.id, argv, proc)
+
+    def unprime(self) -> None:
+        """End a primed start unused: its session closes without running anything."""
+        primed, self._primed = self._primed, None
+        if primed is not None:
+            primed.cancel()
+
+    def _start_primed(self, pod: Pod) -> subprocess.CompletedProcess[str] | None:
+        """Run the start through the session :meth:`prime` opened for this pod; None when
+        there is none that can still run it (then the start opens its own)."""
+        primed, self._primed = self._primed, None
+        if primed is None:
+            return None
+        if primed.pod_id != pod.id or primed.proc.poll() is not None:  # another pod's, or its session ended
+            primed.cancel()
+            return None
+        result = self._ssh_finish(primed.argv, primed.proc, "start\n")
+        # 255: ssh could not run it. Started again as usual: a second gateway would not get the port.
+        return None if result.returncode == 255 else result
+
     def start(self, pod: Pod) -> None:
         # A background job that keeps the session's stdin open makes sshd (and so
         # ssh) wait forever; start it with stdin from /dev/null.
-        result = self._remote(pod, "exec </dev/null; " + self.values["start"])
+        result = self._start_primed(pod) or self._remote(pod, "exec </dev/null; " + self.values["start"])
         if result.returncode != 0:
             raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
 
@@ -371,6 +420,26 @@ class Gateway:
         result: Health | None = waiting(startup.step)
         assert result is not None  # retried while None
         return result
+
+
+# Before a primed start command (Gateway.prime): the session waits for one line; "start" runs
+# the command with stdin from /dev/null, anything else (or the end of its input) runs nothing.
+_PRIMED = 'IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; exec </dev/null; '
+
+
+@dataclass
+class _Primed:
+    """A start command's ssh session, opened ahead and waiting for its go (Gateway.prime)."""
+
+    pod_id: str
+    argv: list[str]
+    proc: subprocess.Popen[str]
+
+    def cancel(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # ssh and its proxy; the session ends with them
+        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+            self.proc.communicate(timeout=5)
 
 
 class GatewayStartup:
@@ -454,7 +523,9 @@ class GatewayStartup:
             else:
                 log.info("gateway.start", **self._fields(), reason=health.status)
                 self._then("start", now)
-            return None
+            if not (self.fresh and self.phase == "start"):
+                return None
+            # A new pod, not probed: its start goes out in this same step, not a daemon round later.
         if self.phase == "stop":
             self.gateway.stop(self.pod)
             # A custom stop: wait until it took effect (the built-in one returns once nothing listens).

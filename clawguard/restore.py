@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from . import redact
+from .agent.cli import AgentCLI, Verdicts
 from .entries import Drift, Entry, Ids, Inspection, SourceChanged, compare, declared_paths, needs_content, shown
 from .errors import ConfigError, InputError, TargetError
 from .persist import Capture, CaptureRejected, read_members, stale_journals
@@ -84,6 +85,7 @@ def run_plan(
     dry_run: bool = False,
     progress: Progress | None = None,
     persisted: Capture | None = None,
+    verdicts: Verdicts | None = None,
 ) -> RestoreReport:
     """Bring ``pod`` to the state ``plan`` declares and verify it from inside.
 
@@ -94,7 +96,10 @@ def run_plan(
     may change itself written as the agent, the rest as root in directories only root may
     write: an exec each, ``writer``), then restore
     what the agent keeps itself through its CLI, each judged by the snapshot the agent
-    answers it stored.
+    answers it stored. The agent is asked only what the restore does not know already:
+    bytes this agent version accepted before (``verdicts``) are not validated again, and
+    what the files just written and verified hold (a restored state database) answers what
+    it can (``AgentState.known``).
     Raises InputError (nothing written) for an owner the pod does not have or a file
     the agent rejects, and TargetError when the pod cannot be reached.
     """
@@ -126,7 +131,7 @@ def run_plan(
     except SandboxCommandFailed as exc:  # unread, they count as different: rewritten, and verified
         bound.warning("restore.read_failed", error=str(exc))
     declared = declared_paths(entries)
-    _preflight(plan, pod, before, ids, declared)
+    _preflight(plan, pod, before, ids, declared, verdicts)
     report = RestoreReport(plan.sandbox.name, pod.id, dry_run, read_with_facts=fs.read_with_facts)
     report.phases["read"] = time.monotonic() - started
     bound.info(
@@ -140,9 +145,10 @@ def run_plan(
     reports = apply_groups(groups, fs, before, ids, declared, dry_run) + ([unusable] if unusable else [])
     report.phases["write"] = time.monotonic() - mark
     mark = time.monotonic()
+    written = _verified_files(groups, reports, dry_run)
     for planned, step_report in zip(plan.steps, reports, strict=False):
         if planned.agent_states and step_report.outcome != FAILED:
-            _restore_agent_states(planned, step_report, pod, dry_run)
+            _restore_agent_states(planned, step_report, pod, dry_run, written)
     report.phases["agent"] = time.monotonic() - mark
     for index, step_report in enumerate(reports, 1):
         report.steps.append(step_report)
@@ -184,22 +190,30 @@ def writer(pod: Pod) -> SandboxFS:
 
 
 def _preflight(
-    plan: Plan, pod: Pod, before: Inspection, ids: Mapping[Entry, Ids | None], declared: frozenset[str]
+    plan: Plan,
+    pod: Pod,
+    before: Inspection,
+    ids: Mapping[Entry, Ids | None],
+    declared: frozenset[str],
+    verdicts: Verdicts | None = None,
 ) -> None:
     """Ask the agent to accept what a step is about to write (openclaw.json) before any write."""
     for planned in plan.steps:
         if not planned.preflights or not _drifts(planned.entries, before, ids, declared):
             continue  # nothing would be written: the running file is the archive's already
-        objections = preflight_objections(planned, pod)
+        objections = preflight_objections(planned, pod, verdicts)
         if objections:
             raise objections[0]
 
 
-def preflight_objections(planned: PlannedStep, pod: Pod) -> list[AgentRejected]:
-    """What the agent in ``pod`` says against ``planned``'s files, as errors to raise or show."""
+def preflight_objections(planned: PlannedStep, pod: Pod, verdicts: Verdicts | None = None) -> list[AgentRejected]:
+    """What the agent in ``pod`` says against ``planned``'s files, as errors to raise or show
+    (what this agent version accepted before, ``verdicts``, is not asked again)."""
     found = []
     for check in planned.preflights:
-        objections = check.objections(pod.agent())
+        cli = pod.agent()
+        cli.verdicts = verdicts
+        objections = check.objections(cli)
         if objections:
             agent = f"OpenClaw {pod.facts.version}" if pod.facts.version else "the agent"
             found.append(
@@ -212,20 +226,63 @@ def preflight_objections(planned: PlannedStep, pod: Pod) -> list[AgentRejected]:
     return found
 
 
-def _restore_agent_states(planned: PlannedStep, report: StepReport, pod: Pod, dry_run: bool) -> None:
-    """Read each state through the agent's CLI; write it when it differs; judge what the
-    agent answers it stored."""
+def _verified_files(groups: list[Group], reports: list[StepReport], dry_run: bool) -> Callable[[str], bytes | None]:
+    """What the pod's files hold now, where the restore knows it byte for byte: the files of
+    every group written and verified (or found as wanted), by path; None for any other."""
+    done = (OK,) if dry_run else (OK, CHANGED)  # a dry run wrote nothing: only what was found as wanted
+    files = {
+        entry.path: entry
+        for group, report in zip(groups, reports, strict=False)
+        if report.outcome in done
+        for entry in group.entries
+        # An equivalent file may hold other bytes than the entry's (the agent's own keys).
+        if entry.kind == "file" and entry.equivalent is None
+    }
+
+    def written(path: str) -> bytes | None:
+        entry = files.get(path)
+        if entry is None:
+            return None
+        try:
+            return entry.data()
+        except (SourceChanged, OSError):
+            return None
+
+    return written
+
+
+def _restore_agent_states(
+    planned: PlannedStep,
+    report: StepReport,
+    pod: Pod,
+    dry_run: bool,
+    written: Callable[[str], bytes | None] = lambda _path: None,
+) -> None:
+    """Read each state through the agent's CLI, unless the files just written say what it is
+    (``written``); write it when it differs; judge what the agent answers it stored."""
     started = time.monotonic()
     try:
-        cli = pod.agent()
+        cli: AgentCLI | None = None
         for state in planned.agent_states:
-            problems = state.problems(cli)
+            problems = state.known(written)
+            if problems is not None:
+                log.info(
+                    "agent.known",
+                    container_id=pod.short_id,
+                    question=state.label,
+                    answer="; ".join(problems) or "as wanted",
+                    why="the restored files say",
+                )
+            else:
+                cli = cli or pod.agent()
+                problems = state.problems(cli)
             if not problems:
                 continue
             report.changes += problems
             if dry_run:
                 report.outcome = WOULD_CHANGE
                 continue
+            cli = cli or pod.agent()
             left = state.write(cli)  # what the agent answers it stored
             if left:
                 report.outcome, report.error = FAILED, "still wrong after apply: " + "; ".join(left)

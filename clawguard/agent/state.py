@@ -13,6 +13,7 @@ Two kinds, each declared by a step and run by the engine:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,12 @@ class AgentState(ABC):
     @abstractmethod
     def problems(self, cli: AgentCLI) -> list[str]:
         """Read the agent's state and say how it differs from the plan's (empty: as wanted)."""
+
+    def known(self, written: Callable[[str], bytes | None]) -> list[str] | None:
+        """What :meth:`problems` would answer, when the restore knows it without asking the
+        agent (a Node.js start): ``written(path)`` is the content of a file the restore has
+        just put in the pod and verified (None for any other path). None: not known, ask."""
+        return None
 
     @abstractmethod
     def write(self, cli: AgentCLI) -> list[str]:

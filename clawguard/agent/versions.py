@@ -6,6 +6,13 @@ Until 2026.8.1 exec approvals are ``~/.openclaw/exec-approvals.json``; from then
 they live in the same database, the gateway imports a legacy JSON file once and
 deletes it (or blocks every approval when it finds one later), refuses a symlinked
 one at start, and owns approvals through ``openclaw approvals get|set``.
+
+The rest of the agent's own state moved too (measured with 2026.6.10 and 2026.9.6; the
+default ``persist:`` set, ``persist.default_paths``, carries every place): 2026.6.x keeps
+its device identity (``identity/``), paired devices (``devices/``) and conversations
+(``agents/<id>/sessions/``) as files and its cron jobs in the state database; 2026.9.x
+keeps identity, pairing and cron in ``state/openclaw.sqlite`` and conversations in
+``agents/<id>/agent/openclaw-agent.sqlite``.
 """
 
 from __future__ import annotations

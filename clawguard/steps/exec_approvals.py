@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +94,8 @@ class ExecApprovalsStep(Step):
         if self.how(ctx) != "cli":
             return []
         path = self._source(ctx)
-        return [ApprovalsInAgent(path.read_bytes(), path)]
+        database = join(ctx.layout.config_dir, *STATE_DATABASE)
+        return [ApprovalsInAgent(path.read_bytes(), path, database, str(ctx.version) if ctx.version else None)]
 
     def warnings(self, ctx: StepContext) -> list[str]:
         how = self.how(ctx)
@@ -103,20 +107,56 @@ class ExecApprovalsStep(Step):
         return []
 
 
+#: The agent's state database under ~/.openclaw, where 2026.8.1+ keeps its approvals: the
+#: row ``current`` of ``exec_approvals_config``, its policy document in ``raw_json``.
+STATE_DATABASE = ("state", "openclaw.sqlite")
+APPROVALS_SQL = "SELECT raw_json FROM exec_approvals_config WHERE config_key = 'current'"
+# Which OpenClaw last set the database up (each version records itself when it opens it).
+WRITTEN_BY_SQL = "SELECT app_version FROM schema_meta WHERE meta_key = 'primary'"
+
+
 class ApprovalsInAgent(AgentState):
     """Approvals that live in the agent's database: read with ``openclaw approvals get``,
     written with ``set``, whose ``--json`` answer is the snapshot it stored (the same
-    redacted snapshot ``get`` prints), judged as the read-back."""
+    redacted snapshot ``get`` prints), judged as the read-back.
+
+    When the restore has just written the agent's state database (a capture of it, taken
+    from the last pod), what ``get`` would answer is in those bytes: the same approvals
+    cost no CLI call, and others go straight to ``set``. Only a database this very agent
+    version set up last is read so (``schema_meta``); anything else is asked."""
 
     label = "exec approvals (agent database)"
 
-    def __init__(self, data: bytes, source: Path) -> None:
+    def __init__(self, data: bytes, source: Path, database: str | None = None, version: str | None = None) -> None:
         self.data = data
         self.source = source
         self.wanted = normalize(json.loads(data))
+        self.database = database  # the agent's state database in the pod
+        self.version = version  # the pod's agent version
 
     def problems(self, cli: AgentCLI) -> list[str]:
         return self._judge(cli.approvals_get())
+
+    def known(self, written: Callable[[str], bytes | None]) -> list[str] | None:
+        content = written(self.database) if self.database and self.version else None
+        if content is None:
+            return None
+        try:
+            written_by, raw = stored_approvals(content)
+        except (sqlite3.Error, OSError, ValueError):
+            return None  # not a database this code reads: the agent knows
+        if written_by != self.version:
+            return None  # another version's database: it may migrate or read it otherwise
+        where = f"{self.database} (restored)"
+        if raw is None:
+            return [f"{where}: no approvals stored"]
+        try:
+            stored = json.loads(raw)
+        except ValueError:
+            return None  # the agent fails closed on it: let it say so
+        if normalize(stored) != self.wanted:
+            return [f"{where}: approvals differ from {self.source.name}"]
+        return []
 
     def write(self, cli: AgentCLI) -> list[str]:
         return self._judge(cli.approvals_set(self.data))
@@ -152,6 +192,29 @@ def normalize(document: Any) -> Any:
             for name, agent in agents.items()
         }
     return result
+
+
+def stored_approvals(database: bytes) -> tuple[str | None, str | None]:
+    """Which OpenClaw version last set up ``database`` (the bytes of a state database), and
+    the approvals document it stores (None: no row). Raises sqlite3.Error or ValueError when
+    it is not such a database."""
+    if not database.startswith(b"SQLite format 3\0") or len(database) < 100:
+        raise ValueError("not an SQLite database")
+    # Read in memory: a database in WAL mode (header bytes 18 and 19 = 2) is read as one in
+    # rollback mode, which it is without its -wal (a restored database never has one).
+    db = sqlite3.connect(":memory:")
+    try:
+        db.deserialize(database[:18] + b"\x01\x01" + database[20:])
+        db.execute("PRAGMA query_only = ON")
+        meta = db.execute(WRITTEN_BY_SQL).fetchone()
+        row = db.execute(APPROVALS_SQL).fetchone()
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+    version = meta[0] if meta and isinstance(meta[0], str) else None
+    if row is not None and not isinstance(row[0], str):
+        raise ValueError("raw_json is not text")
+    return version, row[0] if row else None
 
 
 def same_approvals(wanted: bytes, found: bytes) -> bool:

@@ -195,7 +195,7 @@ def test_a_restore_is_one_read_then_one_write_as_root_and_one_as_the_agent(archi
     # whose meaning may not (openclaw.json, compared as JSON); the agent's own validator on
     # the openclaw.json about to be written; then what only root may write, as root, in one
     # exec; and what the agent may write itself, as the agent, in one more that reads every
-    # step back (issue 20: the agent's files are never written by root).
+    # step back (the agent's files are never written by root).
     assert len(target.calls) == 4
     assert "C:/sandbox/.openclaw/openclaw.json" in target.calls[0]
     assert target.calls[1][-4:] == ["openclaw", "config", "validate", "--json"]
@@ -221,7 +221,7 @@ def test_a_userland_without_od_reads_the_judged_file_in_one_more_exec(archive: P
 def test_a_restore_reports_what_it_measured_per_phase_not_an_even_split(
     archive: Path, sandbox_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 14: each step's duration was the batch's time divided evenly among the steps."""
+    """Each step's duration was the batch's time divided evenly among the steps."""
     from clawguard.commands import output
 
     report = _restore(archive, sandbox_root)
@@ -258,7 +258,7 @@ def test_a_failed_write_fails_only_its_step(archive: Path, sandbox_root: Path) -
 
 
 # --------------------------------------------------------------------------------------------
-# Issue 20: the agent is not trusted. What it owns is written as the agent; root writes only in
+# The agent is not trusted. What it owns is written as the agent; root writes only in
 # directories nobody else may write, checked right before it acts.
 
 

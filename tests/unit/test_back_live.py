@@ -1,0 +1,307 @@
+"""Issue 21: a replaced pod's gateway is started the moment what it reads at start is in
+place, and the agent's CLI is asked only what the restore does not know: a config this
+agent version accepted before, approvals already in the state database it restores."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from clawguard import build_plan, parse_config
+from clawguard.agent import SandboxFacts
+from clawguard.agent.cli import VERDICTS_FILE
+from clawguard.config import SandboxConfig
+from clawguard.converge import converge, open_pod, verdicts_for
+from clawguard.entries import Entry
+from clawguard.gateway import Gateway, GatewayStartup, Health
+from clawguard.persist import Capture
+from clawguard.pod import Pod
+from clawguard.restore import CHANGED, FAILED, OK, Group, StepReport, _verified_files, run_plan
+from clawguard.sandboxfs import UserTable
+from clawguard.steps.exec_approvals import same_approvals
+from clawguard.targets.base import Instance
+
+from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
+from .conftest import basic_config
+
+# ---------------------------------------------------------------- what the restore knows
+
+
+def _group(name: str, *entries: Entry) -> Group:
+    return Group(name, "file", list(entries))
+
+
+def test_only_files_written_and_verified_byte_for_byte_are_known() -> None:
+    ok = _group("ok", Entry("/a", "file", 0o600, content=b"a"), Entry("/dir", "dir", 0o700))
+    changed = _group("changed", Entry("/b", "file", 0o600, content=b"b"))
+    failed = _group("failed", Entry("/c", "file", 0o600, content=b"c"))
+    # Equivalent is not equal: the pod's file may hold other bytes (the agent's own keys).
+    alike = _group("alike", Entry("/d", "file", 0o600, content=b"{}", equivalent=same_approvals))
+    reports = [StepReport(g.name, "file", outcome, 0.0) for g, outcome in ((ok, OK), (changed, CHANGED))]
+    reports += [StepReport("failed", "file", FAILED, 0.0), StepReport("alike", "file", OK, 0.0)]
+    groups = [ok, changed, failed, alike]
+    written = _verified_files(groups, reports, dry_run=False)
+    assert [written(p) for p in ("/a", "/b", "/c", "/d", "/dir", "/other")] == [b"a", b"b", None, None, None, None]
+    # A dry run wrote nothing: only what was found as wanted is known.
+    planned = _verified_files(groups, [*reports[:1], StepReport("changed", "file", "would-change", 0.0)], True)
+    assert planned("/a") == b"a" and planned("/b") is None
+
+
+# ---------------------------------------------------------------- the start, at once
+
+
+class _Gateway:
+    """What GatewayStartup asks of a Gateway, recorded in order."""
+
+    def __init__(self) -> None:
+        self.sandbox = "my-assistant"
+        self.values: dict[str, Any] = {"start_timeout": 120, "stop": None}
+        self.done: list[str] = []
+
+    def probe(self, pod: Pod) -> Health:
+        self.done.append("probe")
+        return Health(False, "no answer", 0.0)
+
+    def start(self, pod: Pod) -> None:
+        self.done.append("start")
+
+
+def _pod() -> Pod:
+    return cast(Pod, type("P", (), {"short_id": "0" * 12, "id": "0" * 64})())
+
+
+def test_a_new_pods_gateway_is_started_in_the_first_step() -> None:
+    """Nothing is probed on a new pod (no gateway runs there), so nothing stands between
+    the restore and the start command: not even a round of the daemon's loop."""
+    gateway = _Gateway()
+    startup = GatewayStartup(cast(Gateway, gateway), _pod(), fresh=True)
+    assert startup.step() is None
+    assert gateway.done == ["start"] and startup.phase == "up" and startup.started
+
+
+def test_a_pod_that_may_run_a_gateway_is_probed_first_and_started_a_step_later() -> None:
+    gateway = _Gateway()
+    startup = GatewayStartup(cast(Gateway, gateway), _pod())
+    assert startup.step() is None and gateway.done == ["probe"]  # one bounded thing per step
+    assert startup.step() is None and gateway.done == ["probe", "start"]
+
+
+# ---------------------------------------------------------------- the agent's CLI, in a pod
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
+
+STATE = "/sandbox/.openclaw/state"
+DATABASE = f"{STATE}/openclaw.sqlite"
+# OpenClaw 2026.9.6's CLI as far as a restore asks it, each call logged to /tmp/openclaw-calls:
+# `config validate` accepts any JSON object; approvals are kept in /sandbox/fake-approvals.json, and
+# `approvals set` answers with what it stored.
+AGENT = """#!/bin/sh
+echo "$*" >> /tmp/openclaw-calls
+case "$*" in
+  "config validate --json") echo '{"valid":true,"path":"/dev/stdin"}' ;;
+  "approvals get --json")
+    if [ -f /sandbox/fake-approvals.json ]; then printf '{"path":"db","exists":true,"file":%s}' "$(cat /sandbox/fake-approvals.json)"
+    else echo '{"path":"db","exists":false}'; fi ;;
+  "approvals set --stdin --json") cat > /sandbox/fake-approvals.json
+    printf '{"path":"db","exists":true,"file":%s}' "$(cat /sandbox/fake-approvals.json)" ;;
+  *) echo "openclaw $*: not in this stand-in" >&2; exit 2 ;;
+esac
+"""
+
+
+def _new_pod(tmp_path: Path, name: str) -> ChrootTarget:
+    """A new pod of OpenClaw 2026.9.6: nothing of the agent's in it yet."""
+    root = make_sandbox_root(tmp_path / name, agent="2026.9.6")
+    script = root / "usr/local/lib/node_modules/openclaw/openclaw.sh"
+    script.write_text(AGENT)
+    (root / "tmp" / "openclaw-calls").touch()
+    (root / "tmp" / "openclaw-calls").chmod(0o666)  # the agent's CLI runs as the sandbox user
+    return ChrootTarget(root)
+
+
+def _calls(target: ChrootTarget) -> list[str]:
+    return (target.root / "tmp" / "openclaw-calls").read_text().splitlines()
+
+
+def _state_database(path: Path, approvals: bytes) -> bytes:
+    """The agent's state database as 2026.9.6 leaves it, holding ``approvals`` as it stores them."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE schema_meta (meta_key TEXT PRIMARY KEY, app_version TEXT)")
+    db.execute("INSERT INTO schema_meta VALUES ('primary', '2026.9.6')")
+    db.execute("CREATE TABLE exec_approvals_config (config_key TEXT PRIMARY KEY, raw_json TEXT NOT NULL)")
+    stored = json.loads(approvals)
+    stored["socket"] = {"path": "/sandbox/.openclaw/exec-approvals.sock", "token": "t0k3n"}
+    db.execute("INSERT INTO exec_approvals_config VALUES ('current', ?)", (json.dumps(stored, indent=2),))
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+def _capture(tmp_path: Path, database: bytes) -> Capture:
+    """A capture of the last pod's state directory, as the daemon keeps one."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directory = tarfile.TarInfo(STATE.lstrip("/"))
+        directory.type, directory.mode, directory.uid, directory.gid = tarfile.DIRTYPE, 0o700, 998, 998
+        tar.addfile(directory)
+        member = tarfile.TarInfo(DATABASE.lstrip("/"))
+        member.size, member.mode, member.uid, member.gid = len(database), 0o600, 998, 998
+        tar.addfile(member, io.BytesIO(database))
+    data = buffer.getvalue()
+    path = tmp_path / "1.tar"
+    path.write_bytes(data)
+    return Capture(1, 0.0, "9" * 64, "interval", 1, len(data), hashlib.sha256(data).hexdigest(), [STATE], path)
+
+
+@pytest.fixture
+def sandbox(archive: Path) -> SandboxConfig:
+    extra = f"    gateway: {{enabled: false}}\n    persist: [{STATE}]\n"
+    return parse_config(basic_config(archive, extra), "c.yaml").sandboxes["my-assistant"]
+
+
+@needs_root
+def test_a_replaced_pod_that_gets_its_agents_state_back_costs_no_cli_call(
+    sandbox: SandboxConfig, archive: Path, tmp_path: Path
+) -> None:
+    first = _new_pod(tmp_path, "first")
+    ctx = context(sandbox, first)
+    assert converge(ctx).ok
+    # The first pod ever: the agent is asked everything, and its acceptance is kept.
+    assert _calls(first) == ["config validate --json", "approvals get --json", "approvals set --stdin --json"]
+    kept = json.loads((ctx.store.sandbox_dir(sandbox.name) / VERDICTS_FILE).read_text())
+    assert list(kept["config validate"]) == ["openclaw 2026.9.6"]
+
+    # The pod is replaced; the capture holds the state database of the last one.
+    wanted = (archive / "exec-approvals.json").read_bytes()
+    capture = _capture(tmp_path, _state_database(tmp_path / "db.sqlite", wanted))
+    second = _new_pod(tmp_path, "second")
+    pod = open_pod(sandbox, second, second.locate())
+    report = run_plan(build_plan(sandbox, pod.facts), pod, persisted=capture, verdicts=verdicts_for(ctx, pod))
+    assert report.ok, report.to_dict()
+    assert _calls(second) == []  # not one Node.js start before the gateway's
+    assert (second.root / DATABASE.lstrip("/")).read_bytes()[:16] == b"SQLite format 3\0"
+    approvals = next(s for s in report.steps if s.name == "exec-approvals")
+    assert approvals.outcome == OK  # its file step had nothing to do, and the agent's state is as wanted
+
+
+@needs_root
+def test_approvals_that_changed_in_the_archive_are_set_without_asking_first(
+    sandbox: SandboxConfig, archive: Path, tmp_path: Path
+) -> None:
+    old = (archive / "exec-approvals.json").read_bytes()
+    document = json.loads(old)
+    document["defaults"]["security"] = "allowlist"
+    (archive / "exec-approvals.json").write_text(json.dumps(document))
+    capture = _capture(tmp_path, _state_database(tmp_path / "db.sqlite", old))
+    target = _new_pod(tmp_path, "pod")
+    pod = open_pod(sandbox, target, target.locate())
+    report = run_plan(build_plan(sandbox, pod.facts), pod, persisted=capture)
+    assert report.ok, report.to_dict()
+    # No verdict kept yet: the config is asked; the approvals only set (`get` would say what the restore knows).
+    assert _calls(target) == ["config validate --json", "approvals set --stdin --json"]
+    assert json.loads((target.root / "sandbox/fake-approvals.json").read_text()) == document
+    assert next(s for s in report.steps if s.name == "exec-approvals").outcome == CHANGED
+
+
+# ---------------------------------------------------------------- the start's session, opened ahead
+
+
+@pytest.fixture
+def recording_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `ssh` on PATH that records its argv and what it reads on stdin, one run a directory."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (bin_dir / "ssh").write_text(
+        f'#!/bin/sh\nrun=$(mktemp -d {runs}/run.XXXXXX)\nprintf "%s\\n" "$@" > "$run/argv"\ncat > "$run/stdin"\n'
+        'echo done > "$run/finished"\n'
+    )
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return runs
+
+
+def _ssh_gateway(archive: Path, tmp_path: Path, extra: str = "") -> Gateway:
+    config = parse_config(basic_config(archive, extra), "c.yaml")
+    return Gateway("my-assistant", dict(config.sandboxes["my-assistant"].gateway), tmp_path)
+
+
+class _RootTarget(ChrootTarget):
+    runs_as_root = True  # as k3s: the gateway is reached over ssh (transport auto)
+
+
+def _ssh_pod(pod_id: str = "a" * 64) -> Pod:
+    users = UserTable({"sandbox": (998, 998)}, {"sandbox": 998}, {"sandbox": "/sandbox"})
+    target = _RootTarget(Path("/nonexistent"))
+    instance = Instance(pod_id, "test")
+    return Pod(target, instance, SandboxFacts(pod_id, users, "flat", None, "test"), "sandbox")
+
+
+def _runs(runs: Path) -> list[dict[str, str]]:
+    found = []
+    for run in sorted(runs.iterdir()):
+        found.append({f.name: f.read_text() for f in run.iterdir()})
+    return found
+
+
+def _wait_for(what: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_primed_start_opens_its_session_ahead_and_runs_on_go(
+    archive: Path, tmp_path: Path, recording_ssh: Path
+) -> None:
+    gateway = _ssh_gateway(archive, tmp_path)
+    pod = _ssh_pod()
+    gateway.prime(pod)
+    # The session is open (proxy, handshake) while the restore runs; it waits for its go.
+    _wait_for(lambda: any((run / "argv").exists() for run in recording_ssh.iterdir()))
+    (run,) = _runs(recording_ssh)
+    remote = run["argv"].splitlines()[-1]
+    assert remote.startswith('IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; exec </dev/null; ')
+    assert remote.endswith(gateway.values["start"]) and "finished" not in run
+    gateway.start(pod)
+    (run,) = _runs(recording_ssh)  # the same session ran it: no second ssh
+    assert run["stdin"] == "start\n" and run["finished"] == "done\n"
+
+
+def test_an_unused_primed_start_runs_nothing(archive: Path, tmp_path: Path, recording_ssh: Path) -> None:
+    gateway = _ssh_gateway(archive, tmp_path)
+    gateway.prime(_ssh_pod())
+    _wait_for(lambda: any((run / "argv").exists() for run in recording_ssh.iterdir()))
+    gateway.unprime()
+    (run,) = _runs(recording_ssh)
+    assert run.get("stdin", "") == "" and "finished" not in run  # killed before any go
+
+
+def test_a_start_for_another_pod_opens_its_own_session(archive: Path, tmp_path: Path, recording_ssh: Path) -> None:
+    gateway = _ssh_gateway(archive, tmp_path)
+    gateway.prime(_ssh_pod("a" * 64))
+    _wait_for(lambda: any((run / "argv").exists() for run in recording_ssh.iterdir()))
+    gateway.start(_ssh_pod("b" * 64))
+    runs = _runs(recording_ssh)
+    assert len(runs) == 2
+    primed, own = sorted(runs, key=lambda r: "finished" in r)
+    assert primed.get("stdin", "") == "" and "finished" not in primed
+    assert own["argv"].splitlines()[-1] == "exec </dev/null; " + gateway.values["start"]
+
+
+def test_nothing_is_primed_through_the_targets_exec(archive: Path, tmp_path: Path, recording_ssh: Path) -> None:
+    gateway = _ssh_gateway(archive, tmp_path, "    gateway: {transport: target}\n")
+    gateway.prime(_ssh_pod())
+    assert list(recording_ssh.iterdir()) == []
