@@ -107,7 +107,38 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     out["agent_start_to_live_under_daemon/cold_start_alone"] = ratio(
         _get(agent, "daemon", "start_to_live_s", "median"), _get(agent, "cold_start", "live_s", "median")
     )
+    out.update(_agent_ratios(results))
     out.update(_openshell_ratios(results))
+    return out
+
+
+def _agent_versions(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each OpenClaw version's real-agent figures (a run before issue 21 has the top level alone)."""
+    agent = results.get("agent") or {}
+    return list(agent.get("versions") or ([agent] if agent.get("daemon") else []))
+
+
+def _many_runs(results: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Several real agents after a cluster restart: the run with one alone, and with all of them."""
+    runs = _get(results, "agent", "many", "runs") or {}
+    ordered = sorted(runs.values(), key=lambda run: run["sandboxes"])
+    return (ordered[0], ordered[-1]) if len(ordered) >= 2 else (None, None)
+
+
+def _agent_ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for figures in _agent_versions(results):
+        if "observed_live_s" not in (figures.get("daemon") or {}):
+            continue
+        version, live = figures["agent"], _get(figures, "daemon", "observed_live_s", "median")
+        bare = _get(figures, "cold_start", "live_s", "median")
+        out[f"agent_{version}_back_live/cold_start_alone"] = ratio(live, bare)
+        out[f"agent_{version}_back_live/restored_cold_start_alone"] = ratio(
+            live, _get(figures, "restored_cold_start", "live_s", "median")
+        )
+    one, many = _many_runs(results)
+    if one and many:
+        out["agents_all_live_after_cluster_restart_many/one"] = ratio(_get(many, "all_live_s"), _get(one, "all_live_s"))
     return out
 
 
@@ -284,6 +315,7 @@ def goals(results: dict[str, Any], r: dict[str, float | None]) -> list[dict[str,
     else:
         shown = "n/a"
     goal("Locate cost does not grow with other containers' files (≤ 1.25x, noise)", growth, 1.25, "x", True, shown)
+    _agent_goals(results, r, goal, out)
     both = _openshell_targets(results)
     if both is not None:
         before = len(out)
@@ -291,6 +323,57 @@ def goals(results: dict[str, Any], r: dict[str, float | None]) -> list[dict[str,
         for row in out[before:]:
             row["target"] = "openshell"
     return out
+
+
+AGENT_GOAL = "real agent back live"
+
+
+def _agent_goals(
+    results: dict[str, Any],
+    r: dict[str, float | None],
+    goal: Callable[[str, float | None, float, str, bool, str], None],
+    out: list[dict[str, Any]],
+) -> None:
+    """Per OpenClaw version, pod replaced → /health live within the agent's own cold
+    start + 1 s; and several real agents live again after a cluster restart, each its own state."""
+    for figures in _agent_versions(results):
+        daemon = figures.get("daemon") or {}
+        if "observed_live_s" not in daemon:
+            continue
+        live = _get(daemon, "observed_live_s", "median")
+        alone = _get(figures, "restored_cold_start", "live_s", "median")
+        bare = _get(figures, "cold_start", "live_s", "median")
+        calls = ", ".join(f"{k} x{v}" for k, v in (daemon.get("cli_calls") or {}).items()) or "none"
+        goal(
+            f"{AGENT_GOAL}: OpenClaw {figures['agent']}, pod replaced → /health live ≤ its cold start alone + 1 s "
+            "(median)",
+            None if live is None or alone is None else live - alone,
+            1.0,
+            "s",
+            True,
+            f"{fmt(live)} (the daemon saw it at {fmt(_get(daemon, 'live_s', 'median'))}; gateway start issued at "
+            f"{fmt(_get(daemon, 'gateway_start_s', 'median'))}, the agent's CLI before it: {calls}) vs its cold "
+            f"start alone {fmt(alone)} (the same content restored, started by hand; a bare fresh pod {fmt(bare)})",
+        )
+    one, many = _many_runs(results)
+    if one and many:
+        count = many["sandboxes"]
+        own = bool(many.get("all_live_now")) and bool(many.get("each_own_state"))
+        goal(
+            f"{count} real agents after a cluster restart: every gateway live, each with its own state; first pod → "
+            f"all live ≤ {count}x one alone (median)",
+            r.get("agents_all_live_after_cluster_restart_many/one"),
+            float(count),
+            "x",
+            True,
+            f"{fmt(_get(many, 'all_live_s'))} vs one alone {fmt(_get(one, 'all_live_s'))} (pods re-created over "
+            f"{fmt(_get(many, 'pod_start_spread_s'))}; all live: {many.get('all_live_now')}, each its own state: "
+            f"{many.get('each_own_state')})",
+        )
+        if not own:  # live again, but not every one with its own state: missed whatever the time
+            out[-1].update(
+                met=False, margin=f"not live: {many.get('not_live')}; not its own state: {many.get('not_own_state')}"
+            )
 
 
 OPENSHELL_GOAL = "OpenShell 0.1.x target: "
@@ -518,30 +601,9 @@ def render_text(results: dict[str, Any]) -> str:
             f"  {'  daemon RSS high-water mark (VmHWM) over its whole run':<52} "
             f"{fmt(row.get('daemon_rss_hwm_mb'), 'MB')}",
         ]
-    agent = results.get("agent") or {}
-    ad = agent.get("daemon") or {}
-    out += [
-        "",
-        f"REAL AGENT: OpenClaw {agent.get('agent', 'n/a')}, archive {agent.get('archive', 'n/a')}",
-        _line("cold start alone: start command -> first answer", _get(agent, "cold_start", "first_answer_s")),
-        _line("cold start alone: start command -> /health live", _get(agent, "cold_start", "live_s")),
-        _line("under the daemon: pod replaced -> /health live", ad.get("live_s")),
-        _line("  detection (pod replaced -> sandbox.detected)", ad.get("detection_s")),
-        _line("  restore (sandbox.detected -> restore.done)", ad.get("restore_s")),
-        _line("    sandbox.detected -> sandbox.facts (users, layout, version)", ad.get("detected_to_facts_s")),
-        _line("    sandbox.facts -> restore.start (config validate)", ad.get("facts_to_restore_start_s")),
-        _line("    restore.start -> restore.done", ad.get("restore_start_to_done_s")),
-        _line("      of which the exec-approvals step (agent CLI)", ad.get("approvals_step_s")),
-        _line("  one `openclaw approvals get` alone (fresh pod)", agent.get("cli_approvals_get_alone_s")),
-        _line("  restore.done -> gateway.start", ad.get("restored_to_start_s")),
-        _line("  pod replaced -> gateway.start", ad.get("gateway_start_s")),
-        _line("  the start command (gateway.start -> .waiting)", ad.get("start_command_s")),
-        _line("  gateway.start -> healthy (the daemon's probe)", ad.get("start_to_live_s")),
-        f"  gateway.start reasons: {ad.get('gateway_start_reasons')}; first pod live "
-        f"{fmt(ad.get('first_pod_live_after_daemon_start_s'))} after the daemon started",
-    ]
-    if ad.get("failures"):
-        out.append(f"  failures: {ad['failures']}")
+    for agent in _agent_versions(results):
+        out += _agent_text(agent)
+    out += _many_text(results)
     out += _openshell_text(results)
     out += ["", "RATIOS (clawguard/baseline, clawguard/limit: below 1 means clawguard is faster; growth: more/fewer)"]
     for key, value in results["ratios"].items():
@@ -554,6 +616,54 @@ def render_text(results: dict[str, Any]) -> str:
         out += ["", "ERRORS (the figures above miss what these phases did not measure)"]
         out += [f"  {error}" for error in results["errors"]]
     return "\n".join(out) + "\n"
+
+
+def _agent_text(agent: dict[str, Any]) -> list[str]:
+    ad = agent.get("daemon") or {}
+    out = [
+        "",
+        f"REAL AGENT: OpenClaw {agent.get('agent', 'n/a')}, archive {agent.get('archive', 'n/a')}",
+        _line("cold start alone: start command -> first answer", _get(agent, "cold_start", "first_answer_s")),
+        _line("cold start alone: start command -> /health live", _get(agent, "cold_start", "live_s")),
+        _line("cold start alone, the restored content: -> live", _get(agent, "restored_cold_start", "live_s")),
+        _line("under the daemon: pod replaced -> /health live", ad.get("observed_live_s")),
+        _line("  the daemon's own probe sees it (gateway.health)", ad.get("live_s")),
+        _line("  detection (pod replaced -> sandbox.detected)", ad.get("detection_s")),
+        _line("  restore (sandbox.detected -> restore.done)", ad.get("restore_s")),
+        _line("    sandbox.detected -> sandbox.facts (users, layout, version)", ad.get("detected_to_facts_s")),
+        _line("    sandbox.facts -> restore.start (config validate)", ad.get("facts_to_restore_start_s")),
+        _line("    restore.start -> restore.done", ad.get("restore_start_to_done_s")),
+        _line("      of which the exec-approvals step (agent CLI)", ad.get("approvals_step_s")),
+        _line("  the agent's CLI before the gateway start: calls", ad.get("cli_calls_before_start"), ""),
+        _line("    their time", ad.get("cli_before_start_s")),
+        _line("  one `openclaw approvals get` alone (fresh pod)", agent.get("cli_approvals_get_alone_s")),
+        _line("  restore.done -> gateway.start", ad.get("restored_to_start_s")),
+        _line("  pod replaced -> gateway.start", ad.get("gateway_start_s")),
+        _line("  the start command (gateway.start -> .waiting)", ad.get("start_command_s")),
+        _line("  gateway.start -> /health live", ad.get("start_to_observed_live_s")),
+        _line("  gateway.start -> healthy (the daemon's probe)", ad.get("start_to_live_s")),
+        f"  gateway.start reasons: {ad.get('gateway_start_reasons')}; the agent's CLI before the start: "
+        f"{ad.get('cli_calls') or 'none'}; first pod live {fmt(ad.get('first_pod_live_after_daemon_start_s'))} "
+        "after the daemon started",
+    ]
+    if ad.get("failures"):
+        out.append(f"  failures: {ad['failures']}")
+    return out
+
+
+def _many_text(results: dict[str, Any]) -> list[str]:
+    many = _get(results, "agent", "many") or {}
+    if not many.get("runs"):
+        return [] if not many else ["", f"REAL AGENTS AFTER A CLUSTER RESTART: {many.get('error', 'not measured')}"]
+    out = ["", f"REAL AGENTS AFTER A CLUSTER RESTART: OpenClaw {many.get('agent')}, one daemon"]
+    for run in sorted(many["runs"].values(), key=lambda run: run["sandboxes"]):
+        out.append(
+            f"  {run['sandboxes']} sandbox(es): first pod re-created -> every gateway live "
+            f"{fmt(run.get('all_live_s'))} (all restored {fmt(run.get('all_restored_s'))}, pods re-created over "
+            f"{fmt(run.get('pod_start_spread_s'))}, per sandbox {fmt(run.get('per_sandbox_live_s'))}); "
+            f"all live now: {run.get('all_live_now')}, each its own state: {run.get('each_own_state')}"
+        )
+    return out
 
 
 # (label, figure, unit) of the OpenShell phase, both targets side by side; "limit." figures from its limit.
@@ -759,16 +869,34 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"({ms(row.get('all_restored_s'))}) "
             f"| | | | |"
         )
-    agent = results.get("agent") or {}
-    if agent:
+    for agent in _agent_versions(results):
+        v, daemon = agent["agent"], agent.get("daemon") or {}
+        alone = _get(agent, "restored_cold_start", "live_s")
+        if "observed_live_s" not in daemon:  # a run before issue 21
+            rows += [
+                f"| Real OpenClaw {v}: pod replaced → /health live under the daemon | {ms(daemon.get('live_s'))} | | "
+                f"{ms(_get(agent, 'cold_start', 'live_s'))} (its cold start alone) | | "
+                f"{x('agent_live_under_daemon/cold_start_alone')} |",
+            ]
+            continue
+        own = fmt(ratio(_get(daemon, "start_to_observed_live_s", "median"), _get(alone, "median")), "x")
         rows += [
-            f"| Real OpenClaw {agent['agent']}: pod replaced → /health live under the daemon | "
-            f"{ms(_get(agent, 'daemon', 'live_s'))} | | {ms(_get(agent, 'cold_start', 'live_s'))} "
-            f"(its cold start alone) | | {x('agent_live_under_daemon/cold_start_alone')} |",
-            f"| Real OpenClaw {agent['agent']}: gateway start issued → /health live under the daemon | "
-            f"{ms(_get(agent, 'daemon', 'start_to_live_s'))} | | {ms(_get(agent, 'cold_start', 'live_s'))} "
-            f"(its cold start alone) | | {x('agent_start_to_live_under_daemon/cold_start_alone')} |",
+            f"| Real OpenClaw {v}: pod replaced → /health live under the daemon (the daemon's probe) | "
+            f"{ms(daemon.get('observed_live_s'))} ({ms(daemon.get('live_s'))}) | | {ms(alone)} (its cold start "
+            f"alone, the same content) | | {x(f'agent_{v}_back_live/restored_cold_start_alone')} |",
+            f"| Real OpenClaw {v}: pod replaced → gateway start issued (the agent's CLI before it) | "
+            f"{ms(daemon.get('gateway_start_s'))} ({ms(daemon.get('cli_before_start_s'))}) | | | | |",
+            f"| Real OpenClaw {v}: gateway start issued → /health live under the daemon | "
+            f"{ms(daemon.get('start_to_observed_live_s'))} | | {ms(alone)} (its cold start alone, the same content; "
+            f"a bare fresh pod {ms(_get(agent, 'cold_start', 'live_s'))}) | | {own} |",
         ]
+    one, crowd = _many_runs(results)
+    if one and crowd:
+        rows.append(
+            f"| {crowd['sandboxes']} real agents (OpenClaw {_get(results, 'agent', 'many', 'agent')}) after a "
+            f"cluster restart: first pod → every gateway live (one alone) | {fmt(crowd.get('all_live_s'))} "
+            f"({fmt(one.get('all_live_s'))}) | | | | {x('agents_all_live_after_cluster_restart_many/one')} |"
+        )
     rows += _openshell_markdown(results)
     goal_rows = ["", "| Goal | Measured | Verdict |", "|---|---|---|"]
     for g in results["goals"]:

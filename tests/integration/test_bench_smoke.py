@@ -92,6 +92,8 @@ GOALS = (
     "Idle CPU",
     "Idle RSS",
     "Locate cost",
+    "real agent back live",
+    "2 real agents",
     "OpenShell 0.1.x target: Detection p95",
     "OpenShell 0.1.x target: restore vs one tar stream",
     "OpenShell 0.1.x target: CPU per restore",
