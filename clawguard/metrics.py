@@ -149,7 +149,7 @@ class Metrics:
 
     ``sandboxes``: the configured names; events about any other name are ignored.
     ``gateways``: the sandboxes whose gateway clawguard manages (default: all).
-    ``state``: reads a sandbox's state.json (``state.load_state``), at scrape time.
+    ``state``: reads a sandbox's state.json (``StateStore.load``), at scrape time.
     """
 
     def __init__(

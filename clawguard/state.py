@@ -27,12 +27,6 @@ def state_dir() -> Path:
     return Path(base) / "clawguard"
 
 
-def sandbox_dir(sandbox: str, root: Path | None = None) -> Path:
-    path = (root or state_dir()) / sandbox
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
 def atomic_write(path: Path, data: bytes, dir_mode: int = 0o700) -> None:
     """Write-then-rename (the file is created 0600), so a reader or a crash never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
@@ -61,77 +55,8 @@ def read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def load_state(sandbox: str, root: Path | None = None) -> dict[str, Any]:
-    return read_json(sandbox_dir(sandbox, root) / "state.json")
-
-
-def update_state(sandbox: str, root: Path | None = None, **changes: Any) -> dict[str, Any]:
-    """Merge ``changes`` into the sandbox's state. Call with the sandbox lock held."""
-    path = sandbox_dir(sandbox, root) / "state.json"
-    state = read_json(path)
-    # `clawguard status` prints what is stored here: it gets the same masking as the logs.
-    state.update(redact_value("", changes), sandbox=sandbox, updated_at=time.time())
-    write_json(path, state)
-    return state
-
-
-def update_state_when_free(sandbox: str, root: Path | None = None, timeout: float = 10, **changes: Any) -> bool:
-    """``update_state`` for writers outside a restore (health probes, hooks).
-
-    They take the sandbox lock too, so their read-modify-write cannot drop a
-    restore's update written by another process. Returns False, writing nothing,
-    when a restore holds the lock for longer than ``timeout``: their news is
-    informative and the restore records a fresher state anyway.
-    """
-    try:
-        with sandbox_lock(sandbox, root, timeout=timeout):
-            update_state(sandbox, root, **changes)
-    except Busy:
-        return False
-    return True
-
-
 class Busy(ClawguardError):
     """Another clawguard is restoring this sandbox and did not finish in time."""
-
-
-@contextlib.contextmanager
-def sandbox_lock(
-    sandbox: str,
-    root: Path | None = None,
-    timeout: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
-) -> Iterator[None]:
-    """An exclusive flock: one restore per sandbox at a time, daemon or one-shot.
-
-    The kernel drops it when the holder dies, so a SIGKILLed daemon never leaves
-    a stale lock behind. The holder writes its pid into the file; while waiting,
-    ``on_wait(what)`` is called about once a second with who holds it (the daemon
-    feeds its watchdog there, and says what it waits for).
-    """
-    path = sandbox_dir(sandbox, root) / "lock"
-    with open(path, "a+") as handle:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        told = 0.0
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise Busy(f"{sandbox}: another clawguard is restoring it (lock {path})") from None
-                if on_wait is not None and time.monotonic() - told >= 1.0:
-                    told = time.monotonic()
-                    on_wait(f"{sandbox}'s lock, held by {_holder(path)}")
-                time.sleep(0.1)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _holder(path: Path) -> str:
@@ -151,22 +76,71 @@ class StateStore:
     root: Path = field(default_factory=state_dir)
 
     def sandbox_dir(self, sandbox: str) -> Path:
-        return sandbox_dir(sandbox, self.root)
+        path = self.root / sandbox
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
 
     def load(self, sandbox: str) -> dict[str, Any]:
-        return load_state(sandbox, self.root)
+        return read_json(self.sandbox_dir(sandbox) / "state.json")
 
     def update(self, sandbox: str, **changes: Any) -> dict[str, Any]:
         """Merge ``changes`` into the sandbox's state. Call with the sandbox lock held."""
-        return update_state(sandbox, self.root, **changes)
+        path = self.sandbox_dir(sandbox) / "state.json"
+        state = read_json(path)
+        # `clawguard status` prints what is stored here: it gets the same masking as the logs.
+        state.update(redact_value("", changes), sandbox=sandbox, updated_at=time.time())
+        write_json(path, state)
+        return state
 
     def update_when_free(self, sandbox: str, timeout: float = 10, **changes: Any) -> bool:
-        return update_state_when_free(sandbox, self.root, timeout, **changes)
+        """``update`` for writers outside a restore (health probes, hooks).
 
+        They take the sandbox lock too, so their read-modify-write cannot drop a
+        restore's update written by another process. Returns False, writing nothing,
+        when a restore holds the lock for longer than ``timeout``: their news is
+        informative and the restore records a fresher state anyway.
+        """
+        try:
+            with self.lock(sandbox, timeout=timeout):
+                self.update(sandbox, **changes)
+        except Busy:
+            return False
+        return True
+
+    @contextlib.contextmanager
     def lock(
         self, sandbox: str, timeout: float | None = None, on_wait: Callable[[str], None] | None = None
-    ) -> contextlib.AbstractContextManager[None]:
-        return sandbox_lock(sandbox, self.root, timeout, on_wait)
+    ) -> Iterator[None]:
+        """An exclusive flock: one restore per sandbox at a time, daemon or one-shot.
+
+        The kernel drops it when the holder dies, so a SIGKILLed daemon never leaves
+        a stale lock behind. The holder writes its pid into the file; while waiting,
+        ``on_wait(what)`` is called about once a second with who holds it (the daemon
+        feeds its watchdog there, and says what it waits for).
+        """
+        path = self.sandbox_dir(sandbox) / "lock"
+        with open(path, "a+") as handle:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            told = 0.0
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise Busy(f"{sandbox}: another clawguard is restoring it (lock {path})") from None
+                    if on_wait is not None and time.monotonic() - told >= 1.0:
+                        told = time.monotonic()
+                        on_wait(f"{sandbox}'s lock, held by {_holder(path)}")
+                    time.sleep(0.1)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @property
     def daemon_file(self) -> Path:

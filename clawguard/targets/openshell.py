@@ -326,9 +326,9 @@ class OpenShellTarget(Target):
 
     @property
     def _spec_file(self) -> Path:
-        from ..state import sandbox_dir  # the sandbox's own state directory (0700)
+        from ..state import StateStore  # the sandbox's own state directory (0700)
 
-        return sandbox_dir(self.sandbox) / "openshell-create.binpb"
+        return StateStore().sandbox_dir(self.sandbox) / "openshell-create.binpb"
 
     def _record(self, sandbox: Any) -> None:
         """Keep what CreateSandbox needs to make this sandbox again, as it runs now."""

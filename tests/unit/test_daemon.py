@@ -14,7 +14,7 @@ from clawguard import TargetError, log, parse_config
 from clawguard import daemon as daemon_module
 from clawguard.daemon import Daemon, Phase, SocketNotifier
 from clawguard.persist import CaptureStore
-from clawguard.state import StateStore, load_state
+from clawguard.state import StateStore
 from clawguard.targets.base import ExecResult, Instance
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root
@@ -92,13 +92,13 @@ def daemon_parts(archive: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def _restored(sandbox: str = "my-assistant") -> bool:
-    return (load_state(sandbox).get("last_restore") or {}).get("outcome") == "ok"
+    return (StateStore().load(sandbox).get("last_restore") or {}).get("outcome") == "ok"
 
 
 def test_restores_on_start_then_on_pod_replacement(daemon_parts) -> None:  # type: ignore[no-untyped-def]
     _daemon, target, recorder = daemon_parts
     _wait(lambda: "READY=1" in recorder.messages and _restored())
-    state = load_state("my-assistant")
+    state = StateStore().load("my-assistant")
     assert state["container_id"] == "0" * 64
     assert state["last_restore"]["outcome"] == "ok" and state["last_restore"]["reason"] == "daemon start"
     _wait(lambda: any(m.startswith("STATUS=my-assistant: restored 10 steps") for m in recorder.messages))
@@ -106,11 +106,11 @@ def test_restores_on_start_then_on_pod_replacement(daemon_parts) -> None:  # typ
 
     locates = target.locates
     target.replace_pod("1" * 64)  # the event wakes the worker long before the 30 s poll
-    _wait(lambda: load_state("my-assistant").get("container_id") == "1" * 64, timeout=10)
+    _wait(lambda: StateStore().load("my-assistant").get("container_id") == "1" * 64, timeout=10)
     # The round's locate finds the new pod and the restore takes it from there (an event
     # during the restore is checked by one more; with a gateway, one after its start).
     assert target.locates - locates == 1
-    state = load_state("my-assistant")
+    state = StateStore().load("my-assistant")
     assert state["last_restore"]["reason"] == "pod replaced" and state["last_restore"]["changed"] == 10
     assert (target.root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
 
@@ -125,7 +125,7 @@ def test_waits_without_dying_while_the_cluster_is_away(daemon_parts) -> None:  #
     _wait(lambda: recorder.messages.count("WATCHDOG=1") > count)  # still alive and pinging
     target.reachable = True
     target.woken and target.woken("test: cluster back")  # type: ignore[func-returns-value]
-    _wait(lambda: load_state("my-assistant").get("container_id") == "2" * 64)
+    _wait(lambda: StateStore().load("my-assistant").get("container_id") == "2" * 64)
 
 
 def test_a_hung_worker_stops_the_watchdog(daemon_parts) -> None:  # type: ignore[no-untyped-def]
@@ -158,7 +158,7 @@ def test_verify_pass_repairs_drift_and_names_it(archive: Path, tmp_path: Path) -
     thread.start()
     try:
         skill = target.root / "sandbox/.openclaw-data/skills/proxmox"
-        _wait(lambda: load_state("my-assistant").get("last_restore"))  # the first restore is complete
+        _wait(lambda: StateStore().load("my-assistant").get("last_restore"))  # the first restore is complete
         import shutil
 
         shutil.rmtree(skill)  # deleted by hand inside the sandbox
@@ -169,7 +169,7 @@ def test_verify_pass_repairs_drift_and_names_it(archive: Path, tmp_path: Path) -
         _wait(lambda: "event=sandbox.drift" in out.getvalue())
         drift = next(line for line in out.getvalue().splitlines() if "event=sandbox.drift" in line)
         assert "skills/proxmox" in drift
-        assert load_state("my-assistant")["last_restore"]["reason"] == "drift check"
+        assert StateStore().load("my-assistant")["last_restore"]["reason"] == "drift check"
     finally:
         daemon.shutdown()
         thread.join(10)
@@ -189,7 +189,7 @@ def _start(config_text: str, root: Path) -> tuple[Daemon, PodTarget, threading.T
 def test_archive_edits_reach_the_live_sandbox_and_invalid_ones_do_not(archive: Path, tmp_path: Path) -> None:
     daemon, target, thread, out = _start(basic_config(archive, "    gateway: {enabled: false}\n"), tmp_path / "root")
     try:
-        _wait(lambda: load_state("my-assistant").get("last_restore"))
+        _wait(lambda: StateStore().load("my-assistant").get("last_restore"))
         live_soul = target.root / "sandbox/.openclaw-data/workspace/SOUL.md"
         (archive / "SOUL.md").write_text("# SOUL\nBe brief.\n")
         _wait(lambda: live_soul.read_text() == "# SOUL\nBe brief.\n", timeout=10)
@@ -206,7 +206,7 @@ def test_archive_edits_reach_the_live_sandbox_and_invalid_ones_do_not(archive: P
         # The last valid plan stays in force: a drift check still restores the old config.
         daemon.workers[0]._converge("drift check")
         assert live_config.read_bytes() == before
-        assert load_state("my-assistant")["last_restore"]["outcome"] == "ok"
+        assert StateStore().load("my-assistant")["last_restore"]["outcome"] == "ok"
     finally:
         daemon.shutdown()
         thread.join(10)
@@ -214,7 +214,7 @@ def test_archive_edits_reach_the_live_sandbox_and_invalid_ones_do_not(archive: P
 
 def test_stopping_daemon_captures_the_agents_state(archive: Path, tmp_path: Path) -> None:
     daemon, target, thread, _out = _start(basic_config(archive, "    gateway: {enabled: false}\n"), tmp_path / "root")
-    _wait(lambda: load_state("my-assistant").get("last_restore"))
+    _wait(lambda: StateStore().load("my-assistant").get("last_restore"))
     memory = target.root / "sandbox/.openclaw-data/workspace/MEMORY.md"
     memory.write_text("written just before SIGTERM\n")
     daemon.shutdown()
@@ -277,7 +277,7 @@ def test_an_event_on_the_same_container_checks_the_gateway_at_once(archive: Path
         gateway.healthy = False  # the container restarted: same ID, files intact, gateway gone
         assert target.woken is not None
         target.woken("test: container restarted")
-        _wait(lambda: load_state("my-assistant")["last_restore"]["reason"] == "gateway down", timeout=10)
+        _wait(lambda: StateStore().load("my-assistant")["last_restore"]["reason"] == "gateway down", timeout=10)
         assert gateway.starts == 1  # long before health_interval (an hour) would have come round
     finally:
         daemon.shutdown()
@@ -352,11 +352,11 @@ def test_a_replacement_after_a_failed_recovery_is_still_a_replacement(archive: P
     (target.root / "bin" / "tar").unlink()  # its restore fails
     worker = Daemon(config, Recorder(), targets={"my-assistant": target}).workers[0]
     worker._tick()
-    assert worker.last_id is None and load_state("my-assistant")["last_restore"]["reason"] == "daemon start"
+    assert worker.last_id is None and StateStore().load("my-assistant")["last_restore"]["reason"] == "daemon start"
     target.replace_pod("7" * 64)  # the kubelet replaces the pod: a real replacement
     worker._tick()
     assert worker.last_id == "7" * 64
-    assert load_state("my-assistant")["last_restore"]["reason"] == "pod replaced"
+    assert StateStore().load("my-assistant")["last_restore"]["reason"] == "pod replaced"
     detected = [line for line in out.getvalue().splitlines() if "event=sandbox.detected" in line]
     assert len(detected) == 1 and "previous=000000000000" in detected[0]
     _wait(lambda: record.exists() and record.read_text() == "pod replaced\n")
@@ -396,9 +396,13 @@ def test_a_bad_archive_at_start_costs_only_its_own_sandbox(
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
-        _wait(lambda: "READY=1" in recorder.messages and _restored("good") and load_state("bad").get("config_error"))
-        assert load_state("good")["last_restore"]["outcome"] == "ok"
-        error = load_state("bad")["config_error"]
+        _wait(
+            lambda: (
+                "READY=1" in recorder.messages and _restored("good") and StateStore().load("bad").get("config_error")
+            )
+        )
+        assert StateStore().load("good")["last_restore"]["outcome"] == "ok"
+        error = StateStore().load("bad")["config_error"]
         assert "openclaw.json: not valid JSON" in error["message"] and error["reason"] == "daemon start"
         status = next(m for m in reversed(recorder.messages) if m.startswith("STATUS="))
         assert "good: restored" in status and "bad: config error:" in status
@@ -408,8 +412,8 @@ def test_a_bad_archive_at_start_costs_only_its_own_sandbox(
         assert not (targets["bad"].root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
 
         (bad / "openclaw.json").write_text(good_json)  # fixed: the watcher sees it
-        _wait(lambda: (load_state("bad").get("last_restore") or {}).get("outcome") == "ok", timeout=30)
-        assert load_state("bad")["config_error"] is None
+        _wait(lambda: (StateStore().load("bad").get("last_restore") or {}).get("outcome") == "ok", timeout=30)
+        assert StateStore().load("bad")["config_error"] is None
         assert (targets["bad"].root / "sandbox/.openclaw-data/workspace/SOUL.md").exists()
         assert "event=sandbox.config_fixed sandbox=bad" in out.getvalue()
     finally:
@@ -420,14 +424,12 @@ def test_a_bad_archive_at_start_costs_only_its_own_sandbox(
 def test_waiting_for_the_lock_feeds_the_watchdog_and_says_what_for(archive: Path, tmp_path: Path) -> None:
     """Issue 13: a long one-shot `clawguard restore` holds the lock; the daemon waited without a
     heartbeat, and systemd's watchdog could kill it."""
-    from clawguard.state import sandbox_lock
-
     log.configure("error", io.StringIO())
     config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
     target = PodTarget(make_sandbox_root(tmp_path / "root"))
     daemon = Daemon(config, Recorder(), targets={"my-assistant": target})
     worker = daemon.workers[0]
-    with sandbox_lock("my-assistant"):  # as `clawguard restore` would
+    with StateStore().lock("my-assistant"):  # as `clawguard restore` would
         runner = threading.Thread(target=daemon.run)
         runner.start()
         try:

@@ -10,7 +10,7 @@ import pytest
 from clawguard import log, parse_config
 from clawguard.converge import converge
 from clawguard.hooks import fire
-from clawguard.state import load_state
+from clawguard.state import StateStore
 
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
@@ -60,10 +60,10 @@ def test_restored_and_failed_hooks_get_the_outcome(archive: Path, tmp_path: Path
     assert env["CLAWGUARD_OUTCOME"] == "failed"
     assert env["CLAWGUARD_FAILED_STEP"] == "exec-approvals"
     deadline = time.monotonic() + 10
-    while (load_state("my-assistant").get("last_hook") or {}).get("event") != "on_failed":
+    while (StateStore().load("my-assistant").get("last_hook") or {}).get("event") != "on_failed":
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert load_state("my-assistant")["last_hook"]["exit_code"] == 0
+    assert StateStore().load("my-assistant")["last_hook"]["exit_code"] == 0
 
 
 def test_a_failing_or_hanging_hook_is_logged_and_never_raises(tmp_path: Path) -> None:
@@ -110,10 +110,10 @@ def test_on_failed_fires_once_per_failure_episode(archive: Path, tmp_path: Path)
     for _retry in range(3):
         assert not converge(context(sandbox, target), reason="pod replaced").ok
     assert lines() == ["pod replaced"]
-    assert load_state("my-assistant")["failing_since"] is not None
+    assert StateStore().load("my-assistant")["failing_since"] is not None
     (broken / "bin" / "tar").symlink_to("busybox")  # fixed: a success ends the episode
     assert converge(context(sandbox, target), reason="drift check").ok
-    assert load_state("my-assistant")["failing_since"] is None
+    assert StateStore().load("my-assistant")["failing_since"] is None
     (broken / "bin" / "tar").unlink()
     (broken / "sandbox/.openclaw-data/workspace/SOUL.md").unlink()  # drift to repair, and it fails
     assert not converge(context(sandbox, target), reason="drift check").ok

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clawguard import log, parse_config
 from clawguard.metrics import Metrics, enable, install, parse_listen
-from clawguard.state import StateStore, update_state
+from clawguard.state import StateStore
 
 from .conftest import basic_config
 
@@ -195,10 +195,9 @@ def test_unchanged_captures_are_read_from_the_state(clock: Clock) -> None:
 
 
 def test_capture_age_from_a_real_state_file(tmp_path: Path, clock: Clock) -> None:
-    from clawguard.state import load_state
-
-    update_state(SANDBOX, tmp_path, persist={"live_pod": "abc", "last_capture_at": clock.now - 90})
-    metrics = Metrics([SANDBOX], state=lambda name: load_state(name, tmp_path), clock=clock, process_metrics=False)
+    store = StateStore(tmp_path)
+    store.update(SANDBOX, persist={"live_pod": "abc", "last_capture_at": clock.now - 90})
+    metrics = Metrics([SANDBOX], state=store.load, clock=clock, process_metrics=False)
     assert value(metrics, "clawguard_capture_age_seconds", sandbox=SANDBOX) == 90
 
 
@@ -413,7 +412,7 @@ def test_parse_listen_refuses(listen: str) -> None:
 
 def test_enable_serves_the_configured_sandboxes(archive: Path, tmp_path: Path) -> None:
     config = parse_config(basic_config(archive), "c.yaml")
-    update_state(SANDBOX, tmp_path, gateway={"healthy": True, "status": "200", "checked_at": 1.0})
+    StateStore(tmp_path).update(SANDBOX, gateway={"healthy": True, "status": "200", "checked_at": 1.0})
     out = io.StringIO()
     log.configure("info", out)
     assert enable(None, config, StateStore(tmp_path), "info") is None  # off by default

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clawguard.state import Busy, load_state, sandbox_lock, state_dir, update_state, write_json
+from clawguard.state import Busy, StateStore, state_dir, write_json
 
 
 def test_state_lives_under_xdg_state_home(tmp_path: Path) -> None:
@@ -15,9 +15,10 @@ def test_state_lives_under_xdg_state_home(tmp_path: Path) -> None:
 
 
 def test_update_merges_and_is_atomic(tmp_path: Path) -> None:
-    update_state("a", container_id="x" * 64)
-    update_state("a", status="ok")
-    state = load_state("a")
+    store = StateStore()
+    store.update("a", container_id="x" * 64)
+    store.update("a", status="ok")
+    state = store.load("a")
     assert state["container_id"] == "x" * 64 and state["status"] == "ok" and state["sandbox"] == "a"
     leftovers = [p.name for p in (state_dir() / "a").iterdir() if p.name.startswith(".")]
     assert leftovers == []
@@ -33,11 +34,12 @@ def test_write_json_never_leaves_half_a_file(tmp_path: Path) -> None:
 
 
 def test_lock_is_exclusive() -> None:
+    store = StateStore()
     holding = threading.Event()
     release = threading.Event()
 
     def holder() -> None:
-        with sandbox_lock("a"):
+        with store.lock("a"):
             holding.set()
             release.wait(5)
 
@@ -45,10 +47,10 @@ def test_lock_is_exclusive() -> None:
     thread.start()
     holding.wait(5)
     started = time.monotonic()
-    with pytest.raises(Busy, match="another clawguard is restoring it"), sandbox_lock("a", timeout=0.3):
+    with pytest.raises(Busy, match="another clawguard is restoring it"), store.lock("a", timeout=0.3):
         pass
     assert time.monotonic() - started >= 0.3
     release.set()
     thread.join()
-    with sandbox_lock("a", timeout=1):
+    with store.lock("a", timeout=1):
         pass

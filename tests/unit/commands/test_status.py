@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 
 from clawguard.cli import main
-from clawguard.state import update_state
+from clawguard.state import StateStore
 
 from ..conftest import basic_config
 
 
 def test_table_and_json(archive: Path, write_config, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     config = str(write_config(basic_config(archive)))
-    update_state(
+    StateStore().update(
         "my-assistant",
         container_id="c" * 64,
         last_restore={"at": 0, "outcome": "failed", "failed_step": "SOUL.md", "changed": 3, "reason": "pod replaced"},
