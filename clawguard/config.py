@@ -187,8 +187,8 @@ class DaemonSettings:
     metrics: Mapping[str, Any]
 
     @property
-    def restores_at_once(self) -> int:
-        """max_parallel as a number: ``auto`` is one restore per usable CPU, at least 2."""
+    def max_parallel_resolved(self) -> int:
+        """``max_parallel`` as a number: ``auto`` is one restore per usable CPU, at least 2."""
         if isinstance(self.max_parallel, int):
             return self.max_parallel
         return max(2, len(os.sched_getaffinity(0)))

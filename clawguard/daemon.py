@@ -767,7 +767,7 @@ class Daemon:
         # Only a bad config.yaml stops the daemon (load_config raised already). A sandbox whose
         # archive or plan is bad gets a worker in the config-error state: every other sandbox
         # stays protected, and it is protected as soon as its archive is fixed.
-        slots = threading.BoundedSemaphore(config.daemon.restores_at_once)
+        slots = threading.BoundedSemaphore(config.daemon.max_parallel_resolved)
         self.workers = []
         for ctx in contexts if contexts is not None else sandbox_contexts(config, self.store, targets or {}):
             plan: Plan | None = None
@@ -820,7 +820,7 @@ class Daemon:
             "daemon.start",
             sandboxes=[w.sandbox.name for w in self.workers],
             pid=os.getpid(),
-            restores_at_once=self.config.daemon.restores_at_once,
+            restores_at_once=self.config.daemon.max_parallel_resolved,
         )
         for worker in self.workers:
             worker.start()

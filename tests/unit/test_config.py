@@ -124,10 +124,12 @@ def test_bad_values(body: str, key: str, line: int, message: str) -> None:
     assert message in str(info.value)
 
 
-def test_restores_at_once_follows_the_cpus_unless_set(archive: Path) -> None:
+def test_max_parallel_auto_follows_the_cpus_unless_set(archive: Path) -> None:
     auto = parse_config(basic_config(archive), "c.yaml").daemon
-    assert auto.max_parallel == "auto" and auto.restores_at_once == max(2, len(os.sched_getaffinity(0)))
-    assert parse_config("daemon: {max_parallel: 5}\n" + basic_config(archive), "c.yaml").daemon.restores_at_once == 5
+    assert auto.max_parallel == "auto" and auto.max_parallel_resolved == max(2, len(os.sched_getaffinity(0)))
+    assert (
+        parse_config("daemon: {max_parallel: 5}\n" + basic_config(archive), "c.yaml").daemon.max_parallel_resolved == 5
+    )
 
 
 def test_yaml_syntax_error_has_line() -> None:
