@@ -9,13 +9,18 @@ scripts/test.sh runs shellcheck on the files themselves.
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import shutil
+import subprocess
+import tarfile
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from clawguard import gateway, sandboxfs
+from clawguard import gateway, persist, sandboxfs
 from clawguard.agent.probe import FACTS_AND_INSPECT_SCRIPT, FACTS_SCRIPT
 from clawguard.targets import _cluster_events, k3s
 from clawguard.targets.base import shell_script
@@ -60,6 +65,7 @@ CONSTANTS = {
     "probe.FACTS_AND_INSPECT_SCRIPT": (FACTS_AND_INSPECT_SCRIPT, "facts-and-inspect.sh"),
     "gateway._PROBE": (gateway._PROBE, "gateway-health.sh"),
     "gateway.STOP_SCRIPT": (gateway.STOP_SCRIPT, "gateway-stop.sh"),
+    "persist.CAPTURE_SCRIPT": (persist.CAPTURE_SCRIPT, "capture.sh"),
     "k3s._LIST_BY_LABELS": (k3s._LIST_BY_LABELS, "k3s-list-by-labels.sh"),
     "k3s._LIST_BY_MARKER": (k3s._LIST_BY_MARKER, "k3s-list-by-marker.sh"),
     "k3s._LIST_PODS": (k3s._LIST_PODS, "k3s-list-pods.sh"),
@@ -135,3 +141,105 @@ def test_the_scripts_are_read_from_package_data() -> None:
     """importlib.resources, so an installed wheel serves them as well as a checkout."""
     for name in files():
         assert (resources.files("clawguard") / "data" / "sh" / name).read_text(encoding="utf-8") == raw(name)
+
+
+# ------------------------------------------------------------------ capture.sh, run by each shell
+
+BUSYBOX = shutil.which("busybox")
+# The commands capture.sh (and the stand-in node) run besides the shell's own: busybox's, for a busybox userland.
+CAPTURE_APPLETS = ("sh", "cat", "find", "grep", "mkdir", "mktemp", "rm", "sha256sum", "stat", "tar")
+
+# A stand-in for the pod's node running persist.SNAPSHOT_JS (`node --no-warnings SCRIPT MODE
+# STAGE DB...`): `check` answers "rows changed", `snapshot` copies each database to STAGE/root.
+FAKE_NODE = """#!/bin/sh
+shift 2
+mode=$1 stage=$2; shift 2
+for db do
+  printf 'clawguard-db {"path": "/%s", "stat": "s", "digest": "d"}\\n' "$db" >>"$stage/dbs"
+  if [ "$mode" = snapshot ]; then
+    mkdir -p "$stage/root/${db%/*}" && cat "$db" >"$stage/root/$db" || exit 5
+  fi
+done
+[ "$mode" = snapshot ]
+"""
+
+
+def _shells() -> list[pytest.ParameterSet]:
+    dash = shutil.which("dash")
+    return [
+        pytest.param("dash", marks=pytest.mark.skipif(dash is None, reason="no dash")),
+        pytest.param("busybox", marks=pytest.mark.skipif(BUSYBOX is None, reason="no busybox")),
+    ]
+
+
+def _run_capture(shell: str, tmp_path: Path, argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """capture.sh as persist.capture sends it (``argv``: capture_argv's), under ``shell``:
+    dash with the host's GNU find, stat and tar, or busybox sh with busybox's own."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(tmp_path)}
+    command = ["dash", *argv[1:]]
+    if shell == "busybox":
+        assert BUSYBOX is not None
+        bin_dir = tmp_path / "busybox-bin"
+        bin_dir.mkdir(exist_ok=True)
+        for applet in CAPTURE_APPLETS:
+            if not (bin_dir / applet).exists():
+                (bin_dir / applet).symlink_to(BUSYBOX)
+        env["PATH"] = str(bin_dir)
+        command = [str(bin_dir / "sh"), *argv[1:]]
+    return subprocess.run(command, capture_output=True, env=env, timeout=60, check=False)
+
+
+def _members(stream: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(stream), mode="r:", ignore_zeros=True) as tar:
+        return [info.name.strip("/") for info in tar]
+
+
+@pytest.mark.parametrize("shell", _shells())
+def test_capture_script_lists_tars_and_leaves_out_what_it_is_told(shell: str, tmp_path: Path) -> None:
+    """capture.sh under dash and busybox sh: the set as a tar stream (a database as its
+    snapshot, its directory named, its journals never), exclusions by path and by name left
+    out, any byte in a name kept; the same set again with its fingerprint known: nothing."""
+    home = tmp_path / "home"
+    (home / "workspace" / "memory").mkdir(parents=True)
+    (home / "workspace" / "tmp").mkdir()
+    (home / "state").mkdir()
+    (home / "workspace" / "USER.md").write_text("Ada\n")
+    (home / "workspace" / "memory" / "2026-12-06.md").write_text("tea\n")
+    (home / "workspace" / "we ird\nname.md").write_text("kept\n")
+    (home / "workspace" / "tmp" / "scratch").write_text("left out\n")
+    (home / "workspace" / "gateway.lock").write_text("pid 42\n")
+    (home / "state" / "openclaw.sqlite").write_bytes(b"SQLite format 3\x00 v1")
+    (home / "state" / "openclaw.sqlite-wal").write_bytes(b"frames")
+    (home / "state" / "openclaw.sqlite-shm").write_bytes(b"index")
+    node = tmp_path / "node"
+    node.write_text(FAKE_NODE)
+    node.chmod(0o755)
+    top = str(home)
+    patterns = [f"{top}/workspace", f"{top}/state/*.sqlite", f"!{top}/workspace/tmp", "!*.lock"]
+    wanted = persist.PersistSet.of(patterns)
+    argv = persist.capture_argv(str(node), wanted, None)
+    assert argv[:4] == ["sh", "-c", persist.CAPTURE_SCRIPT, "sh"]
+
+    first = _run_capture(shell, tmp_path, argv)
+    assert first.returncode == 0, first.stderr
+    said = persist.Said.parse(first.stderr)
+    assert len(said.all) == len(said.files) == 64 and not said.unchanged, first.stderr
+    assert set(said.databases) == {f"{top}/state/openclaw.sqlite"}
+    rel = top.lstrip("/")
+    assert sorted(_members(first.stdout)) == sorted(
+        [
+            f"{rel}/workspace",
+            f"{rel}/workspace/USER.md",
+            f"{rel}/workspace/memory",
+            f"{rel}/workspace/memory/2026-12-06.md",
+            f"{rel}/workspace/we ird\nname.md",
+            f"{rel}/state",  # the directory of a database named directly
+            f"{rel}/state/openclaw.sqlite",  # its snapshot
+        ]
+    )
+    assert not list(tmp_path.glob("clawguard.*")), "the stage is removed"
+
+    known = persist.Manifest(pod="p", generation=1, set="s", all=said.all, files=said.files, databases={})
+    again = _run_capture(shell, tmp_path, persist.capture_argv(str(node), wanted, known))
+    assert again.returncode == 0, again.stderr
+    assert persist.Said.parse(again.stderr).unchanged and again.stdout == b""
