@@ -117,7 +117,7 @@ GATEWAY_SCHEMA = Record(
 _PROBE = shell_script("gateway-health.sh")
 
 # The first probe after a start is at once, then after 0.25, 0.5, 1 and every 2 s: a gateway
-# that is up is seen within 2 s (a wait that grew to 3 s cost a restart up to 3 s more).
+# that is up is seen within 2 s (letting the wait grow to 3 s would cost a restart up to 3 s more).
 PROBE_FIRST = 0.25
 PROBE_MAX = 2.0
 

@@ -3,7 +3,7 @@
 Any target that can run a command inside the sandbox (with stdin) gets inspection,
 batched writes and user lookup from this module.
 
-Who writes (issue 20). The agent in the sandbox is not trusted, and it owns most of what is
+Who writes. The agent in the sandbox is not trusted, and it owns most of what is
 restored: between any check and any write it can rename a directory it owns and put a
 symlink to anything in its place. So nothing root does follows a path the agent can change.
 ``Write`` splits every batch by who may make each change, judged from the read: what lies in
@@ -49,26 +49,28 @@ Paths are sent grouped by parent directory and each distinct parent is resolved 
 with shell builtins only (``[ -d ]``, ``cd -P``, ``$PWD``); a path whose parent is
 missing is missing, without a look at it; the directories that hold the paths (or their
 nearest existing ancestors) are described by one more ``stat``, for ``Write``. One ``find``
-walks every recursive root and gives its names to one ``stat`` and one ``sha256sum`` per batch (one batch unless
-ARG_MAX splits it); a path below a recursive root is left to that walk, not named
-again. Every other path is kept in a variable of its own and described 256 at a time,
-so the cost per path stays flat (appending each to the argument list copied the whole
-list every time: 4000 paths took 7.4 CPU-seconds in busybox sh, now 0.13). Only a
+walks every recursive root and gives its names to one ``stat`` and one ``sha256sum`` per
+batch (one batch unless ARG_MAX splits it); a path below a recursive root is left to that
+walk, not named again, or every file of the tree would be hashed twice. Every other path
+is kept in a variable of its own and described 256 at a time, so the cost per path stays
+flat (appending each to one argument list would copy the whole list every time). Only a
 symlink costs a process of its own (``readlink``), and a path that is not valid UTF-8
-one more (decoding it). On a fresh stand-in pod, the reference archive (196 files,
-5.3 MB) took 0.56 CPU-seconds in the pod to inspect and 0.42 to write and verify with
-a few processes per path; then 0.01 and 0.20; and its trees' files were hashed twice
-per read until they were left to the walk (0.15 CPU-seconds per read in busybox, now
-0.04).
+one more (decoding it).
 
-Verification stays a full second read. It joins the batch's last exec (root's part runs
+Measured on a fresh stand-in pod with the reference archive (196 files, 5.3 MB): with a
+few processes per path it cost 0.56 CPU-seconds in the pod to inspect and 0.42 to write
+and verify; as above, 0.01 and 0.20. Hashing its trees' files twice cost 0.15 CPU-seconds
+per read in busybox, against 0.04. Appending 4000 paths to one argument list cost 7.4
+CPU-seconds in busybox sh, against 0.13 for describing them 256 at a time.
+
+Verification is a full second read. It joins the batch's last exec (root's part runs
 first, then the sandbox user's; as the sandbox user only when it can read every path back,
 else in one more exec as root), and the read-back is the same inspector as the first read:
 after tar, chown and chmod are done, every planned path is stat'ed and every file hashed
 again by the pod's own tools, so a short write, a name tar mangled, or a file the agent
 replaced meanwhile is seen. Nothing is taken on trust from the write, because that would save
-little: hashing is not what a read costs (sha256sum reads those 5.3 MB in about
-40 ms of CPU, busybox's or GNU's); processes per path were.
+little: hashing is cheap (sha256sum reads those 5.3 MB in about 40 ms of CPU, busybox's or
+GNU's); what makes a read dear is processes per path, which it does not start.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def inspect_args(entries: Iterable[Entry], *, contents: bool = False) -> list[st
     read in the same exec: it is small, and a fresh pod's copy differs from the archive's.
 
     A plain path below a recursive one is left out: the walk of the recursive one
-    describes it (naming it too hashed every file of a tree twice). What the walk does
+    describes it (naming it too would hash every file of a tree twice). What the walk does
     not reach, below a symlink or a path that is no directory, is then missing, and the
     write that follows removes that symlink or path before it writes below it."""
     kinds: dict[str, str] = {}

@@ -1,10 +1,10 @@
 """One event feed per OpenShell cluster container, shared by every k3s sandbox in it.
 
-Each sandbox used to follow its own two streams (Docker's events for the cluster
-container, containerd's inside it) and was woken by every pod event in the cluster:
-after a cluster restart with 20 sandboxes, each locate found no pod 23 times over.
-Here one feed per cluster container follows both streams and routes each event to the
-sandbox it concerns:
+Shared, because a sandbox that follows its own two streams (Docker's events for the
+cluster container, containerd's inside it) is woken by every pod event in the cluster:
+after a cluster restart with 20 sandboxes, each locate found no pod 23 times over. One
+feed per cluster container follows both streams and routes each event to the sandbox it
+concerns:
 
 * a pod container going away (``/tasks/exit``, ``/tasks/delete``, ``/containers/delete``)
   wakes the sandbox whose last located container it was;
@@ -13,7 +13,7 @@ sandbox it concerns:
 * the cluster container itself starting or stopping wakes every sandbox in it.
 
 A sandbox located by the marker file, not by labels, cannot be told apart: it is woken
-by every pod event, as before. While a source is away, it is retried after 1, 2, 4 …
+by every pod event. While a source is away, it is retried after 1, 2, 4 …
 at most :data:`BACKOFF_MAX` seconds, and the log says so once per change of state. An
 error a stream did not expect (a bug) never ends its thread: it is logged with its
 traceback (``events.crashed``) and the stream is followed again after the same backoff.
@@ -179,9 +179,9 @@ class ClusterEvents:
     def _pod_of(self, container_id: str) -> tuple[str, str] | None:
         """The kubelet's pod name and namespace of a container: one exec for every sandbox.
 
-        Read once, into a local: Docker's thread clears the cache when the cluster container
-        restarts, and a second read of the dict (it used to be read again after the lookup)
-        could find the key gone and end this thread with a KeyError."""
+        The cache is read once per call, never again after the lookup: Docker's thread clears
+        it when the cluster container restarts, and a second read could find the key gone and
+        end this thread with a KeyError."""
         try:
             return self._pods[container_id]
         except KeyError:

@@ -2,7 +2,7 @@
 # then (the fallback of `auto`) ctr, address and the kubelet-label filter. Prints the rootfs of
 # each running container that holds the marker, then (with the fallback's arguments) a line
 # "--labelled--" and every kubelet-labelled container ID. Reads /proc/mounts (one line per
-# container) instead of walking every rootfs like the seed's `find /run/k3s`. The labelled
+# container) rather than walking every rootfs (`find /run/k3s`). The labelled
 # containers are listed after the mounts: one that a kubelet made while we looked shows.
 # shellcheck shell=sh
 
