@@ -3,7 +3,7 @@ the gateway's own cold start, measured alone in the same run; per OpenClaw versi
 (``--agent 2026.6.10,2026.9.6``); and several real agents after a cluster restart.
 
 * **Cold start alone**, twice over. In a bare fresh pod of the real agent (no restore, no
-  daemon), as before issue 21; and in a fresh pod of a second sandbox holding the same
+  daemon), as older runs measured it; and in a fresh pod of a second sandbox holding the same
   content as the daemon's (:class:`_Twin`: a one-shot ``clawguard restore --no-gateway``
   from a copy of the daemon's state, then no clawguard at all), taken in turn with each
   replacement under the daemon so that a load changing during the run weighs on both

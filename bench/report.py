@@ -113,7 +113,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _agent_versions(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each OpenClaw version's real-agent figures (a run before issue 21 has the top level alone)."""
+    """Each OpenClaw version's real-agent figures (results without per-version figures have them
+    at the top level)."""
     agent = results.get("agent") or {}
     return list(agent.get("versions") or ([agent] if agent.get("daemon") else []))
 
@@ -195,7 +196,9 @@ def _openshell_ratios(results: dict[str, Any]) -> dict[str, float | None]:
 
 
 def goals(results: dict[str, Any], r: dict[str, float | None]) -> list[dict[str, Any]]:
-    """One row per goal: issue 14's four first, plainly named, then the earlier ones."""
+    """One row per goal: restore against a tar stream, CPU per restore, many sandboxes and the
+    gateway start first, plainly named; then detection, speed against the baseline, idle cost,
+    locate cost, the real agents and OpenShell 0.1.x."""
     cg, base, lim = results["clawguard"]["restarts"], results["baseline"], results["limit"]
     idle = results["clawguard"].get("idle") or {}
     cost = results.get("cost") or {}
@@ -872,7 +875,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     for agent in _agent_versions(results):
         v, daemon = agent["agent"], agent.get("daemon") or {}
         alone = _get(agent, "restored_cold_start", "live_s")
-        if "observed_live_s" not in daemon:  # a run before issue 21
+        if "observed_live_s" not in daemon:  # older results: the daemon's probe alone
             rows += [
                 f"| Real OpenClaw {v}: pod replaced → /health live under the daemon | {ms(daemon.get('live_s'))} | | "
                 f"{ms(_get(agent, 'cold_start', 'live_s'))} (its cold start alone) | | "

@@ -1,4 +1,4 @@
-"""Issues 6, 14 and 19: CI's smoke run of the benchmark, so that ``python -m bench`` cannot rot.
+"""CI's smoke run of the benchmark, so that ``python -m bench`` cannot rot.
 
 One iteration of everything on the bench's own testbed, the real OpenClaw gateway
 included (its install is shared with the real-agent tests' cache), and the OpenShell

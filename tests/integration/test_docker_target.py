@@ -1,4 +1,4 @@
-"""Issue 7's acceptance: OpenShell generation 2 (each sandbox a plain Docker container)
+"""OpenShell generation 2 (each sandbox a plain Docker container) found, located and restored
 next to generation 1 (a k3s pod), on the real testbed, with one plan and one archive.
 
 One k3s sandbox and two plain-Docker sandboxes: one named the way OpenShell's Docker

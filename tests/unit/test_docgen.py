@@ -28,8 +28,8 @@ def test_every_key_has_a_type_and_an_example() -> None:
 
 
 def test_every_example_is_valid_for_its_own_key() -> None:
-    """Issue 15: examples were attached by the key's last name, so the symlink step's
-    `target` showed `{kind: k3s}`; now each key declares its own, and it must validate."""
+    """Each key declares its own example, which its own schema accepts: one matched by the
+    key's last name alone would show the symlink step's `target` as `{kind: k3s}`."""
     from pathlib import Path
 
     from clawguard import _yaml

@@ -224,7 +224,7 @@ def test_ensure_gives_up_after_start_timeout(
 def test_a_pod_replaced_while_waiting_is_noticed_at_once(
     archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 12: the daemon waited out a 60 s start on a pod already replaced."""
+    """A pod replaced while the gateway starts ends the wait at once, not after its 60 s start."""
     monkeypatch.setenv("FAKE_HTTP", "000")
     gateway = _gateway(archive, tmp_path, "    gateway: {start_timeout: 60}\n")
     asked: list[int] = []
@@ -294,7 +294,8 @@ def test_a_hung_proxy_is_killed_with_ssh_on_timeout(
 def test_a_probe_that_times_out_is_not_nothing_listening(
     archive: Path, tmp_path: Path, fake_ssh: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 20: both were "no answer", so a slow gateway got a second one started beside it."""
+    """A probe that times out is told from "no answer": a slow gateway must not get a second
+    one started beside it."""
     gateway = _gateway(archive, tmp_path)
     monkeypatch.setenv("FAKE_HTTP", "timeout")
     slow = gateway.probe(_pod(FakePodTarget()))

@@ -36,8 +36,8 @@ def test_log_lines_are_redacted_and_single_line(monkeypatch) -> None:  # type: i
 
 
 def test_remembered_secrets_are_bounded_and_matched_in_one_pass() -> None:
-    """Issue 15: the remembered secrets were a set that only grew, scanned one by one on
-    every log line."""
+    """The remembered secrets are bounded (the oldest dropped) and a log line is matched
+    against all of them at once, longest first."""
     from clawguard.redact import MASK, Secrets
 
     secrets = Secrets(limit=3)

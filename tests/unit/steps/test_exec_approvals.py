@@ -73,8 +73,8 @@ def test_what_the_agent_adds_is_not_drift() -> None:
     assert _state().problems(cast(AgentCLI, FakeCLI(WANTED))) == []
 
 
-# Issue 21: what `approvals get` would answer is already in a state database the restore has
-# just written (a capture of the agent's own): no Node.js start for it.
+# Approvals known from a state database the restore has just written (a capture of the
+# agent's own): what `approvals get` would answer is in its bytes, so no Node.js start for it.
 DATABASE = "/sandbox/.openclaw/state/openclaw.sqlite"
 
 

@@ -50,7 +50,8 @@ def _subscribe(feed: ClusterEvents, name: str, current: dict[str, str], pod: str
 
 
 def test_a_cluster_restart_with_20_sandboxes_wakes_each_for_its_own_pod_only() -> None:
-    """Issue 13/14: every pod event woke every sandbox: 23 fruitless locates each per cluster restart."""
+    """Each sandbox is woken by its own pod's events only, and one lookup per new container
+    serves them all (woken by every pod event, each would locate 23 times in vain)."""
     names = [f"sandbox-{n:02d}" for n in range(20)]
     old = {name: f"{n:064x}" for n, name in enumerate(names)}
     new = {name: f"{n + 100:064x}" for n, name in enumerate(names)}
@@ -137,7 +138,8 @@ def _virtual(monkeypatch: pytest.MonkeyPatch, feed: ClusterEvents, until: float)
 def test_a_cluster_away_for_a_minute_costs_a_handful_of_docker_calls_and_one_log_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 13: while the cluster was stopped, each sandbox retried every second, silently."""
+    """A stopped cluster is retried with capped backoff, not every second per sandbox, and
+    logged once."""
     out = io.StringIO()
     log.configure("info", out)
     feed = _feed({})
@@ -242,8 +244,8 @@ def test_sandboxes_of_one_cluster_share_one_feed_and_the_last_one_out_stops_it(
 
 
 def test_a_cluster_restart_while_a_start_is_looked_up_does_not_kill_the_thread() -> None:
-    """Issue 20: `_pod_of` read the cache again after storing the lookup; Docker's thread
-    clears it when the cluster container restarts, and the KeyError ended containerd's thread."""
+    """`_pod_of` does not read the cache again after storing the lookup: Docker's thread
+    clears it when the cluster container restarts, and a KeyError would end containerd's thread."""
 
     class ClearedRightAfter(dict[str, tuple[str, str] | None]):
         """Docker's thread clears the cache just after the lookup is stored."""
@@ -262,8 +264,8 @@ def test_a_cluster_restart_while_a_start_is_looked_up_does_not_kill_the_thread()
 def test_an_unexpected_error_in_a_stream_is_logged_and_the_stream_followed_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 20: an error the stream did not expect ended its thread outside any supervision,
-    and detection fell back to the 30 s poll in silence."""
+    """An error the stream does not expect is logged with its traceback and the stream is
+    followed again, with backoff: detection never falls back to the 30 s poll in silence."""
     out = io.StringIO()
     log.configure("info", out)
     feed = _feed({})
