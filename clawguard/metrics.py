@@ -264,7 +264,7 @@ class Metrics:
         elif name in ("archive.changed", "archive.unchanged"):
             with self._lock:
                 self._sandboxes[sandbox].archive_invalid = False
-        elif name in ("persist.captured", "persist.unchanged"):
+        elif name in ("persist.captured", "persist.unchanged"):  # unchanged: seen at debug level only, else state.json
             with self._lock:
                 self._sandboxes[sandbox].captured_at = now
         elif name == "sandbox.drift":

@@ -178,7 +178,7 @@ def test_capture_age_grows_between_captures(metrics: Metrics, clock: Clock) -> N
     assert value(metrics, "clawguard_last_capture_timestamp_seconds", sandbox=SANDBOX) == clock.now - 45
     clock.now += 200
     assert value(metrics, "clawguard_capture_age_seconds", sandbox=SANDBOX) == 245
-    feed(metrics, "persist.unchanged", generation=7)  # if the daemon ever logs it
+    feed(metrics, "persist.unchanged", generation=7)  # persist logs it at debug level
     assert value(metrics, "clawguard_capture_age_seconds", sandbox=SANDBOX) == 0
 
 
