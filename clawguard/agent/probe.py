@@ -1,4 +1,4 @@
-"""What a pod is: its users, NemoClaw's layout generation and the agent's version.
+"""What a pod is: its users, its layout style (split or flat) and the agent's version.
 
 Learned once per pod (a container's image cannot change under it), in one root exec:
 the user table, the layout, and the ``package.json`` of the npm package the agent's

@@ -61,7 +61,7 @@ class Found:
     target: dict[str, Any]  # the config's target keys (kind and what differs from the defaults)
     gateway: str  # the OpenShell gateway, for the SSH proxy
     instance: Instance
-    generation: int  # OpenShell's generation: 1 a k3s pod, 2 a plain container
+    generation: int  # OpenShell's generation: 1 a k3s pod, 2 a plain container, 3 an OpenShell 0.1.x sandbox
     # Target keys to add when the config names the sandbox differently (its name is taken).
     keys_if_renamed: dict[str, Any] = field(default_factory=dict)
 

@@ -91,7 +91,7 @@ class _LabelSelector(Record):
 
 
 def nemoclaw_labels(sandbox: str) -> dict[str, str]:
-    """The label selector of NemoClaw's generation 2 sandbox ``sandbox``."""
+    """The label selector of the OpenShell generation 2 sandbox ``sandbox`` (as NemoClaw makes it)."""
     return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SANDBOX_NAME_LABEL: sandbox}
 
 
