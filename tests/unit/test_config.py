@@ -40,8 +40,8 @@ def test_minimal_config_gets_defaults(archive: Path, write_config) -> None:  # t
     assert sandbox.persist is None  # chosen per pod, from the agent's version
     assert sandbox.plan is None
     assert sandbox.limits.max_archive_bytes == 256 * 1024 * 1024
-    # Captures kept by age (issue 20): every one for an hour, hourly for 48 h, daily for 14 d,
-    # and the newest 5 whatever their age (persist_keep, the old count, still works).
+    # Captures kept by age: every one for an hour, hourly for 48 h, daily for 14 d,
+    # and the newest 5 whatever their age (persist_keep).
     daemon = config.daemon
     assert (daemon.persist_keep_within, daemon.persist_keep_hourly, daemon.persist_keep_daily) == (3600, 48, 14)
     assert daemon.persist_keep == 5

@@ -337,9 +337,9 @@ def test_a_failing_restore_is_retried_with_backoff_and_a_new_pod_at_once(
 
 
 def test_a_replacement_after_a_failed_recovery_is_still_a_replacement(archive: Path, tmp_path: Path) -> None:
-    """Issue 20: a failed converge cleared last_id, so the next real pod replacement was
-    "daemon start": the hooks got the wrong CLAWGUARD_REASON, and pod_replacements and the
-    detection histogram (sandbox.detected) missed it."""
+    """After a failed converge, the next real pod replacement is still "pod replaced", with
+    the previous pod: for the hooks' CLAWGUARD_REASON, pod_replacements and the detection
+    histogram (sandbox.detected)."""
     out = io.StringIO()
     log.configure("info", out)
     record = tmp_path / "hook-restored"
@@ -378,10 +378,9 @@ def _two_sandboxes(archive: Path, tmp_path: Path, bad: Path) -> tuple[str, dict[
 def test_a_bad_archive_at_start_costs_only_its_own_sandbox(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 13: a JSON typo in one sandbox's openclaw.json, then a reboot: the daemon used to
-    exit 2 and protect nothing. Now that sandbox is in the config-error state (journal at
-    err, status, STATUS=, on_failed) and the other one is restored; fixing the archive
-    starts protecting it."""
+    """A JSON typo in one sandbox's openclaw.json at daemon start does not stop the daemon:
+    that sandbox is in the config-error state (journal at err, status, STATUS=, on_failed),
+    the other one is restored, and fixing the archive starts protecting it."""
     import shutil
 
     out = io.StringIO()
@@ -422,8 +421,8 @@ def test_a_bad_archive_at_start_costs_only_its_own_sandbox(
 
 
 def test_waiting_for_the_lock_feeds_the_watchdog_and_says_what_for(archive: Path, tmp_path: Path) -> None:
-    """Issue 13: a long one-shot `clawguard restore` holds the lock; the daemon waited without a
-    heartbeat, and systemd's watchdog could kill it."""
+    """While a one-shot `clawguard restore` holds the lock, the daemon waiting for it keeps
+    feeding systemd's watchdog (which would kill it otherwise) and says what it waits for."""
     log.configure("error", io.StringIO())
     config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
     target = PodTarget(make_sandbox_root(tmp_path / "root"))
@@ -534,9 +533,9 @@ def never_healthy_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_ready_captures_and_the_lock_while_the_first_gateway_starts(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 20: READY=1 waited for every sandbox's first full converge, gateway wait included
-    (a slow gateway became a restart loop), no capture was taken during the wait, and the
-    sandbox's lock was held across it, so `clawguard capture` failed until it ended."""
+    """While the first gateway starts: READY=1 is sent (waiting for a slow gateway would make
+    a restart loop), interval captures go on, and the sandbox's lock is not held, so a
+    one-shot `clawguard capture` is not kept waiting."""
     from clawguard.converge import capture_sandbox
 
     starts = never_healthy_ssh(tmp_path, monkeypatch)
@@ -580,7 +579,7 @@ def test_ready_captures_and_the_lock_while_the_first_gateway_starts(
 def test_a_full_disk_does_not_kill_the_main_loop(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 20: the main loop's daemon.json write was unguarded: ENOSPC killed the daemon."""
+    """ENOSPC writing daemon.json is logged once and the main loop goes on (and logs the recovery)."""
     import errno
 
     monkeypatch.setenv("WATCHDOG_USEC", "1500000")  # a main-loop round every 0.5 s
@@ -619,9 +618,9 @@ def test_a_full_disk_does_not_kill_the_main_loop(
 def test_a_soul_edit_restarts_the_gateway_without_a_probe_or_a_capture_first(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 20: a SOUL.md edit reached the pod in a second, the restarted gateway answered
-    seconds later. On its way: a capture before the re-sync (it writes archive steps only,
-    never a persisted path) and a probe before the stop (the gateway starts again anyway)."""
+    """A SOUL.md edit restarts the gateway at once: no capture before the re-sync (it writes
+    archive steps only, never a persisted path) and no probe before the stop (the gateway
+    starts again anyway)."""
     calls = tmp_path / "ssh-calls"
     up = tmp_path / "up"
     bin_dir = tmp_path / "bin"
