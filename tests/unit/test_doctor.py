@@ -7,18 +7,23 @@ from typing import Any
 
 import pytest
 
+from clawguard.agent.probe import FACTS_SCRIPT
 from clawguard.doctor import FAIL, PASS, SKIP, diagnose
 from clawguard.schema import Field, HostPath
 from clawguard.targets import REGISTRY
+from clawguard.targets.docker import nemoclaw_labels
 
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
+from .fake_engine import ENGINE_VERSION, FakeEngine, Reply, facts_reply, no_command
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 # Where no Docker daemon listens: DOCKER_HOST set to it must not matter to a sandbox whose
 # target needs no Docker.
 NOWHERE = "unix:///nonexistent/docker.sock"
+CID = "c" * 64
+OTHER = "d" * 64
 
 
 class Host:
@@ -129,27 +134,52 @@ def test_after_a_restore_the_sandbox_lines_pass(
     ]  # the order the issue asks for; no Docker line: the chroot target needs none
 
 
-def test_a_docker_target_is_checked_at_its_own_docker_host(archive: Path, tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
-    """Issue 20: doctor asked the local Docker, whatever target.docker_host said. The local
-    socket works in this test run (or not): either way, this sandbox's line names its own host."""
-    host = f"unix://{tmp_path}/no-docker-here.sock"
-    config = write_config(
-        f"""\
+def test_each_docker_target_is_checked_at_its_own_docker_host(  # type: ignore[no-untyped-def]
+    archive: Path, tmp_path: Path, write_config, no_local_docker: None
+) -> None:
+    """Two sandboxes, each on its own Docker: one a fake Engine that holds the sandbox's
+    container, one where no Docker listens; local Docker (DOCKER_HOST) is down. Doctor must
+    reach the first through its docker_host, all the way into the container, and name the
+    second's host in its failure."""
+    dead = f"unix://{tmp_path}/no-docker-here.sock"
+    with FakeEngine() as engine:
+        engine.add(CID, "openshell-here-1234", labels=nemoclaw_labels("here"))
+        engine.add(OTHER, "openshell-elsewhere-5678", labels=nemoclaw_labels("elsewhere"))  # not its Docker
+        engine.run = lambda call: Reply(0, facts_reply(uid=998)) if FACTS_SCRIPT in call.argv else no_command(call)
+        config = write_config(
+            f"""\
 version: 1
 sandboxes:
-  my-assistant:
-    target: {{kind: docker, container: openshell-my-assistant, docker_host: "{host}"}}
+  here:
+    target: {{kind: docker, labels: {{openshell.ai/managed-by: openshell, openshell.ai/sandbox-name: here}},
+              docker_host: "{engine.url}"}}
+    archive: {archive}
+    user: sandbox
+    gateway: {{enabled: false}}
+  elsewhere:
+    target: {{kind: docker, container: openshell-elsewhere-5678, docker_host: "{dead}"}}
     archive: {archive}
 """
+        )
+        checks = list(diagnose(config, runner=Host()))
+    here = {c.name: c for c in checks if c.sandbox == "here"}
+    assert here["docker"].outcome == PASS
+    assert here["docker"].detail.startswith(f"reachable at {engine.url}: Docker {ENGINE_VERSION}, as uid ")
+    assert here["sandbox"].outcome == PASS and here["sandbox"].detail == f"{CID[:12]} (container openshell-here-1234)"
+    assert here["agent"].outcome == PASS and here["agent"].detail.startswith("OpenClaw 2026.3.31, split layout")
+    assert here["user"].outcome == PASS and here["user"].detail == "sandbox is uid 998, gid 998"
+    # What the plan reads comes from the container itself: this engine answers it with an error.
+    assert here["plan"].outcome == FAIL and "sh: not in this fake engine" in here["plan"].detail
+    assert engine.calls and {(call.container, call.user) for call in engine.calls} == {(CID, "0:0")}
+
+    elsewhere = {c.name: c for c in checks if c.sandbox == "elsewhere"}
+    assert elsewhere["docker"].outcome == FAIL and elsewhere["docker"].detail.startswith(
+        f"Docker at {dead} is not reachable"
     )
-    checks = [c for c in diagnose(config, runner=Host()) if c.sandbox == "my-assistant"]
-    docker = next(c for c in checks if c.name == "docker")
-    assert docker.outcome == FAIL and docker.detail.startswith(f"Docker at {host} is not reachable")
-    assert "/var/run/docker.sock" not in docker.detail
-    assert "sandboxes.my-assistant.target.docker_host" in docker.fix
-    outcome = {c.name: c.outcome for c in checks}
-    assert outcome["archive"] == PASS and outcome["sandbox"] == SKIP and outcome["gateway"] == SKIP
-    assert next(c for c in checks if c.name == "sandbox").detail == f"needs Docker at {host}"
+    assert "sandboxes.elsewhere.target.docker_host" in elsewhere["docker"].fix
+    assert elsewhere["archive"].outcome == PASS and elsewhere["gateway"].outcome == SKIP
+    assert elsewhere["sandbox"].outcome == SKIP and elsewhere["sandbox"].detail == f"needs Docker at {dead}"
+    assert all("docker.sock" not in c.detail.replace(dead, "") for c in checks)  # neither local Docker nor NOWHERE
 
 
 @needs_root
