@@ -278,6 +278,14 @@ class DockerTarget(Target):
             )
         except (docker.errors.DockerException, OSError) as exc:
             raise TargetError(f"cannot follow Docker events: {exc}") from None
+        # docker-py's stream turns an error answer (a proxy's 403, a 500) into a quiet end of
+        # the stream: read the status of the response it holds, so Docker's answer is reported.
+        response = getattr(events, "_response", None)
+        status = getattr(response, "status_code", 200)
+        if isinstance(status, int) and status >= 400:
+            body = getattr(response, "text", "") or ""
+            events.close()
+            raise TargetError(f"Docker refused to stream events ({status}): {body.strip()[:300]}")
         finished = threading.Event()
         threading.Thread(
             target=_close_on_stop, args=(events, stop, finished), name=f"docker-events-{self.sandbox}", daemon=True

@@ -374,11 +374,6 @@ def test_watch_ends_when_docker_ends_the_stream(engine: FakeEngine) -> None:
     assert not watcher.is_alive() and reasons == ["container start"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docker-py's CancellableStream turns the APIError of a refused /events (an OSError) into "
-    "StopIteration: watch returns as if the stream had ended, and Docker's answer is never logged",
-)
 def test_watch_that_docker_refuses_raises_with_its_answer(engine: FakeEngine) -> None:
     engine.refuse["/events"] = (403, "events are not allowed through this proxy")
     with pytest.raises(TargetError, match="events are not allowed through this proxy"):
