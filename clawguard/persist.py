@@ -14,7 +14,8 @@ everything below it (what the archive restores: the archive wins), ``!*.tmp``
 every entry whose name matches (temporaries, locks). A SQLite database
 (``*.sqlite``) anywhere in the set is never copied as a file: its consistent
 snapshot is taken with SQLite's online backup (``VACUUM INTO``, by the agent's
-own Node.js), and its ``-wal``, ``-shm`` and ``-journal`` files never travel.
+own Node.js), the leases of the live pod's processes in it (``VOLATILE_TABLES``)
+deleted from the copy, and its ``-wal``, ``-shm`` and ``-journal`` files never travel.
 
 A capture costs little while nothing changes: one exec lists the set with
 ``stat`` (size, times, inode, mode and owner of every entry, a database's
@@ -76,10 +77,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("clawguard.persist")
 
-#: Tables a running agent rewrites on a timer or for each process, with nothing in them the
-#: next pod needs: OpenClaw 2026.9.6's gateway renews its owner lease (``state_leases``, in
-#: state/openclaw.sqlite) every 30 s, and each process that opens an agent's database leases
-#: it (``agent_database_leases``). A capture that finds only these changed stores nothing.
+#: Tables of leases held by the live pod's processes, which a running agent rewrites on a timer
+#: or for each process: OpenClaw 2026.9.6's gateway renews its owner lease (``state_leases``, in
+#: state/openclaw.sqlite) every 30 s, and each process that opens an agent's database leases it
+#: (``agent_database_leases``). A capture that finds only these changed stores nothing, and a
+#: snapshot holds them empty: no process of the old pod lives in the next one, and 2026.9.6's
+#: gateway refuses to start while an unexpired owner lease of another host is in its database
+#: ("Another Gateway owner lease is still active for this state directory", for up to 5 minutes;
+#: a re-created pod has a new hostname).
 VOLATILE_TABLES = ("state_leases", "agent_database_leases")
 
 #: Never carried as files: a database's journals belong to the live database alone.
@@ -94,8 +99,9 @@ JOURNALS = ("-wal", "-shm", "-journal")
 # STAGE/known.json is the last capture's manifest, {"/path": {"stat": KEY, "digest":
 # DIGEST}}: a database whose key is unchanged keeps its known digest unread.
 #   check:    exit 0 when every DB's digest is the known one (nothing new in it), else 1.
-#   snapshot: an online backup (VACUUM INTO) of each DB to STAGE/root/DB, with the mode and
-#             mtime of the live file; its digest is taken from that copy.
+#   snapshot: an online backup (VACUUM INTO) of each DB to STAGE/root/DB, with the rows of the
+#             volatile tables (the live pod's leases) deleted, and the mode and mtime of the live
+#             file; its digest is taken from that copy.
 # Either way one line per DB goes to STAGE/dbs: "clawguard-db " + JSON {path, stat, digest}.
 # A failure is one line on stderr and exit 5.
 SNAPSHOT_JS = r"""
@@ -139,6 +145,14 @@ function digest(file) {
     return hash.digest("hex");
   } finally { db.close(); }
 }
+function forget(file) {
+  const copy = new DatabaseSync(file);
+  try {
+    for (const item of copy.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()) {
+      if (volatile.has(item.name)) copy.exec(`DELETE FROM "${item.name.replace(/"/g, '""')}"`);
+    }
+  } finally { copy.close(); }
+}
 let same = true, current = "";
 const lines = [];
 try {
@@ -151,6 +165,7 @@ try {
       fs.mkdirSync(path.dirname(target), {recursive: true});
       const source = new DatabaseSync(db, {readOnly: true});
       try { source.exec("VACUUM INTO '" + target.replace(/'/g, "''") + "'"); } finally { source.close(); }
+      forget(target);
       fs.chmodSync(target, info.mode & 0o7777);
       fs.utimesSync(target, info.atime, info.mtime);
       sum = digest(target);
@@ -220,8 +235,13 @@ def default_paths(layout: Layout, agent: Capabilities | None = None) -> list[str
 
 
 #: Names never carried, anywhere in the set: what the agent's own backup skips as transient
-#: (sockets, pid files, temporaries) and lock files, which would hold a dead pod's process.
-TRANSIENT = ("*.sock", "*.pid", "*.tmp", "*.lock")
+#: (sockets, pid files, temporaries) and lock files, which would hold a dead pod's process:
+#: ``*.lock`` (a session store's ``sessions.json.lock``, memory's ``embed.lock.lock``), and the
+#: SQLite files 2026.9.x locks with (``*.lock.sqlite``: ``gateway.<hash>.lock.sqlite``,
+#: ``device-identity.<hash>.lock.sqlite``, ``<family>.<hash>.lock.sqlite``; ``*-lock.sqlite``:
+#: a memory index's ``<db>.generation-lock.sqlite`` and ``<db>.reindex-lock.sqlite``), which
+#: a capture would otherwise take for databases. docs/compatibility.md says where each is.
+TRANSIENT = ("*.sock", "*.pid", "*.tmp", "*.lock", "*.lock.sqlite", "*-lock.sqlite")
 
 
 def _unique(items: Iterable[str]) -> list[str]:

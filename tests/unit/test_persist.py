@@ -107,6 +107,8 @@ def test_default_persist_paths_follow_the_layout_and_the_agent(archive: Path) ->
         "!*.pid",
         "!*.tmp",
         "!*.lock",
+        "!*.lock.sqlite",
+        "!*-lock.sqlite",
     ]
     # Until 2026.6.1 the telegram offset is a file per account; from then on a row of the state database.
     assert default_paths(layout.resolve("split"), capabilities(Version(2026, 3, 31))) == [
@@ -146,6 +148,12 @@ def test_the_archive_wins_over_the_default_set(archive: Path) -> None:
         f"{home}/state/openclaw.sqlite-wal",
         f"{home}/agents/main/agent/tmp/x.json",
         f"{home}/agents/main/sessions/sessions.json.lock",
+        # The lock files of the old pod's processes (2026.9.x): SQLite files, not databases.
+        f"{home}/state/gateway-lifecycle.623d3fc2.lock.sqlite",
+        f"{home}/state/openclaw-state-locks-998/state-handles.623d3fc2.lock.sqlite",
+        f"{home}/agents/main/agent/memory.sqlite.generation-lock.sqlite",
+        f"{home}/agents/main/agent/memory.sqlite.reindex-lock.sqlite",
+        f"{home}/workspace/.openclaw/device-identity.1a2b3c4d.lock.sqlite",
     ):
         assert not wanted.carried(path), path
     for path in (
@@ -159,6 +167,15 @@ def test_the_archive_wins_over_the_default_set(archive: Path) -> None:
         f"{home}/devices/paired.json",
         f"{home}/cron/jobs.json",
         f"{home}/state/openclaw.sqlite",
+        # The agent's own state and databases, whatever their names hold: none is a leftover.
+        f"{home}/state/openclaw-quarantine.sqlite",
+        f"{home}/agents/main/agent/memory.sqlite",
+        f"{home}/agents/main/sessions/lock-screen-notes.jsonl",
+        f"{home}/workspace/locksmith.sqlite",
+        f"{home}/workspace/unlock.md",
+        f"{home}/devices/pending.json",
+        f"{home}/identity/device-auth.json",
+        f"{home}/cron/jobs.json.bak",
     ):
         assert wanted.carried(path), path
     # An exclusion below another is not repeated.
@@ -849,7 +866,11 @@ def test_the_snapshot_program_copies_online_and_tells_rows_from_a_lease_renewal(
     assert not Path(f"{copy}-wal").exists()
     copied = sqlite3.connect(copy)
     assert copied.execute("SELECT id, big, blob FROM cron_jobs").fetchall() == [("tea", 9007199254740993, b"\x00\xff")]
+    # The old gateway's lease is not carried: the next pod's gateway would refuse to start.
+    assert copied.execute("SELECT * FROM state_leases").fetchall() == []
     copied.close()
+    assert not Path(f"{copy}-journal").exists()
+    assert db.execute("SELECT scope FROM state_leases").fetchall() == [("gateway-owner",)]  # the live one keeps it
 
     assert run("check", taken)[0] == 0  # nothing moved
     db.execute("UPDATE state_leases SET heartbeat_at = 2")

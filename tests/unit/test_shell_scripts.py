@@ -211,11 +211,12 @@ def test_capture_script_lists_tars_and_leaves_out_what_it_is_told(shell: str, tm
     (home / "state" / "openclaw.sqlite").write_bytes(b"SQLite format 3\x00 v1")
     (home / "state" / "openclaw.sqlite-wal").write_bytes(b"frames")
     (home / "state" / "openclaw.sqlite-shm").write_bytes(b"index")
+    (home / "state" / "gateway-lifecycle.623d3fc2.lock.sqlite").write_bytes(b"")  # a process's lock, by name
     node = tmp_path / "node"
     node.write_text(FAKE_NODE)
     node.chmod(0o755)
     top = str(home)
-    patterns = [f"{top}/workspace", f"{top}/state/*.sqlite", f"!{top}/workspace/tmp", "!*.lock"]
+    patterns = [f"{top}/workspace", f"{top}/state/*.sqlite", f"!{top}/workspace/tmp", "!*.lock", "!*.lock.sqlite"]
     wanted = persist.PersistSet.of(patterns)
     argv = persist.capture_argv(str(node), wanted, None)
     assert argv[:4] == ["sh", "-c", persist.CAPTURE_SCRIPT, "sh"]
