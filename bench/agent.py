@@ -101,6 +101,73 @@ def _status(bed: Testbed, name: str) -> dict[str, Any] | None:
         return None
 
 
+# What the gateway was started with and what it logged, from inside the pod: its log, then for
+# each of its processes the command line, user, cwd, environment, limits, nice and cgroup.
+_EVIDENCE = r"""
+echo "== now $(date +%s.%N) load $(cat /proc/loadavg)"
+echo "== /tmp/gateway.log"; cat /tmp/gateway.log 2>&1 | head -n 200
+for pid in $(pgrep -f 'openclaw|node' 2>/dev/null); do
+  echo "== pid $pid: $(tr '\0' ' ' < /proc/$pid/cmdline)"
+  echo "-- started (ticks since boot): $(cut -d' ' -f22 /proc/$pid/stat) ppid $(cut -d' ' -f4 /proc/$pid/stat)"
+  echo "-- cwd $(readlink /proc/$pid/cwd)"
+  grep -E '^(Uid|Gid|Groups|Cpus_allowed_list|voluntary|nonvol)' /proc/$pid/status
+  set -- $(sed 's/.*) //' /proc/$pid/stat)
+  echo "-- nice ${17} utime ${12} stime ${13}"
+  echo "-- environ"; tr '\0' '\n' < /proc/$pid/environ | sort
+  echo "-- limits"; grep -E 'open files|processes|stack|address' /proc/$pid/limits
+  echo "-- cgroup $(cat /proc/$pid/cgroup | tr '\n' ' ')"
+done
+echo "== ticks/s $(getconf CLK_TCK) uptime $(cut -d' ' -f1 /proc/uptime)"
+ps -eo pid,ppid,user,etimes,time,args 2>&1 | head -n 60
+"""
+
+
+def _evidence(bed: Testbed, name: str, workdir: Path, label: str) -> None:
+    """Keep what the gateway in ``name`` was started with and logged (:data:`_EVIDENCE`) as
+    ``workdir/evidence-<label>.txt``: the by-hand and the daemon's start, side by side."""
+    try:
+        _, out, err = bed.exec_in_sandbox(name, ["sh", "-c", _EVIDENCE], "sandbox", timeout=60)
+        (workdir / f"evidence-{label}.txt").write_bytes(out + err)
+    except TestbedError as exc:
+        (workdir / f"evidence-{label}.txt").write_text(f"no evidence: {exc}\n")
+
+
+# The CPU time (s) every process in the pod has used, its children's included.
+_POD_CPU = (
+    "cat /proc/[0-9]*/stat 2>/dev/null | sed 's/.*) //' | "
+    'awk -v hz="$(getconf CLK_TCK)" \'{t += $12 + $13 + $14 + $15} END {printf "%.2f", t / hz}\''
+)
+#: A pod is quiet when its processes used less than this much CPU over QUIET_WINDOW s.
+QUIET_CPU, QUIET_WINDOW, QUIET_MAX = 0.1, 1.0, 30.0
+
+
+def _pod_cpu(bed: Testbed, name: str) -> float | None:
+    try:
+        code, out, _ = bed.exec_in_sandbox(name, ["sh", "-c", _POD_CPU], "root", timeout=30)
+    except TestbedError:
+        return None
+    try:
+        return float(out.decode().strip()) if code == 0 else None
+    except ValueError:
+        return None
+
+
+def _quiet(bed: Testbed, name: str) -> float:
+    """Wait until the gateway in pod ``name`` is done with what it does after it went live (2026.9.6:
+    ~5 CPU-s in the 8 s after /health is live: its plugins, channels, health monitor), so that it
+    does not take the CPU of the other side's cold start: each cold start, by hand or under the
+    daemon, is then taken with the other sandbox's gateway idle. Returns the seconds waited."""
+    began = time.monotonic()
+    last = _pod_cpu(bed, name)
+    while last is not None and time.monotonic() - began < QUIET_MAX:
+        time.sleep(QUIET_WINDOW)
+        now = _pod_cpu(bed, name)
+        if now is None or now - last < QUIET_CPU:
+            break
+        last = now
+    return time.monotonic() - began
+
+
 def _start_by_hand(bed: Testbed, name: str) -> tuple[float, float, float]:
     """Start the gateway as ``Testbed.start_gateway`` does (NemoClaw's ``nohup openclaw gateway
     run &`` as the sandbox user, HOME=/sandbox) and poll it as :func:`_poll_live` does. Returns
@@ -211,6 +278,8 @@ def measure(
     latest = LATEST_AGENT if LATEST_AGENT in versions else versions[-1]
     primary = next(f for f in figures if f["agent"] == latest)
     count = MANY if iterations > 1 else SMOKE_MANY
+    if os.environ.get("BENCH_AGENT_MANY") == "0":  # one agent's figures only (a diagnosis run)
+        return {**primary, "versions": figures, "many": {"skipped": "BENCH_AGENT_MANY=0"}, "errors": errors}
     try:
         crowd = many(bed, clock, count=count, agent=latest, workdir=workdir, bin_dir=bin_dir, progress=progress)
     except Exception as exc:  # the single-agent figures stand on their own
@@ -252,6 +321,8 @@ def one_version(
     failures: list[str] = []
     cli_calls: list[str] = []
     restored_cold: list[dict[str, float]] = []
+    quiet_before_cold: list[float] = []  # waited for the daemon's gateway to go idle
+    quiet_before_daemon: list[float] = []  # waited for the twin's gateway to go idle
     first_live = None
     rng = random.Random()
     try:
@@ -269,17 +340,21 @@ def one_version(
         for i in range(iterations):
             # The same agent with the same content, started by hand, in turn with each replacement:
             # a load that changes during the run weighs on both alike.
+            quiet_before_cold.append(_quiet(bed, DAEMON_SANDBOX))
             restored_cold.append(twin.cold_start())
+            _evidence(bed, COLD_SANDBOX, workdir, f"{tag}-byhand-{i + 1}")
             progress(
                 f"OpenClaw {agent}, cold start alone of the restored agent {i + 1}/{iterations}: /health live "
                 f"{restored_cold[-1]['live_s']:.2f}s after the start command"
             )
             time.sleep(rng.uniform(1.0, 3.0))
+            quiet_before_daemon.append(_quiet(bed, COLD_SANDBOX))
             new_id = bed.restart(DAEMON_SANDBOX)
             created = clock.wait(new_id)
             short = new_id[:12]
             waiting = daemon.wait("gateway.waiting", sandbox=DAEMON_SANDBOX, container_id=short, timeout=TIMEOUT)
             _, seen_live = _poll_live(bed, DAEMON_SANDBOX, waiting.ts)
+            _evidence(bed, DAEMON_SANDBOX, workdir, f"{tag}-daemon-{i + 1}")
             healthy = daemon.wait(
                 "gateway.health", sandbox=DAEMON_SANDBOX, container_id=short, outcome="healthy", timeout=TIMEOUT
             )
@@ -357,6 +432,8 @@ def one_version(
             **{key: summary([row[key] for row in rows], _unit(key)) for key in keys},
             "cli_calls": dict(Counter(cli_calls)),
             "first_pod_live_after_daemon_start_s": first_live,
+            "quiet_wait_before_daemon_s": summary(quiet_before_daemon),
+            "quiet_wait_before_cold_s": summary(quiet_before_cold),
             "gateway_start_reasons": dict(reasons),
             "failures": failures,
             "exit": daemon_exit,
