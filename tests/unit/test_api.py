@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from clawguard.state import StateStore
 from .chroot_sandbox import ChrootTarget, make_sandbox_root, snapshot
 from .conftest import basic_config
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 MEMORY = "sandbox/.openclaw-data/workspace/MEMORY.md"
 
 
@@ -48,7 +46,6 @@ def test_each_sandbox_context_is_built_once_with_the_given_target(archive: Path,
     )
 
 
-@needs_root
 def test_restore_capture_and_status_through_the_facade(archive: Path, tmp_path: Path) -> None:
     target = ChrootTarget(make_sandbox_root(tmp_path / "root"))
     guard = _guard(archive, tmp_path, target)
@@ -70,7 +67,6 @@ def test_restore_capture_and_status_through_the_facade(archive: Path, tmp_path: 
     assert not (tmp_path / "state").exists()  # not $XDG_STATE_HOME
 
 
-@needs_root
 def test_a_bad_archive_stops_every_action_before_the_sandbox_is_touched(archive: Path, tmp_path: Path) -> None:
     target = ChrootTarget(make_sandbox_root(tmp_path / "root"))
     (archive / "openclaw.json").write_text("{not json")
@@ -83,7 +79,6 @@ def test_a_bad_archive_stops_every_action_before_the_sandbox_is_touched(archive:
     assert target.calls == []
 
 
-@needs_root
 def test_check_and_plan_read_the_pod_and_write_nothing(archive: Path, tmp_path: Path) -> None:
     target = ChrootTarget(make_sandbox_root(tmp_path / "root"))
     guard = _guard(archive, tmp_path, target)

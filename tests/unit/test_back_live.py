@@ -98,7 +98,6 @@ def test_a_pod_that_may_run_a_gateway_is_probed_first_and_started_a_step_later()
 
 # ---------------------------------------------------------------- the agent's CLI, in a pod
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 STATE = "/sandbox/.openclaw/state"
 DATABASE = f"{STATE}/openclaw.sqlite"
@@ -170,7 +169,6 @@ def sandbox(archive: Path) -> SandboxConfig:
     return parse_config(basic_config(archive, extra), "c.yaml").sandboxes["my-assistant"]
 
 
-@needs_root
 def test_a_replaced_pod_that_gets_its_agents_state_back_costs_no_cli_call(
     sandbox: SandboxConfig, archive: Path, tmp_path: Path
 ) -> None:
@@ -195,7 +193,6 @@ def test_a_replaced_pod_that_gets_its_agents_state_back_costs_no_cli_call(
     assert approvals.outcome == OK  # its file step had nothing to do, and the agent's state is as wanted
 
 
-@needs_root
 def test_approvals_that_changed_in_the_archive_are_set_without_asking_first(
     sandbox: SandboxConfig, archive: Path, tmp_path: Path
 ) -> None:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from clawguard.targets.base import ExecResult, Instance
 
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 
 class CountingTarget(ChrootTarget):

@@ -8,7 +8,6 @@ and line, and that the sandbox is byte-for-byte what it was (no write exec ran).
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from clawguard.sandboxfs import APPLY_SCRIPT, PASSWD_SCRIPT
 from tests.corpus.cases import COMMANDS, EXAMPLE_ARCHIVE, Case, all_cases, assert_messages, set_up
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root, snapshot
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 # Every module that builds a target from the config, by module name.
 

@@ -1,11 +1,8 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 from pathlib import Path
-
-import pytest
 
 from clawguard import log, parse_config
 from clawguard.converge import converge
@@ -14,8 +11,6 @@ from clawguard.state import StateStore
 
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 
 def _recorder(tmp_path: Path, name: str) -> str:
@@ -32,7 +27,6 @@ def _read_env(path: Path, timeout: float = 10) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
 
 
-@needs_root
 def test_restored_and_failed_hooks_get_the_outcome(archive: Path, tmp_path: Path) -> None:
     log.configure("error", io.StringIO())
     hooks = f"hooks:\n  on_restored: {_recorder(tmp_path, 'restored')}\n  on_failed: {_recorder(tmp_path, 'failed')}\n"
@@ -90,7 +84,6 @@ def test_sandbox_hooks_override_global_ones(archive: Path) -> None:
     assert hooks == {"on_restored": [], "on_failed": ["/bin/a"], "on_drift": ["/bin/c"], "on_started": [], "timeout": 5}
 
 
-@needs_root
 def test_on_failed_fires_once_per_failure_episode(archive: Path, tmp_path: Path) -> None:
     """Issue 20: on_failed ran at every retry of the same failure (about once a minute); now
     once, and again only after a success in between."""

@@ -10,7 +10,6 @@ what would work, before anything is written, by restore, check and doctor alike.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,6 @@ from clawguard.sandboxfs import APPLY_SCRIPT
 
 from .chroot_sandbox import ChrootTarget, make_sandbox_root, snapshot
 from .conftest import basic_config
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 SQLITE_AGENT = "2026.9.6"  # approvals in its database (docs/compatibility.md)
 FILE_AGENT = "2026.6.10"  # approvals in a file, read (not written) through a symlink
@@ -110,7 +107,6 @@ def sqlite_pod(tmp_path: Path) -> ChrootTarget:
     return ChrootTarget(make_sandbox_root(tmp_path / "root", agent=SQLITE_AGENT))
 
 
-@needs_root
 def test_restore_refuses_it_once_the_pod_tells_the_version_and_writes_nothing(
     archive: Path, tmp_path: Path, sqlite_pod: ChrootTarget
 ) -> None:
@@ -128,7 +124,6 @@ def test_restore_refuses_it_once_the_pod_tells_the_version_and_writes_nothing(
     assert snapshot(sqlite_pod.root) == before
 
 
-@needs_root
 def test_check_names_it_from_the_pod_and_offline_cannot_know(
     archive: Path, tmp_path: Path, sqlite_pod: ChrootTarget, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]

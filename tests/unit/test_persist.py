@@ -37,10 +37,8 @@ from clawguard.restore import PERSISTED
 from clawguard.state import StateStore
 from clawguard.targets.base import ExecResult, Instance, OutputTooLarge, Target
 
-from .chroot_sandbox import ChrootTarget, context, make_sandbox_root, pod_of, processes_in
+from .chroot_sandbox import ChrootTarget, chown, context, make_sandbox_root, needs_root, owner, pod_of, processes_in
 from .conftest import basic_config
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 WORKSPACE = "sandbox/.openclaw-data/workspace"
 OFFSET = "sandbox/.openclaw-data/telegram/update-offset-default.json"
@@ -284,12 +282,11 @@ def _agent_writes(root: Path) -> None:
     (root / WORKSPACE / "memory" / "2026-11-22.md").write_text("talked about proxmox\n")
     (root / OFFSET).write_text('{"offset": 41}\n')
     for path in ("memory", "memory/2026-11-22.md", "MEMORY.md"):
-        os.chown(root / WORKSPACE / path, 998, 998)
-    os.chown(root / OFFSET, 998, 998)
+        chown(root / WORKSPACE / path, 998, 998)
+    chown(root / OFFSET, 998, 998)
     (root / OFFSET).chmod(0o600)
 
 
-@needs_root
 def test_capture_only_from_a_live_pod_and_never_empty_over_good(archive: Path, sandbox_root: Path) -> None:
     config = parse_config(basic_config(archive), "c.yaml")
     sandbox = config.sandboxes["my-assistant"]
@@ -319,7 +316,7 @@ def test_capture_only_from_a_live_pod_and_never_empty_over_good(archive: Path, s
     assert CaptureStore(StateStore(), sandbox.name, 5).latest() == latest
 
 
-@needs_root
+@needs_root("capture's tar -c writes the owners the kernel reports: virtual ones never reach the capture")
 def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path, tmp_path: Path) -> None:
     config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
     sandbox = config.sandboxes["my-assistant"]
@@ -339,10 +336,10 @@ def test_a_new_pod_gets_the_latest_capture_after_the_archive_steps(archive: Path
     assert result.report.steps[-1].outcome == "changed"
     memory = new.root / WORKSPACE / "MEMORY.md"
     assert memory.read_text() == "the user likes tea\n"
-    assert (memory.stat().st_uid, memory.stat().st_gid) == (998, 998)
+    assert owner(memory) == (998, 998)
     offset = new.root / OFFSET
     assert offset.read_text() == '{"offset": 41}\n' and offset.stat().st_mode & 0o777 == 0o600
-    assert (new.root / WORKSPACE / "memory" / "2026-11-22.md").stat().st_uid == 998
+    assert owner(new.root / WORKSPACE / "memory" / "2026-11-22.md")[0] == 998
     assert live_pod(StateStore(), sandbox.name) == "1" * 64
     assert CaptureStore(StateStore(), sandbox.name, 5).latest().owner == Ids(998, 998)  # type: ignore[union-attr]
 
@@ -366,7 +363,7 @@ def test_a_damaged_latest_generation_falls_back_to_the_one_before(tmp_path: Path
     assert read_members(good.read(), ["/sandbox/ws"], "/sandbox")[0].entry.data() == b"older"
 
 
-@needs_root
+@needs_root("capture's tar -c writes the owners the kernel reports: virtual ones never reach the capture")
 def test_a_rebuilt_image_with_another_uid_gets_the_agents_files_as_its_own(archive: Path, tmp_path: Path) -> None:
     """Issue 12: `useradd -r` may give the sandbox user another uid when the image is rebuilt;
     restored with the old uid, the agent got EACCES on its own MEMORY.md while status said healthy."""
@@ -382,11 +379,9 @@ def test_a_rebuilt_image_with_another_uid_gets_the_agents_files_as_its_own(archi
     rebuilt.instance = Instance("2" * 64, "rebuilt image")
     assert converge(context(sandbox, rebuilt)).ok
     for path in (f"{WORKSPACE}/MEMORY.md", f"{WORKSPACE}/memory", f"{WORKSPACE}/memory/2026-11-22.md", OFFSET):
-        info = (rebuilt.root / path).stat()
-        assert (info.st_uid, info.st_gid) == (1234, 1234), path
+        assert owner(rebuilt.root / path) == (1234, 1234), path
 
 
-@needs_root
 def test_a_capture_over_the_limit_is_stopped_in_the_pod_and_the_previous_one_stays(
     archive: Path, sandbox_root: Path
 ) -> None:
@@ -406,7 +401,7 @@ def test_a_capture_over_the_limit_is_stopped_in_the_pod_and_the_previous_one_sta
     big = sandbox_root / WORKSPACE / "memory" / "big.bin"
     with big.open("wb") as handle:
         handle.truncate(64 << 30)
-    os.chown(big, 998, 998)
+    chown(big, 998, 998)
 
     with pytest.raises(CaptureTooLarge, match=r"more than 1048576 bytes, over limits.max_persist_bytes"):
         capture(context(sandbox, target), plan.persist, pod, reason="t")
@@ -465,7 +460,6 @@ class _RecordingGateway:
         pass
 
 
-@needs_root
 def test_a_replaced_pod_that_was_wiped_gets_its_gateway_started_without_a_doomed_probe(
     archive: Path, tmp_path: Path
 ) -> None:
@@ -671,7 +665,7 @@ def _with_state_db(root: Path, content: bytes = b"SQLite format 3\x00 v1") -> No
     Path(f"{state}-wal").write_bytes(b"frames")
     Path(f"{state}-shm").write_bytes(b"index")
     for path in (state.parent, state, Path(f"{state}-wal"), Path(f"{state}-shm")):
-        os.chown(path, 998, 998)
+        chown(path, 998, 998)
         path.chmod(0o700 if path.is_dir() else 0o600)
 
 
@@ -680,7 +674,6 @@ def _node_calls(root: Path) -> list[str]:
     return calls.read_text().split() if calls.exists() else []
 
 
-@needs_root
 def test_a_capture_that_finds_nothing_new_reads_and_stores_nothing(archive: Path, sandbox_root: Path) -> None:
     sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
     target = ChrootTarget(sandbox_root)
@@ -709,7 +702,6 @@ def test_a_capture_that_finds_nothing_new_reads_and_stores_nothing(archive: Path
     assert Manifest.known(StateStore(), store, sandbox.name, target.instance.id, PersistSet.of(["/x"])) is None
 
 
-@needs_root
 def test_databases_travel_as_snapshots_and_a_timer_write_stores_nothing(archive: Path, sandbox_root: Path) -> None:
     """A database is copied by its online backup, never as a file with its journals; when
     only a database changed, Node.js compares its rows, and the same rows store nothing."""
@@ -758,7 +750,6 @@ def test_databases_travel_as_snapshots_and_a_timer_write_stores_nothing(archive:
     assert _node_calls(sandbox_root)[-1:] == ["snapshot"] and len(_node_calls(sandbox_root)) == 5
 
 
-@needs_root
 def test_a_failed_snapshot_stores_nothing(archive: Path, sandbox_root: Path) -> None:
     sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
     target = ChrootTarget(sandbox_root)

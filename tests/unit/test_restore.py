@@ -13,10 +13,8 @@ from clawguard.restore import CHANGED, FAILED, OK, WOULD_CHANGE, run_plan
 from clawguard.sandboxfs import APPLY_SCRIPT
 from clawguard.targets.base import ExecResult, Instance, Sink
 
-from .chroot_sandbox import ChrootTarget, make_sandbox_root, pod_of, snapshot
+from .chroot_sandbox import ChrootTarget, chown, make_sandbox_root, needs_root, owner, pod_of, snapshot
 from .conftest import basic_config
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 
 @pytest.fixture
@@ -56,8 +54,7 @@ def test_restored_files_have_the_declared_shape(archive: Path, sandbox_root: Pat
     data, conf = sandbox / ".openclaw-data", sandbox / ".openclaw"
 
     def shape(path: Path) -> tuple[int, int, int]:
-        info = path.lstat()
-        return info.st_mode & 0o7777, info.st_uid, info.st_gid
+        return path.lstat().st_mode & 0o7777, *owner(path)
 
     assert (data / "exec-approvals.json").read_bytes() == (archive / "exec-approvals.json").read_bytes()
     assert os.readlink(conf / "exec-approvals.json") == "/sandbox/.openclaw-data/exec-approvals.json"
@@ -101,8 +98,8 @@ def test_unknown_user_is_a_config_error_and_writes_nothing(archive: Path, sandbo
 def test_other_uid(archive: Path, tmp_path: Path) -> None:
     root = make_sandbox_root(tmp_path / "root", uid=1234)
     assert _restore(archive, root).ok
-    assert (root / "sandbox/.openclaw-data/telegram").stat().st_uid == 1234
-    assert (root / "sandbox/.openclaw-data/workspace/SOUL.md").stat().st_gid == 1234
+    assert owner(root / "sandbox/.openclaw-data/telegram")[0] == 1234
+    assert owner(root / "sandbox/.openclaw-data/workspace/SOUL.md")[1] == 1234
 
 
 def test_drift_is_repaired_and_only_that(archive: Path, sandbox_root: Path) -> None:
@@ -110,16 +107,16 @@ def test_drift_is_repaired_and_only_that(archive: Path, sandbox_root: Path) -> N
     data = sandbox_root / "sandbox/.openclaw-data"
     (data / "skills/proxmox/SKILL.md").unlink()
     (data / "skills/proxmox/stray.txt").write_text("left behind")
-    os.chown(data / "telegram", 0, 0)
+    chown(data / "telegram", 0, 0)
     (data / "telegram" / "update-offset-default.json").write_text("{}")
-    os.chown(data / "telegram" / "update-offset-default.json", 0, 0)
+    chown(data / "telegram" / "update-offset-default.json", 0, 0)
     report = _restore(archive, sandbox_root)
     assert report.ok
     changed = {s.name for s in report.steps if s.outcome == CHANGED}
     assert changed == {"skills/proxmox", "telegram"}
     assert not (data / "skills/proxmox/stray.txt").exists()
     assert (data / "skills/proxmox/SKILL.md").exists()
-    assert (data / "telegram" / "update-offset-default.json").stat().st_uid == 998
+    assert owner(data / "telegram" / "update-offset-default.json")[0] == 998
 
 
 def test_wrong_type_is_replaced(archive: Path, sandbox_root: Path) -> None:
@@ -329,6 +326,7 @@ class _Swapping(ChrootTarget):
         return super().exec(instance, argv, stdin, user=user, out=out, limit=limit)
 
 
+@needs_root("the agent's exec follows the swap, and only the kernel's permission check stops it there")
 def test_a_directory_swapped_between_the_read_and_the_write_is_never_written_through(
     archive: Path, sandbox_root: Path
 ) -> None:
@@ -396,11 +394,11 @@ def test_a_root_owned_file_in_the_agents_directory_is_replaced_by_the_agents_own
 ) -> None:
     assert _restore(archive, sandbox_root).ok
     soul = sandbox_root / "sandbox/.openclaw-data/workspace/SOUL.md"
-    os.chown(soul, 0, 0)
+    chown(soul, 0, 0)
     target = ChrootTarget(sandbox_root)
     report = _run(archive, target)
     assert report.ok and [s.name for s in report.steps if s.outcome == CHANGED] == ["SOUL.md"]
-    assert (soul.stat().st_uid, soul.stat().st_gid) == (998, 998)
+    assert owner(soul) == (998, 998)
     assert [role for role, _, _ in _apply_calls(target)] == ["agent"]
 
 
@@ -415,5 +413,5 @@ def test_a_new_directory_in_roots_directory_is_made_and_filled_by_root_then_give
     assert report.ok, report.to_dict()
     tool = sandbox_root / "sandbox/.openclaw/tool"
     for path in (tool, tool / "SKILL.md", tool / "scripts", tool / "scripts/list-vms.sh"):
-        assert (path.stat().st_uid, path.stat().st_gid) == (998, 998), path
+        assert owner(path) == (998, 998), path
     assert _restore(archive, sandbox_root, extra).changed == 0

@@ -518,7 +518,9 @@ def test_root_writes_first_and_the_agent_reads_back() -> None:
 # ---------------------------------------------------------------------------------------------
 # The root role of APPLY_SCRIPT on a real tree, on both userlands: what the agent swaps is refused.
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the root role on a real tree: real owners, and only they stop the agent's swaps"
+)
 
 
 def _observe(*paths: Path) -> list[Observed]:

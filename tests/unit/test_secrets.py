@@ -23,8 +23,6 @@ from clawguard.state import state_dir
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
-
 
 def _tokens() -> dict[str, str]:
     return {where: f"{where}-{secrets.token_hex(16)}" for where in ("config", "credential", "env", "url")}

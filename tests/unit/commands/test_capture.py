@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,6 @@ from clawguard.state import StateStore
 
 from ..chroot_sandbox import ChrootTarget, make_sandbox_root
 from ..conftest import basic_config
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
 
 def test_capture_refuses_an_unrestored_pod_then_captures(
