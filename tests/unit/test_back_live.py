@@ -1,4 +1,4 @@
-"""Issue 21: a replaced pod's gateway is started the moment what it reads at start is in
+"""A replaced pod's gateway is started the moment what it reads at start is in
 place, and the agent's CLI is asked only what the restore does not know: a config this
 agent version accepted before, approvals already in the state database it restores."""
 

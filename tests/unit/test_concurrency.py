@@ -1,4 +1,4 @@
-"""Issue 5: a one-shot restore and the daemon racing on one sandbox never interleave writes."""
+"""A one-shot restore and the daemon racing on one sandbox never interleave writes."""
 
 from __future__ import annotations
 

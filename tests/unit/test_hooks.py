@@ -85,8 +85,8 @@ def test_sandbox_hooks_override_global_ones(archive: Path) -> None:
 
 
 def test_on_failed_fires_once_per_failure_episode(archive: Path, tmp_path: Path) -> None:
-    """Issue 20: on_failed ran at every retry of the same failure (about once a minute); now
-    once, and again only after a success in between."""
+    """on_failed fires once per failure episode, and again only after a success in between;
+    not at every retry of the same failure (about once a minute)."""
     log.configure("error", io.StringIO())
     record = tmp_path / "failed.log"
     hooks = f"hooks:\n  on_failed: [sh, -c, 'echo \"$CLAWGUARD_REASON\" >> {record}']\n"

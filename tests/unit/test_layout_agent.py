@@ -1,4 +1,4 @@
-"""Issue 20 item 6: an explicit layout the agent's version cannot honour is a config error.
+"""An explicit layout the agent's version cannot honour is a config error.
 
 OpenClaw 2026.8.1 and later keep exec approvals in SQLite. A real exec-approvals.json there
 (``layout.exec_approvals: file``) is imported once and deleted, then blocks every approval and

@@ -365,7 +365,7 @@ def test_a_damaged_latest_generation_falls_back_to_the_one_before(tmp_path: Path
 
 @needs_root("capture's tar -c writes the owners the kernel reports: virtual ones never reach the capture")
 def test_a_rebuilt_image_with_another_uid_gets_the_agents_files_as_its_own(archive: Path, tmp_path: Path) -> None:
-    """Issue 12: `useradd -r` may give the sandbox user another uid when the image is rebuilt;
+    """`useradd -r` may give the sandbox user another uid when the image is rebuilt;
     restored with the old uid, the agent got EACCES on its own MEMORY.md while status said healthy."""
     config = parse_config(basic_config(archive, "    gateway: {enabled: false}\n"), "c.yaml")
     sandbox = config.sandboxes["my-assistant"]
@@ -385,7 +385,7 @@ def test_a_rebuilt_image_with_another_uid_gets_the_agents_files_as_its_own(archi
 def test_a_capture_over_the_limit_is_stopped_in_the_pod_and_the_previous_one_stays(
     archive: Path, sandbox_root: Path
 ) -> None:
-    """Issue 14: the capture used to be read whole into memory before its size was checked."""
+    """Past the limit the capture is stopped in the pod, never read whole into memory first."""
     sandbox = parse_config(basic_config(archive, "    limits: {max_persist_bytes: 1048576}\n"), "c.yaml").sandboxes[
         "my-assistant"
     ]
@@ -463,8 +463,8 @@ class _RecordingGateway:
 def test_a_replaced_pod_that_was_wiped_gets_its_gateway_started_without_a_doomed_probe(
     archive: Path, tmp_path: Path
 ) -> None:
-    """Issue 14: the skip of the first probe on a new pod (NemoClaw #2042) only happened when a
-    capture had been restored into it; every wiped pod needs it."""
+    """Every wiped pod skips the first probe (NemoClaw #2042), not only one a capture was
+    restored into."""
     sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
     ctx = context(sandbox, ChrootTarget(make_sandbox_root(tmp_path / "root")))
     gateway = _RecordingGateway()
@@ -475,7 +475,7 @@ def test_a_replaced_pod_that_was_wiped_gets_its_gateway_started_without_a_doomed
     assert gateway.fresh == [True, False, False]
 
 
-# ------------------------------------------------------------------ retention by age (issue 20)
+# ----------------------------------------------------------------------------- retention by age
 
 MINUTE = 60
 # 2026-11-02 00:00 UTC: clock hours and days start on round numbers of this.
@@ -539,9 +539,10 @@ def _memory_capture(memory: bytes, offset: int) -> tuple[bytes, list[tarfile.Tar
 def test_a_truncated_memory_for_hours_keeps_the_last_good_capture_and_the_older_good_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 20: with keep 5 every 60 s, a truncated MEMORY.md replaced every good generation
-    within five minutes. Now the shrunk captures are stored, but each good generation that the
-    rules would keep without them stays: the same ones a store that never saw them keeps."""
+    """Shrunk captures never push out good ones: with keep 5 every 60 s, a truncated MEMORY.md
+    replaced every good generation within five minutes. Now the shrunk captures are stored, but
+    each good generation that the rules would keep without them stays: the same ones a store
+    that never saw them keeps."""
     monkeypatch.setattr(os, "fsync", lambda _fd: None)  # 700 generations written: durability is not tested here
     clock = Clock(EPOCH)
     store = CaptureStore(StateStore(), "my-assistant", Retention(), clock)
