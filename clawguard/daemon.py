@@ -220,6 +220,9 @@ class SandboxWorker(threading.Thread):
         self.stop = stop
         self.on_change = on_change
         self.target = ctx.target
+        # Whichever of the worker's locates made the target start the sandbox (its round, a
+        # health check's, a restore's), the hook is told.
+        self.target.on_started = self._on_sandbox_started
         self.log = log.bind(sandbox=ctx.name)
         self.status = WorkerStatus(line=f"{ctx.name}: starting", beat=time.monotonic())
         self.phase = Phase.STARTING
@@ -334,8 +337,6 @@ class SandboxWorker(threading.Thread):
         except ClawguardError as exc:
             delay = self.unreachable.next()
             self._set(f"{self.sandbox.name}: waiting: {exc}")
-            if isinstance(exc, SandboxStarted):
-                self._on_sandbox_started(exc)
             # A pod being replaced is briefly absent: only a longer absence is a warning.
             level = 30 if delay >= UNREACHABLE_WARN_AFTER else 20
             self.log.log(level, "sandbox.unreachable", error=str(exc), retry_in=round(delay, 1))

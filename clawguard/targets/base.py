@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar, Protocol
 
-from ..errors import ClawguardError, TargetError
+from ..errors import ClawguardError, SandboxStarted, TargetError
 from ..schema import Field
 
 REGISTRY: dict[str, type[Target]] = {}
@@ -162,6 +162,15 @@ class Target(ABC):
         self.sandbox = sandbox
         # The config fills in every default; a target built in code gets the same ones here.
         self.values = {**self.defaults(), **values}
+        # Told each time the target asks its platform to start the sandbox (SandboxStarted),
+        # whichever caller's locate made it ask: the daemon fires its on_started hook here.
+        self.on_started: Callable[[SandboxStarted], None] | None = None
+
+    def started(self, event: SandboxStarted) -> SandboxStarted:
+        """``event``, after telling ``on_started`` of it: ``raise self.started(SandboxStarted(...))``."""
+        if self.on_started is not None:
+            self.on_started(event)
+        return event
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -394,7 +394,10 @@ class OpenShellTarget(Target):
         if now.phase != READY:
             phase = PHASES.get(now.phase, str(now.phase))
             if now.phase in STARTABLE and self.values["start_stopped"]:
-                self._start(f"{self._where()} is {phase}")
+                try:
+                    self._start(f"{self._where()} is {phase}")
+                except SandboxStarted as event:
+                    raise self.started(event) from None
             raise TargetError(f"{self._where()} is {phase}, not READY")
         self._start_backoff = 1.0
         if self.values["recover"] == "recreate" and self._recorded_for != now.id:

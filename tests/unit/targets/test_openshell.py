@@ -214,6 +214,21 @@ def test_a_stopped_sandbox_is_started_once_per_backoff_step() -> None:
     assert not isinstance(again.value, SandboxStarted) and stub.starts == 1
 
 
+def test_each_start_request_is_told_to_on_started_whoever_located() -> None:
+    """The daemon's hook hangs on the target, not on which of its locates (a round, a health
+    check, a restore) happened to meet the stopped sandbox."""
+    from clawguard.errors import SandboxStarted, TargetError
+
+    stub = _Stub(phase=3)  # ERROR
+    target = _target_with(stub)
+    told: list[SandboxStarted] = []
+    target.on_started = told.append
+    for _ in range(2):
+        with pytest.raises(TargetError):  # caught as any TargetError, as a health check's locate does
+            target.locate()
+    assert [e.outcome for e in told] == ["requested"] and stub.starts == 1  # the second is within the backoff
+
+
 def test_a_refused_start_says_what_openshell_needs() -> None:
     from clawguard.errors import SandboxStarted
 
