@@ -248,11 +248,13 @@ def test_recover_recreate_brings_back_a_sandbox_openshell_will_not_start(
         _inside(standin, "sh", "-c", "echo 'remember: the crash drill' >> /sandbox/.openclaw/workspace/MEMORY.md")
         # Read the host's newest capture itself: one already under way when the agent wrote may lack it.
         wait_for("a capture of the memory", lambda: b"the crash drill" in _captured_memory(tmp_path), timeout=120)
+        crashed = _status(config, env)["container_id"]
         standin.crash(SANDBOX)
 
         def recreated() -> bool:
             try:
-                return bool(standin.get(SANDBOX).metadata.id != before and _healthy(config, env))
+                # The status must be the new sandbox's: the crashed one's said healthy too.
+                return bool(standin.get(SANDBOX).metadata.id != before and _healthy(config, env, not_on=crashed))
             except Exception:  # NOT_FOUND between the delete and the create
                 return False
 
