@@ -121,6 +121,28 @@ _PROBE = shell_script("gateway-health.sh")
 PROBE_FIRST = 0.25
 PROBE_MAX = 2.0
 
+# While a gateway it started is not live yet, clawguard watches it from inside the pod over ssh:
+# one session asks /health every WATCH_EVERY s (the same probe script) and answers as soon as
+# anything answers, or after WATCH_SECONDS. A new ssh session for every probe (the proxy, the
+# handshake, sshd's session and a login shell: ~0.2 CPU-s on the host and in the pod each, every
+# 2 s) took CPU from the gateway's own cold start while it was under way, and saw it live up
+# to 2 s late.
+WATCH_SECONDS = 20.0
+WATCH_EVERY = 0.25
+
+# Runs the probe script ($2, on URL $3) every WATCH_EVERY s until something answers (its status
+# line is not 000) or $1 seconds have passed; prints the last probe's output, as the probe does.
+_WATCH = f"""end=$(($(date +%s) + $1))
+while :; do
+  out=$(sh -c "$2" sh "$3")
+  [ "${{out%%"
+"*}}" = 000 ] || break
+  [ "$(date +%s)" -lt "$end" ] || break
+  sleep {WATCH_EVERY} 2>/dev/null || sleep 1
+done
+printf "%s" "$out"
+"""
+
 # Stops what serves the gateway's port, as root (clawguard/data/sh/gateway-stop.sh).
 STOP_SCRIPT = shell_script("gateway-stop.sh")
 
@@ -289,7 +311,30 @@ class Gateway:
 
     def probe(self, pod: Pod) -> Health:
         remote = shlex.join(["sh", "-c", _PROBE, "sh", self.values["health_url"]])
-        result = self._remote(pod, remote)
+        return self.judge(pod, self._remote(pod, remote))
+
+    def can_watch(self, pod: Pod) -> bool:
+        """Whether :meth:`watch` can wait for this pod's gateway (over ssh; through the target's
+        exec a start is waited for with probes)."""
+        return not self.uses_target(pod)
+
+    def watch(self, pod: Pod, seconds: float) -> Watch | None:
+        """Start watching the gateway's health from inside the pod for at most ``seconds``
+        (:data:`_WATCH`), in the background: :meth:`Watch.result` says when it answered, and
+        :meth:`judge` what. None when no session could be opened (probe instead)."""
+        if not self.can_watch(pod):
+            return None
+        length = max(1, int(seconds))
+        remote = shlex.join(["sh", "-c", _WATCH, "sh", str(length), _PROBE, self.values["health_url"]])
+        try:
+            argv, proc = self._ssh_open(pod, remote)
+        except ClawguardError as exc:
+            log.info("gateway.watch_failed", sandbox=self.sandbox, container_id=pod.short_id, error=str(exc))
+            return None
+        return Watch(argv, proc, time.monotonic() + length + self.values["ssh_timeout"])
+
+    def judge(self, pod: Pod, result: subprocess.CompletedProcess[str]) -> Health:
+        """The gateway's health from what the probe script printed (:meth:`probe`, :meth:`watch`)."""
         now = time.time()
         if result.returncode == 255:
             via = "the sandbox's exec" if self.uses_target(pod) else "ssh"
@@ -417,7 +462,10 @@ class Gateway:
             before=before,
             reraise=True,
         )
-        result: Health | None = waiting(startup.step)
+        try:
+            result: Health | None = waiting(startup.step)
+        finally:
+            startup.close()
         assert result is not None  # retried while None
         return result
 
@@ -425,6 +473,33 @@ class Gateway:
 # Before a primed start command (Gateway.prime): the session waits for one line; "start" runs
 # the command with stdin from /dev/null, anything else (or the end of its input) runs nothing.
 _PRIMED = 'IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; exec </dev/null; '
+
+
+@dataclass
+class Watch:
+    """A session watching the gateway's health from inside the pod (Gateway.watch). It ends by
+    itself once anything answers or its length has passed; one that runs ``ssh_timeout`` past
+    its length (``ends``) is killed, and its result is then ssh's 255."""
+
+    argv: list[str]
+    proc: subprocess.Popen[str]
+    ends: float  # monotonic
+
+    def result(self) -> subprocess.CompletedProcess[str] | None:
+        """What the probe script printed last, once the watch is over; None while it runs."""
+        if self.proc.poll() is None:
+            if time.monotonic() < self.ends:
+                return None
+            self.cancel()
+            return subprocess.CompletedProcess(self.argv, 255, "", "the health watch did not end in time")
+        out, err = self.proc.communicate()
+        return subprocess.CompletedProcess(self.argv, self.proc.returncode, out, err)
+
+    def cancel(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # ssh and its proxy; the remote loop ends with them
+        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+            self.proc.communicate(timeout=5)
 
 
 @dataclass
@@ -469,6 +544,17 @@ class GatewayStartup:
         self.last = Health(False, "not probed yet", time.time())
         self.backoff = Backoff(PROBE_FIRST, PROBE_MAX)
         self.started = False  # this startup ran the start command
+        # Waiting for a gateway it started that did not answer the first probe: a watch
+        # (Gateway.watch) instead of a probe every few seconds, where the transport has one.
+        self.watching: Watch | None = None
+        self.watch_began = 0.0
+        self.probed_up = 0  # probes since the start
+
+    def close(self) -> None:
+        """End a watch still running (a startup given up before its answer)."""
+        watching, self.watching = self.watching, None
+        if watching is not None:
+            watching.cancel()
 
     @property
     def timeout(self) -> int:
@@ -496,6 +582,26 @@ class GatewayStartup:
     def _probe(self, now: float) -> Health:
         self.last = self.gateway.probe(self.pod)
         self.next_at = now + self.backoff.next()
+        return self.last
+
+    def _watch(self, now: float) -> Health | None:
+        """The health the watch answered with once it is over (None while it runs): a watch is
+        opened when there is none; the next one no sooner than a probe would have been due."""
+        if self.watching is None:
+            seconds = min(WATCH_SECONDS, float(self.gateway.values["ssh_timeout"]))
+            if self.deadline is not None:
+                seconds = min(seconds, max(1.0, self.deadline - now))
+            self.watching = self.gateway.watch(self.pod, seconds)
+            if self.watching is None:
+                return self._probe(now)
+            self.watch_began = now
+        result = self.watching.result()
+        if result is None:
+            self.next_at = now + WATCH_EVERY
+            return None
+        self.watching = None
+        self.last = self.gateway.judge(self.pod, result)
+        self.next_at = max(now, self.watch_began + self.backoff.next())
         return self.last
 
     def step(self) -> Health | None:
@@ -534,10 +640,22 @@ class GatewayStartup:
         if self.phase == "start":
             self.gateway.start(self.pod)
             self.started = True
+            self.probed_up = 0
             log.info("gateway.waiting", **self._fields(), timeout=self.timeout)
             self._then("up", now, wait=True)
             return None
-        health = self._probe(now)
+        if self.phase == "up" and (self.probed_up or self.fresh) and self.gateway.can_watch(self.pod):
+            # It did not answer the first probe after its start, or it was just started in a new
+            # pod (a Node.js gateway is not live one round trip after its start): watched from
+            # inside the pod.
+            watched = self._watch(now)
+            if watched is None:
+                return None
+            health = watched
+            now = time.monotonic()
+        else:
+            health = self._probe(now)
+            self.probed_up += self.phase == "up"
         over = self.deadline is not None and now >= self.deadline
         if self.phase == "stopping":
             if not (health.healthy or health.answered or health.timed_out):
