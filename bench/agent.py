@@ -22,7 +22,7 @@ the gateway's own cold start, measured alone in the same run; per OpenClaw versi
   then the pod is replaced. Two figures end at ``/health`` live: seen from inside the
   pod exactly as the cold start is (:func:`_poll_live`, from the moment the daemon's
   start command returned), and the daemon's own ``gateway.health outcome=healthy`` (its
-  probe over ssh through the OpenShell proxy, which backs off to every 2 s). Both start at
+  watch over ssh through the OpenShell proxy, probing from inside the pod). Both start at
   "pod replaced" (the new pod container's creation) and are split into detection,
   restore, restore.done -> ``gateway.start`` (the start command issued), the start
   command itself (-> ``gateway.waiting``), and start -> live; the agent's CLI calls the
