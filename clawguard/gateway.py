@@ -125,23 +125,13 @@ PROBE_MAX = 2.0
 # one session asks /health every WATCH_EVERY s (the same probe script) and answers as soon as
 # anything answers, or after WATCH_SECONDS. A new ssh session for every probe (the proxy, the
 # handshake, sshd's session and a login shell: ~0.2 CPU-s on the host and in the pod each, every
-# 2 s) took CPU from the gateway's own cold start while it was under way, and saw it live up
+# 2 s) takes CPU from the gateway's own cold start while it is under way, and sees it live up
 # to 2 s late.
 WATCH_SECONDS = 20.0
 WATCH_EVERY = 0.25
 
-# Runs the probe script ($2, on URL $3) every WATCH_EVERY s until something answers (its status
-# line is not 000) or $1 seconds have passed; prints the last probe's output, as the probe does.
-_WATCH = f"""end=$(($(date +%s) + $1))
-while :; do
-  out=$(sh -c "$2" sh "$3")
-  [ "${{out%%"
-"*}}" = 000 ] || break
-  [ "$(date +%s)" -lt "$end" ] || break
-  sleep {WATCH_EVERY} 2>/dev/null || sleep 1
-done
-printf "%s" "$out"
-"""
+# Runs the probe in the pod until something answers (clawguard/data/sh/gateway-watch.sh).
+_WATCH = shell_script("gateway-watch.sh")
 
 # Stops what serves the gateway's port, as root (clawguard/data/sh/gateway-stop.sh).
 STOP_SCRIPT = shell_script("gateway-stop.sh")
@@ -325,7 +315,8 @@ class Gateway:
         if not self.can_watch(pod):
             return None
         length = max(1, int(seconds))
-        remote = shlex.join(["sh", "-c", _WATCH, "sh", str(length), _PROBE, self.values["health_url"]])
+        url = self.values["health_url"]
+        remote = shlex.join(["sh", "-c", _WATCH, "sh", str(length), str(WATCH_EVERY), _PROBE, url])
         try:
             argv, proc = self._ssh_open(pod, remote)
         except ClawguardError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clawguard.gateway import _PROBE, _WATCH, Watch
+from clawguard.gateway import _PROBE, _WATCH, WATCH_EVERY, Watch
 
 from .test_gateway import FakePodTarget, _gateway, _pod, _ssh
 
@@ -22,7 +22,11 @@ def _run_watch(seconds: int, url: str) -> tuple[str, float]:
         pytest.skip("no curl here")
     started = time.monotonic()
     done = subprocess.run(
-        ["sh", "-c", _WATCH, "sh", str(seconds), _PROBE, url], capture_output=True, text=True, timeout=60, check=False
+        ["sh", "-c", _WATCH, "sh", str(seconds), str(WATCH_EVERY), _PROBE, url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return done.stdout, time.monotonic() - started
 

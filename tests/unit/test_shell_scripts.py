@@ -65,6 +65,7 @@ CONSTANTS = {
     "probe.FACTS_AND_INSPECT_SCRIPT": (FACTS_AND_INSPECT_SCRIPT, "facts-and-inspect.sh"),
     "gateway._PROBE": (gateway._PROBE, "gateway-health.sh"),
     "gateway.STOP_SCRIPT": (gateway.STOP_SCRIPT, "gateway-stop.sh"),
+    "gateway._WATCH": (gateway._WATCH, "gateway-watch.sh"),
     "persist.CAPTURE_SCRIPT": (persist.CAPTURE_SCRIPT, "capture.sh"),
     "k3s._LIST_BY_LABELS": (k3s._LIST_BY_LABELS, "k3s-list-by-labels.sh"),
     "k3s._LIST_BY_MARKER": (k3s._LIST_BY_MARKER, "k3s-list-by-marker.sh"),
