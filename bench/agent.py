@@ -53,7 +53,7 @@ from typing import Any
 
 from testbed import LATEST_AGENT, Testbed, TestbedError
 
-from .clawguard_figures import noticed, wait_converged
+from .clawguard_figures import noticed, restart_cluster, wait_converged
 from .cluster import PodClock
 from .daemon import Daemon, Event, write_config
 from .stats import summary
@@ -506,19 +506,8 @@ def _restart_cluster(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[
     """Stop and start the cluster container (every pod re-created at once); wait until every
     gateway is live under the daemon."""
     time.sleep(2.0)  # the last convergence records its result before the cluster goes
-    bed.stop_cluster()
-    bed.start_cluster()
-    pods = bed.sandboxes()
-    replaced = {name: pods.get(name, "") for name in names}
-    created = clock.created(replaced.values())
-    pod_start = {name: created[replaced[name]] for name in names}
-    restored, healthy = {}, {}
-    for name in names:
-        short = replaced[name][:12]
-        restored[name] = daemon.wait("restore.done", sandbox=name, container_id=short, timeout=900).ts
-        healthy[name] = daemon.wait(
-            "gateway.health", sandbox=name, container_id=short, outcome="healthy", timeout=900
-        ).ts
+    run = restart_cluster(bed, clock, daemon, names)
+    restored, healthy, pod_start, replaced = run.restored, run.healthy, run.pod_start, run.pods
     first, last = min(pod_start.values()), max(pod_start.values())
     return {
         "all_live_s": max(healthy.values()) - first,

@@ -320,7 +320,31 @@ def _cluster_restart(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[
     return figures
 
 
-def _restart_and_wait(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[str]) -> dict[str, float]:
+@dataclass
+class Recovery:
+    """One cluster container restart, every sandbox's new pod followed until its gateway is live
+    (wall-clock times, by sandbox)."""
+
+    stopped: float  # the stop was asked
+    began: float  # the start was asked
+    recovered: float  # the testbed re-created every pod
+    pods: dict[str, str]  # the new container IDs
+    pod_start: dict[str, float]
+    restored: dict[str, float]
+    healthy: dict[str, float]
+
+    @property
+    def first(self) -> float:
+        return min(self.pod_start.values())
+
+    @property
+    def last(self) -> float:
+        return max(self.pod_start.values())
+
+
+def restart_cluster(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[str]) -> Recovery:
+    """Stop and start the cluster container (every pod re-created at once), then wait until the
+    daemon restored each one and saw its gateway healthy."""
     stopped = time.time()
     bed.stop_cluster()
     began = time.time()
@@ -337,9 +361,15 @@ def _restart_and_wait(bed: Testbed, clock: PodClock, daemon: Daemon, names: list
         healthy[name] = daemon.wait(
             "gateway.health", sandbox=name, container_id=short, outcome="healthy", timeout=900
         ).ts
-    first, last = min(pod_start.values()), max(pod_start.values())
+    return Recovery(stopped, began, recovered, replaced, pod_start, restored, healthy)
+
+
+def _restart_and_wait(bed: Testbed, clock: PodClock, daemon: Daemon, names: list[str]) -> dict[str, float]:
+    run = restart_cluster(bed, clock, daemon, names)
+    restored, healthy, pod_start = run.restored, run.healthy, run.pod_start
+    first, last, began, recovered = run.first, run.last, run.began, run.recovered
     unreachable = sum(
-        1 for e in daemon.events if e.name == "sandbox.unreachable" and stopped <= e.ts <= max(restored.values())
+        1 for e in daemon.events if e.name == "sandbox.unreachable" and run.stopped <= e.ts <= max(restored.values())
     )
     return {
         "all_restored_s": max(restored.values()) - first,
