@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,18 @@ class FakePodTarget(Target):
     @property
     def key_reads(self) -> int:
         return sum(1 for argv, _ in self.calls if argv[0] == "cat")
+
+
+class LiveHealth(BaseHTTPRequestHandler):
+    """A gateway's /health that answers live."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"ok":true,"status":"live"}')
+
+    def log_message(self, *_args: object) -> None:
+        pass
 
 
 def _pod(target: Target) -> Pod:
@@ -391,7 +404,7 @@ def test_the_probe_script_tells_a_slow_listener_from_none(client: str, tmp_path:
     import socket
     import subprocess
     import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from http.server import HTTPServer
 
     from clawguard.gateway import _PROBE
 
@@ -429,16 +442,7 @@ def test_the_probe_script_tells_a_slow_listener_from_none(client: str, tmp_path:
         mute.listen(4)
         assert probe(f"http://127.0.0.1:{mute.getsockname()[1]}/health").splitlines()[0] == "timeout"
 
-    class Live(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b'{"ok":true,"status":"live"}')
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Live)
+    server = HTTPServer(("127.0.0.1", 0), LiveHealth)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         code, _, body = probe(f"http://127.0.0.1:{server.server_address[1]}/health").partition("\n")

@@ -7,14 +7,14 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 
 import pytest
 
 from clawguard.gateway import _PROBE, _WATCH, WATCH_EVERY, Watch
 
-from .test_gateway import FakePodTarget, _gateway, _pod, _ssh
+from .test_gateway import FakePodTarget, LiveHealth, _gateway, _pod, _ssh
 
 
 def _run_watch(seconds: int, url: str) -> tuple[str, float]:
@@ -37,14 +37,18 @@ def _free_port() -> int:
         return int(closed.getsockname()[1])
 
 
-class _Live(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b'{"ok":true,"status":"live"}')
-
-    def log_message(self, *_args: object) -> None:
-        pass
+def _ssh_logging_to(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ssh that logs each session's kind: a watch (answers live after 1 s), a probe (nothing
+    listens yet) or the start."""
+    _ssh(
+        tmp_path,
+        monkeypatch,
+        'case "$*" in\n'
+        f"  *'end=$(('*) echo watch >> {calls}; sleep 1; echo 200;;\n"
+        f"  *curl*) echo probe >> {calls}; echo 000;;\n"
+        f"  *'gateway run'*) echo start >> {calls};;\n"
+        "esac\n",
+    )
 
 
 def test_the_watch_answers_as_soon_as_the_gateway_listens() -> None:
@@ -55,7 +59,7 @@ def test_the_watch_answers_as_soon_as_the_gateway_listens() -> None:
 
     def later() -> None:
         time.sleep(1.0)
-        server = HTTPServer(("127.0.0.1", port), _Live)
+        server = HTTPServer(("127.0.0.1", port), LiveHealth)
         servers.append(server)
         server.serve_forever()
 
@@ -82,15 +86,7 @@ def test_a_started_gateway_is_watched_after_its_first_probe(
     """Check (nothing there), start, one probe (not up yet), then one watch session that answers
     when the gateway is up: no ssh session every 2 s. No step waits for the watch."""
     calls = tmp_path / "calls"
-    _ssh(
-        tmp_path,
-        monkeypatch,
-        'case "$*" in\n'
-        f"  *'end=$(('*) echo watch >> {calls}; sleep 1; echo 200;;\n"
-        f"  *curl*) echo probe >> {calls}; echo 000;;\n"
-        f"  *'gateway run'*) echo start >> {calls};;\n"
-        "esac\n",
-    )
+    _ssh_logging_to(calls, tmp_path, monkeypatch)
     startup = _gateway(archive, tmp_path).startup(_pod(FakePodTarget()))
     answer = None
     deadline = time.monotonic() + 30
@@ -165,14 +161,6 @@ def test_a_gateway_just_started_in_a_new_pod_is_watched_at_once(
     """A new pod (fresh): no probe before the start, and none right after it either (a Node.js
     gateway is not live one round trip after its start): the start, then one watch."""
     calls = tmp_path / "calls"
-    _ssh(
-        tmp_path,
-        monkeypatch,
-        'case "$*" in\n'
-        f"  *'end=$(('*) echo watch >> {calls}; sleep 1; echo 200;;\n"
-        f"  *curl*) echo probe >> {calls}; echo 000;;\n"
-        f"  *'gateway run'*) echo start >> {calls};;\n"
-        "esac\n",
-    )
+    _ssh_logging_to(calls, tmp_path, monkeypatch)
     assert _gateway(archive, tmp_path).ensure(_pod(FakePodTarget()), fresh=True).healthy
     assert calls.read_text().splitlines() == ["start", "watch"]
