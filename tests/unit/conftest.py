@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from clawguard import log
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ARCHIVE = REPO / "restore-archive"
@@ -19,6 +23,15 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLAWGUARD_CONFIG", raising=False)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def log_stream_of_its_own() -> Iterator[None]:
+    """After each test, logging goes to a stream of nobody's: a CLI run configures it to the
+    test's captured stderr, which pytest closes, and the next test that logs without
+    configuring would fail with "I/O operation on closed file" (it depends on the order)."""
+    yield
+    log.configure("info", io.StringIO())
 
 
 @pytest.fixture
