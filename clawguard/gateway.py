@@ -466,6 +466,15 @@ class Gateway:
 _PRIMED = 'IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; exec </dev/null; '
 
 
+def _end_session(proc: subprocess.Popen[str]) -> None:
+    """Kill an ssh session opened ahead (a watch, a primed start): ssh and its proxy are its
+    process group, and the remote command ends with them."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+        proc.communicate(timeout=5)
+
+
 @dataclass
 class Watch:
     """A session watching the gateway's health from inside the pod (Gateway.watch). It ends by
@@ -487,10 +496,7 @@ class Watch:
         return subprocess.CompletedProcess(self.argv, self.proc.returncode, out, err)
 
     def cancel(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # ssh and its proxy; the remote loop ends with them
-        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
-            self.proc.communicate(timeout=5)
+        _end_session(self.proc)
 
 
 @dataclass
@@ -502,10 +508,7 @@ class _Primed:
     proc: subprocess.Popen[str]
 
     def cancel(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # ssh and its proxy; the session ends with them
-        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
-            self.proc.communicate(timeout=5)
+        _end_session(self.proc)
 
 
 class GatewayStartup:
