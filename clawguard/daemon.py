@@ -312,7 +312,7 @@ class SandboxWorker(threading.Thread):
             self.wake.wait(delay)
         if self.gateway_run is not None:
             self.log.info("gateway.abandoned", why="the daemon is stopping")
-            self.gateway_run = None
+            self._drop_gateway_run()
         self._enter(Phase.STOPPED)
         if self.last_instance is not None:  # the agent's latest state, before systemd stops us
             self._capture(self.last_instance, "daemon stopping", lock_timeout=FINAL_CAPTURE_LOCK_TIMEOUT)
@@ -645,7 +645,7 @@ class SandboxWorker(threading.Thread):
         if health is None and error is None:
             self._set(f"{self.sandbox.name}: restored, {run.startup.describe()}")
             return self._next_round()
-        self.gateway_run = None
+        self._drop_gateway_run()
         with structlog.contextvars.bound_contextvars(reason=run.reason):
             log_gateway_health(self.sandbox.name, run.restored, health, error)
         try:
@@ -692,9 +692,15 @@ class SandboxWorker(threading.Thread):
         delay = self.retry.next()
         self._enter(Phase.FAILED, time.monotonic() + delay, retry_in=delay)
 
+    def _drop_gateway_run(self) -> None:
+        """Stop bringing the gateway up: a health watch still running in the pod is ended."""
+        run, self.gateway_run = self.gateway_run, None
+        if run is not None:
+            run.startup.close()
+
     def _start_over(self, why: str, reason: str) -> None:
         """The pod went away mid-recovery: the next round (at once) locates the new one."""
-        self.gateway_run = None
+        self._drop_gateway_run()
         self.log.warning("restore.restart", reason=why)
         self.pods.owed = self.pods.owed or reason
         self.pods.converged = None

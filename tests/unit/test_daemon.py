@@ -256,6 +256,9 @@ class FakeGateway:
             def describe(self) -> str:
                 return "starting the gateway"
 
+            def close(self) -> None:
+                pass  # no health watch to end
+
         return Steps()
 
 
@@ -650,3 +653,21 @@ def test_a_soul_edit_restarts_the_gateway_without_a_probe_or_a_capture_first(
     finally:
         daemon.shutdown()
         thread.join(10)
+
+
+def test_a_gateway_wait_given_up_ends_its_health_watch(archive: Path, tmp_path: Path) -> None:
+    """A pod replaced while its gateway is waited for: the watch session in the old pod is
+    ended, not left polling it until its length runs out."""
+    log.configure("error", io.StringIO())
+    config = parse_config(basic_config(archive), "c.yaml")
+    target = PodTarget(make_sandbox_root(tmp_path / "root"))
+    worker = Daemon(config, Recorder(), targets={"my-assistant": target}).workers[0]
+    closed: list[bool] = []
+
+    class Startup:
+        def close(self) -> None:
+            closed.append(True)
+
+    worker.gateway_run = daemon_module.GatewayRun(None, Startup(), "pod replaced", False)  # type: ignore[arg-type]
+    worker._start_over("the pod was replaced while waiting for its gateway", "pod replaced")
+    assert worker.gateway_run is None and closed == [True]
