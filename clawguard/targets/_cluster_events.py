@@ -9,7 +9,9 @@ concerns:
 * a pod container going away (``/tasks/exit``, ``/tasks/delete``, ``/containers/delete``)
   wakes the sandbox whose last located container it was;
 * a container starting wakes the sandbox whose pod it belongs to, found from the
-  container's kubelet labels with one ``ctr containers info`` for all of them;
+  container's kubelet labels with one ``ctr containers info`` for all of them. That
+  lookup is made when the container is created (``/containers/create``), while its task
+  is still being set up, so that the start wakes its sandbox without waiting for it;
 * the cluster container itself starting or stopping wakes every sandbox in it.
 
 A sandbox located by the marker file, not by labels, cannot be told apart: it is woken
@@ -46,7 +48,7 @@ BACKOFF_MAX = 30.0
 # A stream that stayed up this long was healthy: its next loss starts the backoff over.
 _HEALTHY_AFTER = 30.0
 
-POD_TOPICS = ("/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete")
+POD_TOPICS = ("/containers/create", "/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete")
 _CLUSTER_ACTIONS = ("start", "die", "stop", "restart", "destroy", "create")
 _POD_LABEL = "io.kubernetes.pod.name"
 _NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
@@ -161,8 +163,13 @@ class ClusterEvents:
     def route(self, event: PodEvent) -> None:
         """Wake the sandboxes ``event`` concerns, and those that cannot be told apart."""
         everyone = self._everyone()
-        woken = [s for s in everyone if s.pod is None]
         labelled = [s for s in everyone if s.pod is not None]
+        if event.topic == "/containers/create":
+            # Nothing runs yet: only the lookup, taken off the start's way (100 ms or more).
+            if labelled:
+                self._pod_of(event.container_id)
+            return
+        woken = [s for s in everyone if s.pod is None]
         if event.topic == "/tasks/start":
             pod = self._pod_of(event.container_id) if labelled else None
             if pod is None and labelled:

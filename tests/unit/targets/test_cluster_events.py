@@ -27,6 +27,10 @@ LINE = "2026-11-21 23:00:00.1 +0000 UTC k8s.io"
         (f'{LINE} /tasks/exit {{"container_id":"{CID}","id":"clawguard-7-3","pid":9}}', None),  # our own exec
         (f'{LINE} /tasks/exec-started {{"container_id":"{CID}","exec_id":"x"}}', None),
         (f'{LINE} /containers/delete {{"id":"{CID}"}}', PodEvent("/containers/delete", CID)),
+        (
+            f'{LINE} /containers/create {{"id":"{CID}","image":"x","runtime":{{"name":"io.containerd.runc.v2"}}}}',
+            PodEvent("/containers/create", CID),
+        ),
         (f"{LINE} /snapshot/prepare {{}}", None),
     ],
 )
@@ -69,6 +73,24 @@ def test_a_cluster_restart_with_20_sandboxes_wakes_each_for_its_own_pod_only() -
 
     assert {name: len(w) for name, w in woken.items()} == {name: 3 for name in names}
     assert feed.lookups == 20  # one lookup per new container, for all sandboxes together
+
+
+def test_a_new_container_is_looked_up_when_created_so_its_start_wakes_at_once() -> None:
+    """The lookup runs while the task is set up: at /tasks/start the pod is known already."""
+    feed = _feed({CID: "my-assistant"})
+    current: dict[str, str] = {}
+    mine = _subscribe(feed, "my-assistant", current)
+    other = _subscribe(feed, "other", current)
+    marker = _subscribe(feed, "legacy", current, pod=None)
+
+    feed.route(PodEvent("/containers/create", CID))
+    assert (feed.lookups, mine, other, marker) == (1, [], [], [])  # nothing runs yet: nobody looks
+
+    looked_up = feed._lookup
+    feed._lookup = lambda cid: pytest.fail(f"{cid[:12]} looked up again at its start")  # type: ignore[method-assign]
+    feed.route(PodEvent("/tasks/start", CID))
+    assert (len(mine), other, len(marker)) == (1, [], 1)
+    feed._lookup = looked_up  # type: ignore[method-assign]
 
 
 def test_a_sandbox_found_by_marker_hears_every_pod_event() -> None:
