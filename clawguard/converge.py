@@ -23,7 +23,7 @@ from .backoff import Waitable
 from .config import SandboxConfig
 from .context import SandboxContext
 from .errors import InputError, SandboxGone, TargetError
-from .gateway import GatewayError, Health
+from .gateway import GatewayError, Health, Located
 from .plan import Plan, build_plan
 from .pod import Pod
 from .restore import CHANGED, FAILED, PERSISTED, Progress, RestoreReport, persisted_entries, run_plan
@@ -196,19 +196,19 @@ def restore_once(
         instance, hinted = located or target.locate(), located is not None
         # Chosen once (it reads and checksums the capture): the first look and the restore share it.
         latest = functools.cache(partial(_latest_capture, ctx, instance.id))
-        try:
-            pod = open_pod(sandbox, target, instance, facts, partial(first_look, ctx, plan, latest))
-        except TargetError as exc:
-            if hinted:  # gone since the caller located it: find the pod that is there now
-                raise SandboxGone(f"the located pod cannot be read ({exc})") from None
-            raise
         # A replaced pod most likely needs its gateway started: the start command's session
-        # is opened now, while the restore runs, so that the start goes out the moment the
-        # files are written (Gateway.prime).
+        # is opened now, while the facts are read and the restore runs, so that the start
+        # goes out the moment the files are written (Gateway.prime).
         primed = reason == POD_REPLACED and not dry_run and bool(sandbox.gateway["enabled"])
         if primed:
-            ctx.gateway.prime(pod)
+            ctx.gateway.prime(Located(target, instance))
         try:
+            try:
+                pod = open_pod(sandbox, target, instance, facts, partial(first_look, ctx, plan, latest))
+            except TargetError as exc:
+                if hinted:  # gone since the caller located it: find the pod that is there now
+                    raise SandboxGone(f"the located pod cannot be read ({exc})") from None
+                raise
             this_plan = plan_for(sandbox, pod, plan)
             if this_plan.persist and not dry_run and capture_first:
                 capture_before_restore(ctx, this_plan, pod)

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -48,7 +48,7 @@ from .backoff import Backoff, Waitable, interruptible
 from .errors import ClawguardError, SandboxGone
 from .pod import Pod
 from .schema import Bool, Field, Int, ListOf, Record, SandboxPath, Str
-from .targets.base import shell_script
+from .targets.base import Instance, Target, shell_script
 
 log = structlog.get_logger("clawguard.gateway")
 
@@ -137,6 +137,23 @@ _WATCH = shell_script("gateway-watch.sh")
 STOP_SCRIPT = shell_script("gateway-stop.sh")
 
 
+class PodAddress(Protocol):
+    """Where a pod is: all that an ssh session to it needs. A :class:`Pod` is one; so is a
+    :class:`Located` pod whose facts are not read yet (a start primed that early)."""
+
+    @property
+    def target(self) -> Target: ...
+
+    @property
+    def instance(self) -> Instance: ...
+
+
+@dataclass(frozen=True)
+class Located:
+    target: Target
+    instance: Instance
+
+
 class GatewayError(ClawguardError):
     """The gateway could not be started or stopped, or did not become healthy."""
 
@@ -172,7 +189,7 @@ class Gateway:
         url = urlsplit(self.values["health_url"])
         return url.port or (443 if url.scheme == "https" else 80)
 
-    def uses_target(self, pod: Pod) -> bool:
+    def uses_target(self, pod: PodAddress) -> bool:
         """Whether the gateway is reached through the target's exec instead of SSH."""
         transport = self.values.get("transport", "auto")
         return transport == "target" or (transport == "auto" and not pod.target.runs_as_root)
@@ -198,7 +215,7 @@ class Gateway:
         return self._ssh_finish(*self._ssh_open(pod, remote))
 
     def _ssh_open(
-        self, pod: Pod, remote: str, stdin: int = subprocess.DEVNULL
+        self, pod: PodAddress, remote: str, stdin: int = subprocess.DEVNULL
     ) -> tuple[list[str], subprocess.Popen[str]]:
         """Start ssh running ``remote`` (the proxy, the handshake, the command): see _ssh_finish."""
         proxy = str(self.values["ssh_proxy"]).replace("{sandbox}", shlex.quote(self.sandbox))
@@ -247,7 +264,7 @@ class Gateway:
             return subprocess.CompletedProcess(argv, 255, "", f"ssh timed out after {self.values['ssh_timeout']}s")
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
-    def _host_key_options(self, pod: Pod) -> list[str]:
+    def _host_key_options(self, pod: PodAddress) -> list[str]:
         mode = self.values["host_key"]
         if mode == "proxy":  # OpenShell's own CLI: the authenticated relay is the trust anchor
             return [
@@ -264,9 +281,9 @@ class Gateway:
             return gateway_pin_options(self._published_fingerprint(pod))
         if mode == "pin":
             self._pin(pod)
-        elif self._pinned_for != pod.id:  # accept-new, on a new pod: forget the old pod's key
+        elif self._pinned_for != pod.instance.id:  # accept-new, on a new pod: forget the old pod's key
             self.known_hosts.unlink(missing_ok=True)
-            self._pinned_for = pod.id
+            self._pinned_for = pod.instance.id
         checking = "yes" if mode == "pin" else "accept-new"
         return [
             "-o",
@@ -277,7 +294,7 @@ class Gateway:
             f"HostKeyAlias={self.host}",
         ]
 
-    def _published_fingerprint(self, pod: Pod) -> str:
+    def _published_fingerprint(self, pod: PodAddress) -> str:
         fingerprint = pod.target.host_key_fingerprint(pod.instance)
         if not fingerprint or not _FINGERPRINT.fullmatch(fingerprint):
             raise GatewayError(
@@ -286,10 +303,10 @@ class Gateway:
             )
         return fingerprint
 
-    def _pin(self, pod: Pod) -> None:
-        if self._pinned_for == pod.id and self.known_hosts.exists():
+    def _pin(self, pod: PodAddress) -> None:
+        if self._pinned_for == pod.instance.id and self.known_hosts.exists():
             return
-        result = pod.exec(["cat", self.values["host_key_path"]])
+        result = pod.target.exec(pod.instance, ["cat", self.values["host_key_path"]])  # as root
         key = result.stdout.decode(errors="replace").split()
         if result.code != 0 or len(key) < 2 or not key[0].startswith(("ssh-", "ecdsa-")):
             raise GatewayError(
@@ -297,7 +314,7 @@ class Gateway:
                 "keeps its key in memory: use gateway.host_key: proxy, the default)"
             )
         self.known_hosts.write_text(f"{self.host} {key[0]} {key[1]}\n")
-        self._pinned_for = pod.id
+        self._pinned_for = pod.instance.id
 
     def probe(self, pod: Pod) -> Health:
         remote = shlex.join(["sh", "-c", _PROBE, "sh", self.values["health_url"]])
@@ -348,21 +365,22 @@ class Gateway:
             return Health(True, f"HTTP {code}; openclaw health: ok", now, answered=True)
         return Health(False, f"HTTP {code}", now, answered=True)
 
-    def prime(self, pod: Pod) -> None:
+    def prime(self, pod: PodAddress) -> None:
         """Open the start command's session now, for a start that follows soon: a replaced
-        pod's, while its restore runs. Over ssh the proxy and the handshake are most of a
-        start command's time, and none of it needs the restored files: :meth:`start` then
-        only says go, the moment they are in place. Over the target's exec there is nothing
-        to open. A session that cannot be opened only means start() opens its own."""
+        pod's, as soon as it is located, while its facts are read and its restore runs. Over
+        ssh the proxy and the handshake are most of a start command's time, and none of it
+        needs the restored files: :meth:`start` then only says go, the moment they are in
+        place. Over the target's exec there is nothing to open. A session that cannot be
+        opened only means start() opens its own."""
         self.unprime()
         if self.uses_target(pod):
             return
         try:
             argv, proc = self._ssh_open(pod, _PRIMED + self.values["start"], stdin=subprocess.PIPE)
         except ClawguardError as exc:
-            log.info("gateway.prime_failed", sandbox=self.sandbox, container_id=pod.short_id, error=str(exc))
+            log.info("gateway.prime_failed", sandbox=self.sandbox, container_id=pod.instance.short_id, error=str(exc))
             return
-        self._primed = _Primed(pod.id, argv, proc)
+        self._primed = _Primed(pod.instance.id, argv, proc)
 
     def unprime(self) -> None:
         """End a primed start unused: its session closes without running anything."""

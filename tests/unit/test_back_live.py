@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sqlite3
 import tarfile
 import time
@@ -21,8 +22,9 @@ from clawguard import build_plan, parse_config
 from clawguard.agent import SandboxFacts
 from clawguard.agent.cli import VERDICTS_FILE
 from clawguard.config import SandboxConfig
-from clawguard.converge import converge, open_pod, verdicts_for
+from clawguard.converge import POD_REPLACED, converge, open_pod, restore_once, verdicts_for
 from clawguard.entries import Entry
+from clawguard.errors import ClawguardError
 from clawguard.gateway import Gateway, GatewayStartup, Health
 from clawguard.persist import Capture
 from clawguard.pod import Pod
@@ -302,3 +304,31 @@ def test_nothing_is_primed_through_the_targets_exec(archive: Path, tmp_path: Pat
     gateway = _ssh_gateway(archive, tmp_path, "    gateway: {transport: target}\n")
     gateway.prime(_ssh_pod())
     assert list(recording_ssh.iterdir()) == []
+
+
+def test_a_replaced_pods_start_is_primed_before_its_facts_are_read(archive: Path, tmp_path: Path) -> None:
+    """The ssh handshake needs only where the pod is: it runs beside the facts' exec, not after it."""
+    sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
+    target = _new_pod(tmp_path, "pod")
+    ctx = context(sandbox, target)
+    execs_when_primed: list[int] = []
+    ended: list[str] = []
+    ctx.gateway.prime = lambda where: execs_when_primed.append(len(target.calls))  # type: ignore[method-assign]
+    ctx.gateway.unprime = lambda: ended.append("unprimed")  # type: ignore[method-assign]
+    restored = restore_once(ctx, reason=POD_REPLACED)
+    assert restored.report.ok and restored.fresh
+    assert execs_when_primed == [0] and ended == []  # primed first; the start that follows uses it
+
+
+def test_a_primed_start_ends_when_the_pods_facts_cannot_be_read(archive: Path, tmp_path: Path) -> None:
+    sandbox = parse_config(basic_config(archive), "c.yaml").sandboxes["my-assistant"]
+    target = _new_pod(tmp_path, "pod")
+    instance = target.locate()
+    shutil.rmtree(target.root / "etc")  # no passwd: no sandbox user to read
+    ctx = context(sandbox, target)
+    ended: list[str] = []
+    ctx.gateway.prime = lambda where: ended.append("primed")  # type: ignore[method-assign]
+    ctx.gateway.unprime = lambda: ended.append("unprimed")  # type: ignore[method-assign]
+    with pytest.raises(ClawguardError):
+        restore_once(ctx, reason=POD_REPLACED, located=instance)
+    assert ended == ["primed", "unprimed"]
