@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -332,14 +333,15 @@ class Gateway:
         if not self.can_watch(pod):
             return None
         length = max(1, int(seconds))
-        url = self.values["health_url"]
-        remote = shlex.join(["sh", "-c", _WATCH, "sh", str(length), str(WATCH_EVERY), _PROBE, url])
         try:
-            argv, proc = self._ssh_open(pod, remote)
+            argv, proc = self._ssh_open(pod, self._watch_command(length))
         except ClawguardError as exc:
             log.info("gateway.watch_failed", sandbox=self.sandbox, container_id=pod.short_id, error=str(exc))
             return None
         return Watch(argv, proc, time.monotonic() + length + self.values["ssh_timeout"])
+
+    def _watch_command(self, seconds: int) -> str:
+        return shlex.join(["sh", "-c", _WATCH, "sh", str(seconds), str(WATCH_EVERY), _PROBE, self.values["health_url"]])
 
     def judge(self, pod: Pod, result: subprocess.CompletedProcess[str]) -> Health:
         """The gateway's health from what the probe script printed (:meth:`probe`, :meth:`watch`)."""
@@ -375,12 +377,17 @@ class Gateway:
         self.unprime()
         if self.uses_target(pod):
             return
+        # Once started, the same session watches the new gateway (Gateway.watch): a second
+        # session would cost its proxy, handshake and login shell while the gateway cold-starts.
+        seconds = watch_length(self.values)
+        started = f'rc=$?; echo "{_STARTED} $rc"; [ "$rc" = 0 ] || exit "$rc"'
+        remote = f"{_PRIMED}{{ {self.values['start']}\n}}; {started}; exec {self._watch_command(seconds)}"
         try:
-            argv, proc = self._ssh_open(pod, _PRIMED + self.values["start"], stdin=subprocess.PIPE)
+            argv, proc = self._ssh_open(pod, remote, stdin=subprocess.PIPE)
         except ClawguardError as exc:
             log.info("gateway.prime_failed", sandbox=self.sandbox, container_id=pod.instance.short_id, error=str(exc))
             return
-        self._primed = _Primed(pod.instance.id, argv, proc)
+        self._primed = _Primed(pod.instance.id, argv, proc, seconds)
 
     def unprime(self) -> None:
         """End a primed start unused: its session closes without running anything."""
@@ -388,25 +395,51 @@ class Gateway:
         if primed is not None:
             primed.cancel()
 
-    def _start_primed(self, pod: Pod) -> subprocess.CompletedProcess[str] | None:
-        """Run the start through the session :meth:`prime` opened for this pod; None when
-        there is none that can still run it (then the start opens its own)."""
+    def _start_primed(self, pod: Pod) -> Watch | None:
+        """Run the start through the session :meth:`prime` opened for this pod and return
+        that session, watching the gateway now; None when there is none that can still run
+        it (then the start opens its own)."""
         primed, self._primed = self._primed, None
         if primed is None:
             return None
         if primed.pod_id != pod.id or primed.proc.poll() is not None:  # another pod's, or its session ended
             primed.cancel()
             return None
-        result = self._ssh_finish(primed.argv, primed.proc, "start\n")
-        # 255: ssh could not run it. Started again as usual: a second gateway would not get the port.
-        return None if result.returncode == 255 else result
+        try:
+            assert primed.proc.stdin is not None
+            primed.proc.stdin.write("start\n")
+            primed.proc.stdin.flush()
+        except OSError:
+            primed.cancel()
+            return None
+        status = _started(primed.proc, self.values["ssh_timeout"])
+        if status is None:  # it ended, or hung, before it said it ran the start
+            try:
+                primed.proc.wait(timeout=1)  # ssh exits just after its output ends
+            except subprocess.TimeoutExpired:
+                primed.cancel()
+                return None  # hung: started again as usual (a second gateway would not get the port)
+            result = self._ssh_finish(primed.argv, primed.proc)
+            if result.returncode == 255:  # ssh could not run it: started again as usual
+                return None
+            raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
+        if status != 0:
+            result = self._ssh_finish(primed.argv, primed.proc)
+            raise GatewayError(f"starting the gateway failed ({status}): {result.stderr.strip()[-300:]}")
+        return Watch(primed.argv, primed.proc, time.monotonic() + primed.watch_seconds + self.values["ssh_timeout"])
 
-    def start(self, pod: Pod) -> None:
+    def start(self, pod: Pod) -> Watch | None:
+        """Start the gateway. When it went through a primed session, that session now
+        watches it, and is returned (:meth:`watch`)."""
+        watch = self._start_primed(pod)
+        if watch is not None:
+            return watch
         # A background job that keeps the session's stdin open makes sshd (and so
         # ssh) wait forever; start it with stdin from /dev/null.
-        result = self._start_primed(pod) or self._remote(pod, "exec </dev/null; " + self.values["start"])
+        result = self._remote(pod, "exec </dev/null; " + self.values["start"])
         if result.returncode != 0:
             raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
+        return None
 
     def stop(self, pod: Pod) -> None:
         """Stop the gateway and make sure nothing serves its port any more."""
@@ -482,6 +515,37 @@ class Gateway:
 # Before a primed start command (Gateway.prime): the session waits for one line; "start" runs
 # the command with stdin from /dev/null, anything else (or the end of its input) runs nothing.
 _PRIMED = 'IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; exec </dev/null; '
+# What a primed session prints once the start command ran, with its exit status, before it
+# goes on watching the gateway.
+_STARTED = "clawguard-gateway-started"
+
+
+def watch_length(values: dict[str, Any]) -> int:
+    """How long one watch session waits at most (whole seconds: the script's clock)."""
+    return max(1, int(min(WATCH_SECONDS, float(values["ssh_timeout"]))))
+
+
+def _started(proc: subprocess.Popen[str], timeout: float) -> int | None:
+    """The start command's exit status, from the primed session's ``_STARTED`` line (lines
+    the start command itself printed before it are passed over); None when the session ended
+    first, or said nothing within ``timeout``. Read from the pipe's descriptor a byte at a
+    time: nothing of the watch's answer after it may be read ahead of Watch.result."""
+    assert proc.stdout is not None
+    fd, line = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        byte = os.read(fd, 1)
+        if not byte:
+            return None
+        if byte != b"\n":
+            line += byte
+            continue
+        words, line = line.decode(errors="replace").split(), b""
+        if len(words) == 2 and words[0] == _STARTED and words[1].isdigit():
+            return int(words[1])
+    return None
 
 
 def _end_session(proc: subprocess.Popen[str]) -> None:
@@ -524,6 +588,7 @@ class _Primed:
     pod_id: str
     argv: list[str]
     proc: subprocess.Popen[str]
+    watch_seconds: int  # how long it watches the gateway once started
 
     def cancel(self) -> None:
         _end_session(self.proc)
@@ -600,7 +665,7 @@ class GatewayStartup:
         """The health the watch answered with once it is over (None while it runs): a watch is
         opened when there is none; the next one no sooner than a probe would have been due."""
         if self.watching is None:
-            seconds = min(WATCH_SECONDS, float(self.gateway.values["ssh_timeout"]))
+            seconds = float(watch_length(self.gateway.values))
             if self.deadline is not None:
                 seconds = min(seconds, max(1.0, self.deadline - now))
             self.watching = self.gateway.watch(self.pod, seconds)
@@ -650,16 +715,22 @@ class GatewayStartup:
             self._then("stopping" if self.gateway.values["stop"] else "start", now, wait=True)
             return None
         if self.phase == "start":
-            self.gateway.start(self.pod)
+            watching = self.gateway.start(self.pod)
             self.started = True
             self.probed_up = 0
             log.info("gateway.waiting", **self._fields(), timeout=self.timeout)
             self._then("up", now, wait=True)
+            if watching is not None:  # the start's own session watches it now
+                self.watching, self.watch_began = watching, now
             return None
-        if self.phase == "up" and (self.probed_up or self.fresh) and self.gateway.can_watch(self.pod):
+        if (
+            self.phase == "up"
+            and (self.probed_up or self.fresh or self.watching is not None)
+            and self.gateway.can_watch(self.pod)
+        ):
             # It did not answer the first probe after its start, or it was just started in a new
-            # pod (a Node.js gateway is not live one round trip after its start): watched from
-            # inside the pod.
+            # pod (a Node.js gateway is not live one round trip after its start), or the start's
+            # session watches it already: watched from inside the pod.
             watched = self._watch(now)
             if watched is None:
                 return None

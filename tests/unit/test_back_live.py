@@ -10,9 +10,12 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import tarfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import HTTPServer
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +28,7 @@ from clawguard.config import SandboxConfig
 from clawguard.converge import POD_REPLACED, converge, open_pod, restore_once, verdicts_for
 from clawguard.entries import Entry
 from clawguard.errors import ClawguardError
-from clawguard.gateway import Gateway, GatewayStartup, Health
+from clawguard.gateway import Gateway, GatewayError, GatewayStartup, Health
 from clawguard.persist import Capture
 from clawguard.pod import Pod
 from clawguard.restore import CHANGED, FAILED, OK, Group, StepReport, _verified_files, run_plan
@@ -35,6 +38,7 @@ from clawguard.targets.base import Instance
 
 from .chroot_sandbox import ChrootTarget, context, make_sandbox_root
 from .conftest import basic_config
+from .test_gateway import LiveHealth
 
 # ---------------------------------------------------------------- what the restore knows
 
@@ -217,19 +221,33 @@ def test_approvals_that_changed_in_the_archive_are_set_without_asking_first(
 
 
 @pytest.fixture
-def recording_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An `ssh` on PATH that records its argv and what it reads on stdin, one run a directory."""
+def local_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `ssh` on PATH that runs the remote command here with sh, one run a directory (its
+    argv; "finished" with the exit status): the primed session's protocol (the go, the start,
+    the line with its status, the watch) runs for real. The start command of
+    :func:`_ssh_gateway` writes "started" in the run's directory."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     runs = tmp_path / "runs"
     runs.mkdir()
     (bin_dir / "ssh").write_text(
-        f'#!/bin/sh\nrun=$(mktemp -d {runs}/run.XXXXXX)\nprintf "%s\\n" "$@" > "$run/argv"\ncat > "$run/stdin"\n'
-        'echo done > "$run/finished"\n'
+        f'#!/bin/sh\nrun=$(mktemp -d {runs}/run.XXXXXX)\nprintf "%s\\n" "$@" > "$run/argv"\n'
+        'for last; do :; done\nRUN=$run sh -c "$last"\nstatus=$?\necho "$status" > "$run/finished"\nexit "$status"\n'
     )
     (bin_dir / "ssh").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return runs
+
+
+@pytest.fixture
+def live_url() -> Iterator[str]:
+    """A gateway's /health that answers live."""
+    server = HTTPServer(("127.0.0.1", 0), LiveHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/health"
+    finally:
+        server.shutdown()
 
 
 def _ssh_gateway(archive: Path, tmp_path: Path, extra: str = "") -> Gateway:
@@ -248,13 +266,6 @@ def _ssh_pod(pod_id: str = "a" * 64) -> Pod:
     return Pod(target, instance, SandboxFacts(pod_id, users, "flat", None, "test"), "sandbox")
 
 
-def _runs(runs: Path) -> list[dict[str, str]]:
-    found = []
-    for run in sorted(runs.iterdir()):
-        found.append({f.name: f.read_text() for f in run.iterdir()})
-    return found
-
-
 def _wait_for(what: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not what():
@@ -262,48 +273,88 @@ def _wait_for(what: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_a_primed_start_opens_its_session_ahead_and_runs_on_go(
-    archive: Path, tmp_path: Path, recording_ssh: Path
+def _primed_gateway(
+    archive: Path, tmp_path: Path, url: str, start: str = 'echo started > \\"$RUN/started\\"'
+) -> Gateway:
+    return _ssh_gateway(archive, tmp_path, f'    gateway: {{start: "{start}", health_url: "{url}"}}\n')
+
+
+def test_a_primed_start_opens_its_session_ahead_runs_on_go_and_then_watches(
+    archive: Path, tmp_path: Path, local_ssh: Path, live_url: str
 ) -> None:
-    gateway = _ssh_gateway(archive, tmp_path)
+    gateway = _primed_gateway(archive, tmp_path, live_url)
     pod = _ssh_pod()
     gateway.prime(pod)
     # The session is open (proxy, handshake) while the restore runs; it waits for its go.
-    _wait_for(lambda: any((run / "argv").exists() for run in recording_ssh.iterdir()))
-    (run,) = _runs(recording_ssh)
-    remote = run["argv"].splitlines()[-1]
-    assert remote.startswith('IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; exec </dev/null; ')
-    assert remote.endswith(gateway.values["start"]) and "finished" not in run
-    gateway.start(pod)
-    (run,) = _runs(recording_ssh)  # the same session ran it: no second ssh
-    assert run["stdin"] == "start\n" and run["finished"] == "done\n"
+    _wait_for(lambda: any((run / "argv").exists() for run in local_ssh.iterdir()))
+    time.sleep(0.2)
+    (run,) = local_ssh.iterdir()
+    assert not (run / "started").exists() and not (run / "finished").exists()
+    watch = gateway.start(pod)
+    assert watch is not None and (run / "started").read_text() == "started\n"
+    _wait_for(lambda: watch.result() is not None)
+    (result,) = [watch.result() or subprocess.CompletedProcess([], 255, "", "")]
+    assert gateway.judge(pod, result).healthy  # the same session watched the gateway: no second ssh
+    assert [r.name for r in local_ssh.iterdir()] == [run.name]
 
 
-def test_an_unused_primed_start_runs_nothing(archive: Path, tmp_path: Path, recording_ssh: Path) -> None:
-    gateway = _ssh_gateway(archive, tmp_path)
+def test_an_unused_primed_start_runs_nothing(archive: Path, tmp_path: Path, local_ssh: Path, live_url: str) -> None:
+    gateway = _primed_gateway(archive, tmp_path, live_url)
     gateway.prime(_ssh_pod())
-    _wait_for(lambda: any((run / "argv").exists() for run in recording_ssh.iterdir()))
+    _wait_for(lambda: any((run / "argv").exists() for run in local_ssh.iterdir()))
     gateway.unprime()
-    (run,) = _runs(recording_ssh)
-    assert run.get("stdin", "") == "" and "finished" not in run  # killed before any go
+    time.sleep(0.2)
+    (run,) = local_ssh.iterdir()
+    assert not (run / "started").exists() and not (run / "finished").exists()  # killed before any go
 
 
-def test_a_start_for_another_pod_opens_its_own_session(archive: Path, tmp_path: Path, recording_ssh: Path) -> None:
-    gateway = _ssh_gateway(archive, tmp_path)
+def test_a_start_for_another_pod_opens_its_own_session(
+    archive: Path, tmp_path: Path, local_ssh: Path, live_url: str
+) -> None:
+    gateway = _primed_gateway(archive, tmp_path, live_url)
     gateway.prime(_ssh_pod("a" * 64))
-    _wait_for(lambda: any((run / "argv").exists() for run in recording_ssh.iterdir()))
-    gateway.start(_ssh_pod("b" * 64))
-    runs = _runs(recording_ssh)
+    _wait_for(lambda: any((run / "argv").exists() for run in local_ssh.iterdir()))
+    assert gateway.start(_ssh_pod("b" * 64)) is None  # its own session, which only starts it
+    runs = sorted(local_ssh.iterdir(), key=lambda r: (r / "started").exists())
     assert len(runs) == 2
-    primed, own = sorted(runs, key=lambda r: "finished" in r)
-    assert primed.get("stdin", "") == "" and "finished" not in primed
-    assert own["argv"].splitlines()[-1] == "exec </dev/null; " + gateway.values["start"]
+    primed, own = runs
+    assert not (primed / "started").exists() and (own / "finished").read_text() == "0\n"
+    assert (own / "argv").read_text().splitlines()[-1] == "exec </dev/null; " + gateway.values["start"]
 
 
-def test_nothing_is_primed_through_the_targets_exec(archive: Path, tmp_path: Path, recording_ssh: Path) -> None:
+def test_a_primed_start_that_fails_says_why(archive: Path, tmp_path: Path, local_ssh: Path, live_url: str) -> None:
+    gateway = _primed_gateway(archive, tmp_path, live_url, start="echo no such command >&2; exit 3")
+    pod = _ssh_pod()
+    gateway.prime(pod)
+    with pytest.raises(GatewayError, match=r"failed \(3\): no such command"):
+        gateway.start(pod)
+    (run,) = local_ssh.iterdir()
+    assert (run / "finished").read_text() == "3\n"  # it did not go on to watch
+
+
+def test_a_new_pods_primed_start_is_watched_by_its_own_session(
+    archive: Path, tmp_path: Path, local_ssh: Path, live_url: str
+) -> None:
+    """The daemon's way: a fresh startup says go to the primed session in its first step and
+    waits for that session's answer; healthy without a second ssh session."""
+    gateway = _primed_gateway(archive, tmp_path, live_url)
+    pod = _ssh_pod()
+    gateway.prime(pod)
+    startup = gateway.startup(pod, fresh=True)
+    assert startup.step() is None and startup.watching is not None
+    answer = None
+    deadline = time.monotonic() + 20
+    while answer is None and time.monotonic() < deadline:
+        time.sleep(max(0.0, startup.next_at - time.monotonic()))
+        answer = startup.step()
+    assert answer is not None and answer.healthy
+    assert len(list(local_ssh.iterdir())) == 1
+
+
+def test_nothing_is_primed_through_the_targets_exec(archive: Path, tmp_path: Path, local_ssh: Path) -> None:
     gateway = _ssh_gateway(archive, tmp_path, "    gateway: {transport: target}\n")
     gateway.prime(_ssh_pod())
-    assert list(recording_ssh.iterdir()) == []
+    assert list(local_ssh.iterdir()) == []
 
 
 def test_a_replaced_pods_start_is_primed_before_its_facts_are_read(archive: Path, tmp_path: Path) -> None:
