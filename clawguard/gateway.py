@@ -380,8 +380,8 @@ class Gateway:
         # Once started, the same session watches the new gateway (Gateway.watch): a second
         # session would cost its proxy, handshake and login shell while the gateway cold-starts.
         seconds = watch_length(self.values)
-        started = f'rc=$?; echo "{_STARTED} $rc"; [ "$rc" = 0 ] || exit "$rc"'
-        remote = f"{_PRIMED}{{ {self.values['start']}\n}}; {started}; exec {self._watch_command(seconds)}"
+        remote = f'{self._start_command()}; [ "$rc" = 0 ] || exit "$rc"; exec {self._watch_command(seconds)}'
+        remote = _PRIMED + remote
         try:
             argv, proc = self._ssh_open(pod, remote, stdin=subprocess.PIPE)
         except ClawguardError as exc:
@@ -395,10 +395,16 @@ class Gateway:
         if primed is not None:
             primed.cancel()
 
-    def _start_primed(self, pod: Pod) -> Watch | None:
-        """Run the start through the session :meth:`prime` opened for this pod and return
-        that session, watching the gateway now; None when there is none that can still run
-        it (then the start opens its own)."""
+    def _start_command(self) -> str:
+        """The start command, then a line that says it ran (:func:`_said_started`). Its own
+        stdin is /dev/null: a background job that kept the session's stdin open would make
+        sshd (and so ssh) wait forever."""
+        return f"exec </dev/null; {{ {self.values['start']}\n}}; {_SAY_STARTED}"
+
+    def _start_primed(self, pod: Pod) -> Started | None:
+        """Run the start through the session :meth:`prime` opened for this pod; the session
+        watches the gateway now. None when there is none that can still run it (then the
+        start opens its own)."""
         primed, self._primed = self._primed, None
         if primed is None:
             return None
@@ -412,8 +418,8 @@ class Gateway:
         except OSError:
             primed.cancel()
             return None
-        status = _started(primed.proc, self.values["ssh_timeout"])
-        if status is None:  # it ended, or hung, before it said it ran the start
+        said = _started(primed.proc, self.values["ssh_timeout"])
+        if said is None:  # it ended, or hung, before it said it ran the start
             try:
                 primed.proc.wait(timeout=1)  # ssh exits just after its output ends
             except subprocess.TimeoutExpired:
@@ -423,23 +429,41 @@ class Gateway:
             if result.returncode == 255:  # ssh could not run it: started again as usual
                 return None
             raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
+        status, pid = said
         if status != 0:
             result = self._ssh_finish(primed.argv, primed.proc)
             raise GatewayError(f"starting the gateway failed ({status}): {result.stderr.strip()[-300:]}")
-        return Watch(primed.argv, primed.proc, time.monotonic() + primed.watch_seconds + self.values["ssh_timeout"])
+        ends = time.monotonic() + primed.watch_seconds + self.values["ssh_timeout"]
+        return Started(pid, Watch(primed.argv, primed.proc, ends))
 
-    def start(self, pod: Pod) -> Watch | None:
-        """Start the gateway. When it went through a primed session, that session now
-        watches it, and is returned (:meth:`watch`)."""
-        watch = self._start_primed(pod)
-        if watch is not None:
-            return watch
-        # A background job that keeps the session's stdin open makes sshd (and so
-        # ssh) wait forever; start it with stdin from /dev/null.
-        result = self._remote(pod, "exec </dev/null; " + self.values["start"])
+    def start(self, pod: Pod) -> Started:
+        """Start the gateway: what it put in the background, and, when it went through a
+        primed session, that session, which watches it now (:meth:`watch`)."""
+        started = self._start_primed(pod)
+        if started is not None:
+            return started
+        result = self._remote(pod, f'{self._start_command()}; exit "$rc"')
         if result.returncode != 0:
             raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
-        return None
+        said = next(filter(None, map(_said_started, result.stdout.splitlines())), None)
+        return Started(said[1] if said else None)
+
+    def cpu_seconds(self, pod: Pod, pid: int) -> float | None:
+        """The CPU time process ``pid`` in the pod has used so far (read as the sandbox user,
+        whose process a gateway is); None when it is gone or cannot be read."""
+        try:
+            result = pod.exec(["cat", f"/proc/{pid}/stat"], as_user=True)
+        except (ClawguardError, LookupError):
+            return None
+        # After the last ")": the process's name (which the agent sets) may hold any character.
+        fields = result.stdout.decode(errors="replace").rpartition(")")[2].split()
+        try:
+            state, ticks = fields[0], int(fields[11]) + int(fields[12])  # utime + stime
+        except (IndexError, ValueError):
+            return None
+        if result.code != 0 or state in ("Z", "X"):  # gone, or exited and not reaped yet
+            return None
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self, pod: Pod) -> None:
         """Stop the gateway and make sure nothing serves its port any more."""
@@ -515,9 +539,35 @@ class Gateway:
 # Before a primed start command (Gateway.prime): the session waits for one line; "start" runs
 # the command with stdin from /dev/null, anything else (or the end of its input) runs nothing.
 _PRIMED = 'IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; exec </dev/null; '
-# What a primed session prints once the start command ran, with its exit status, before it
-# goes on watching the gateway.
+# Said once the start command ran: its exit status and the process it put in the background
+# ($!, empty when none), before a primed session goes on watching the gateway.
 _STARTED = "clawguard-gateway-started"
+_SAY_STARTED = f'rc=$?; echo "{_STARTED} $rc $!"'
+# Past start_timeout with nothing answering, the process the start put in the background is
+# looked at twice, PROGRESS_WINDOW s apart: one that used PROGRESS_CPU CPU-s or more between
+# is still starting (a Node.js cold start takes minutes with five at once on two CPUs) and
+# gets one more start_timeout, instead of a second gateway started beside it.
+PROGRESS_WINDOW = 5.0
+PROGRESS_CPU = 0.2
+_PID_MAX = 1 << 22
+
+
+@dataclass(frozen=True)
+class Started:
+    """A start command that ran: the process it put in the background (``$!``, as the shell
+    in the sandbox said it), and the primed session that watches the gateway now, if any."""
+
+    pid: int | None = None
+    watch: Watch | None = None
+
+
+def _said_started(line: str) -> tuple[int, int | None] | None:
+    """(exit status, background pid) from a ``_SAY_STARTED`` line; None for any other line."""
+    words = line.split()
+    if len(words) not in (2, 3) or words[0] != _STARTED or not words[1].isdigit():
+        return None
+    pid = int(words[2]) if len(words) == 3 and words[2].isdigit() and 0 < int(words[2]) < _PID_MAX else None
+    return int(words[1]), pid
 
 
 def watch_length(values: dict[str, Any]) -> int:
@@ -525,11 +575,11 @@ def watch_length(values: dict[str, Any]) -> int:
     return max(1, int(min(WATCH_SECONDS, float(values["ssh_timeout"]))))
 
 
-def _started(proc: subprocess.Popen[str], timeout: float) -> int | None:
-    """The start command's exit status, from the primed session's ``_STARTED`` line (lines
-    the start command itself printed before it are passed over); None when the session ended
-    first, or said nothing within ``timeout``. Read from the pipe's descriptor a byte at a
-    time: nothing of the watch's answer after it may be read ahead of Watch.result."""
+def _started(proc: subprocess.Popen[str], timeout: float) -> tuple[int, int | None] | None:
+    """What the primed session said of its start command (:func:`_said_started`; lines the
+    command itself printed before are passed over); None when the session ended first, or
+    said nothing within ``timeout``. Read from the pipe's descriptor a byte at a time:
+    nothing of the watch's answer after it may be read ahead of Watch.result."""
     assert proc.stdout is not None
     fd, line = proc.stdout.fileno(), b""
     deadline = time.monotonic() + timeout
@@ -542,9 +592,9 @@ def _started(proc: subprocess.Popen[str], timeout: float) -> int | None:
         if byte != b"\n":
             line += byte
             continue
-        words, line = line.decode(errors="replace").split(), b""
-        if len(words) == 2 and words[0] == _STARTED and words[1].isdigit():
-            return int(words[1])
+        said, line = _said_started(line.decode(errors="replace")), b""
+        if said is not None:
+            return said
     return None
 
 
@@ -626,6 +676,9 @@ class GatewayStartup:
         self.watching: Watch | None = None
         self.watch_began = 0.0
         self.probed_up = 0  # probes since the start
+        self.pid: int | None = None  # what the start put in the background, as the sandbox said
+        self.cpu_seen: float | None = None  # its CPU time when the deadline first passed
+        self.extended = False  # its wait got one more start_timeout: it was still starting
 
     def close(self) -> None:
         """End a watch still running (a startup given up before its answer)."""
@@ -715,13 +768,14 @@ class GatewayStartup:
             self._then("stopping" if self.gateway.values["stop"] else "start", now, wait=True)
             return None
         if self.phase == "start":
-            watching = self.gateway.start(self.pod)
+            started = self.gateway.start(self.pod)
             self.started = True
             self.probed_up = 0
+            self.pid, self.cpu_seen, self.extended = started.pid, None, False
             log.info("gateway.waiting", **self._fields(), timeout=self.timeout)
             self._then("up", now, wait=True)
-            if watching is not None:  # the start's own session watches it now
-                self.watching, self.watch_began = watching, now
+            if started.watch is not None:  # the start's own session watches it now
+                self.watching, self.watch_began = started.watch, now
             return None
         if (
             self.phase == "up"
@@ -759,7 +813,36 @@ class GatewayStartup:
                 log.warning("gateway.unhealthy", **self._fields(), status=health.status, waited=self.timeout)
                 self._then("stop", now)
                 return None
+        if over and self.phase == "up" and not health.answered and self._still_starting(now):
+            return None
         return health if over else None
+
+    def _still_starting(self, now: float) -> bool:
+        """Whether a start that nothing answered for a whole start_timeout is still under way:
+        the process it put in the background is alive and used CPU (PROGRESS_WINDOW s are
+        taken to see it). Then its wait gets one more start_timeout, once: a gateway that
+        works that long on its start is waited for, not started a second time beside it."""
+        if self.pid is None or self.extended:
+            return False
+        cpu = self.gateway.cpu_seconds(self.pod, self.pid)
+        if cpu is None:  # gone: nothing is starting
+            return False
+        if self.cpu_seen is None:  # first look: look again in a moment
+            self.cpu_seen, self.deadline = cpu, now + PROGRESS_WINDOW
+            return True
+        used, self.cpu_seen = cpu - self.cpu_seen, None
+        if used < PROGRESS_CPU:
+            return False
+        self.extended, self.deadline = True, now + self.timeout
+        log.info(
+            "gateway.still_starting",
+            **self._fields(),
+            pid=self.pid,
+            cpu_seconds=round(used, 2),
+            window=PROGRESS_WINDOW,
+            more=self.timeout,
+        )
+        return True
 
 
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")

@@ -28,7 +28,7 @@ from clawguard.config import SandboxConfig
 from clawguard.converge import POD_REPLACED, converge, open_pod, restore_once, verdicts_for
 from clawguard.entries import Entry
 from clawguard.errors import ClawguardError
-from clawguard.gateway import Gateway, GatewayError, GatewayStartup, Health
+from clawguard.gateway import Gateway, GatewayError, GatewayStartup, Health, Started
 from clawguard.persist import Capture
 from clawguard.pod import Pod
 from clawguard.restore import CHANGED, FAILED, OK, Group, StepReport, _verified_files, run_plan
@@ -78,8 +78,9 @@ class _Gateway:
         self.done.append("probe")
         return Health(False, "no answer", 0.0)
 
-    def start(self, pod: Pod) -> None:
+    def start(self, pod: Pod) -> Started:
         self.done.append("start")
+        return Started()
 
 
 def _pod() -> Pod:
@@ -290,7 +291,7 @@ def test_a_primed_start_opens_its_session_ahead_runs_on_go_and_then_watches(
     time.sleep(0.2)
     (run,) = local_ssh.iterdir()
     assert not (run / "started").exists() and not (run / "finished").exists()
-    watch = gateway.start(pod)
+    watch = gateway.start(pod).watch
     assert watch is not None and (run / "started").read_text() == "started\n"
     _wait_for(lambda: watch.result() is not None)
     (result,) = [watch.result() or subprocess.CompletedProcess([], 255, "", "")]
@@ -314,12 +315,12 @@ def test_a_start_for_another_pod_opens_its_own_session(
     gateway = _primed_gateway(archive, tmp_path, live_url)
     gateway.prime(_ssh_pod("a" * 64))
     _wait_for(lambda: any((run / "argv").exists() for run in local_ssh.iterdir()))
-    assert gateway.start(_ssh_pod("b" * 64)) is None  # its own session, which only starts it
+    assert gateway.start(_ssh_pod("b" * 64)).watch is None  # its own session, which only starts it
     runs = sorted(local_ssh.iterdir(), key=lambda r: (r / "started").exists())
     assert len(runs) == 2
     primed, own = runs
     assert not (primed / "started").exists() and (own / "finished").read_text() == "0\n"
-    assert (own / "argv").read_text().splitlines()[-1] == "exec </dev/null; " + gateway.values["start"]
+    assert (own / "argv").read_text().splitlines()[-2].endswith(gateway.values["start"])
 
 
 def test_a_primed_start_that_fails_says_why(archive: Path, tmp_path: Path, local_ssh: Path, live_url: str) -> None:
