@@ -151,6 +151,8 @@ class PodAddress(Protocol):
 
 @dataclass(frozen=True)
 class Located:
+    """A pod as located, before its facts are read."""
+
     target: Target
     instance: Instance
 
@@ -418,7 +420,7 @@ class Gateway:
         except OSError:
             primed.cancel()
             return None
-        said = _started(primed.proc, self.values["ssh_timeout"])
+        said, after = _started(primed.proc, self.values["ssh_timeout"])
         if said is None:  # it ended, or hung, before it said it ran the start
             try:
                 primed.proc.wait(timeout=1)  # ssh exits just after its output ends
@@ -434,7 +436,7 @@ class Gateway:
             result = self._ssh_finish(primed.argv, primed.proc)
             raise GatewayError(f"starting the gateway failed ({status}): {result.stderr.strip()[-300:]}")
         ends = time.monotonic() + primed.watch_seconds + self.values["ssh_timeout"]
-        return Started(pid, Watch(primed.argv, primed.proc, ends))
+        return Started(pid, Watch(primed.argv, primed.proc, ends, after))
 
     def start(self, pod: Pod) -> Started:
         """Start the gateway: what it put in the background, and, when it went through a
@@ -550,6 +552,7 @@ _SAY_STARTED = f'rc=$?; echo "{_STARTED} $rc $!"'
 PROGRESS_WINDOW = 5.0
 PROGRESS_CPU = 0.2
 _PID_MAX = 1 << 22
+_LINE_MAX = 256  # the status line is ~40 bytes
 
 
 @dataclass(frozen=True)
@@ -575,27 +578,29 @@ def watch_length(values: dict[str, Any]) -> int:
     return max(1, int(min(WATCH_SECONDS, float(values["ssh_timeout"]))))
 
 
-def _started(proc: subprocess.Popen[str], timeout: float) -> tuple[int, int | None] | None:
+def _started(proc: subprocess.Popen[str], timeout: float) -> tuple[tuple[int, int | None] | None, str]:
     """What the primed session said of its start command (:func:`_said_started`; lines the
-    command itself printed before are passed over); None when the session ended first, or
-    said nothing within ``timeout``. Read from the pipe's descriptor a byte at a time:
-    nothing of the watch's answer after it may be read ahead of Watch.result."""
+    command itself printed before are passed over), and what it printed after that line
+    (the beginning of the watch's answer); None when the session ended first, or said
+    nothing within ``timeout``. Read from the pipe's descriptor: the rest of the output is
+    left to Watch.result."""
     assert proc.stdout is not None
-    fd, line = proc.stdout.fileno(), b""
+    fd, pending = proc.stdout.fileno(), b""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         if not select.select([fd], [], [], left)[0]:
             continue
-        byte = os.read(fd, 1)
-        if not byte:
-            return None
-        if byte != b"\n":
-            line += byte
-            continue
-        said, line = _said_started(line.decode(errors="replace")), b""
-        if said is not None:
-            return said
-    return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None, ""
+        *lines, pending = (pending + chunk).split(b"\n")
+        for i, line in enumerate(lines):
+            said = _said_started(line[-_LINE_MAX:].decode(errors="replace"))
+            if said is not None:
+                return said, b"\n".join([*lines[i + 1 :], pending]).decode(errors="replace")
+        # What the sandbox prints is the agent's to choose: a line is kept to a bound.
+        pending = pending[-_LINE_MAX:]
+    return None, ""
 
 
 def _end_session(proc: subprocess.Popen[str]) -> None:
@@ -616,6 +621,7 @@ class Watch:
     argv: list[str]
     proc: subprocess.Popen[str]
     ends: float  # monotonic
+    head: str = ""  # its output read before (a primed start's, after its status line)
 
     def result(self) -> subprocess.CompletedProcess[str] | None:
         """What the probe script printed last, once the watch is over; None while it runs."""
@@ -625,7 +631,7 @@ class Watch:
             self.cancel()
             return subprocess.CompletedProcess(self.argv, 255, "", "the health watch did not end in time")
         out, err = self.proc.communicate()
-        return subprocess.CompletedProcess(self.argv, self.proc.returncode, out, err)
+        return subprocess.CompletedProcess(self.argv, self.proc.returncode, self.head + out, err)
 
     def cancel(self) -> None:
         _end_session(self.proc)

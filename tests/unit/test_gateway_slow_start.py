@@ -161,3 +161,19 @@ def test_the_shell_in_the_pod_says_what_the_start_put_in_the_background(
         assert Path(f"/proc/{started.pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"30"]
     finally:
         subprocess.run(["kill", str(started.pid)], check=False)
+
+
+def test_a_flood_before_the_status_line_is_kept_to_a_bound() -> None:
+    """What the sandbox prints is the agent's to choose (a login shell's profile runs first):
+    a line without end is not gathered whole in the daemon's memory."""
+    script = (
+        "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo 'clawguard-gateway-started 0 77'; printf '000\\n'"
+    )
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said, after = gateway_module._started(proc, 30)
+        assert said == (0, 77)
+        assert after in ("", "000\n")  # the watch's first words, when they came in the same read
+    finally:
+        proc.kill()
+        proc.communicate()
