@@ -80,7 +80,8 @@ GATEWAY_SCHEMA = Record(
         ),
         "start": Field(
             Str(),
-            "Command that starts the gateway in the sandbox (over ssh, as ssh_user).",
+            "Command that starts the gateway in the sandbox (over ssh, as ssh_user). The process it puts in "
+            "the background ($!) is the one looked at when nothing answers within start_timeout.",
             "nohup openclaw gateway run > /tmp/gateway.log 2>&1 &",
         ),
         "stop": Field(
