@@ -166,9 +166,7 @@ def test_the_shell_in_the_pod_says_what_the_start_put_in_the_background(
 def test_a_flood_before_the_status_line_is_kept_to_a_bound() -> None:
     """What the sandbox prints is the agent's to choose (a login shell's profile runs first):
     a line without end is not gathered whole in the daemon's memory."""
-    script = (
-        "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo 'clawguard-gateway-started 0 77'; printf '000\\n'"
-    )
+    script = "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo 'clawguard-gateway-started 0 77'; printf '000\\n'"
     proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         said, after = gateway_module._started(proc, 30)
