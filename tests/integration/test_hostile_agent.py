@@ -64,12 +64,27 @@ swap_out() {
     for pair do d=${pair%%=*}; if [ -L "$d" ] && [ -d "$d.real" ]; then rm -f "$d" && mv "$d.real" "$d"; fi; done
   done
 }
+# On a pause: a directory a restore repaired in between (it removed the swapped-in link, and
+# may have made a new directory there, or been stopped before it could) gives way to the real
+# one, so that every round starts from the same tree. A name root owns is only renamed aside.
+settle() {
+  for round in 1 2; do
+    for pair do
+      d=${pair%%=*}
+      if [ -d "$d.real" ] && [ ! -L "$d.real" ]; then
+        if [ -e "$d" ] || [ -L "$d" ]; then mv "$d" "$d.gone.$n" && rm -rf "$d.gone.$n" 2>/dev/null; fi
+        mv "$d.real" "$d"
+      fi
+    done
+  done
+}
 # A write exec of clawguard (the pattern does not match this script's own text).
 writing() { grep -qs -e 'tar -[x] -f -' /proc/[0-9]*/cmdline; }
 n=0; timed=0; blind=0
 while [ ! -e $F.stop ]; do
   if [ -e $F.pause ]; then
     swap_out "$@"
+    settle "$@"
     echo "$timed $blind" > $F.paused.tmp && mv $F.paused.tmp $F.paused
     usleep 20000
     continue
