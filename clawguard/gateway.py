@@ -383,8 +383,7 @@ class Gateway:
         # Once started, the same session watches the new gateway (Gateway.watch): a second
         # session would cost its proxy, handshake and login shell while the gateway cold-starts.
         seconds = watch_length(self.values)
-        remote = f'{self._start_command()}; [ "$rc" = 0 ] || exit "$rc"; exec {self._watch_command(seconds)}'
-        remote = _PRIMED + remote
+        remote = f'{_PRIMED}{self._start_command()}; [ "$rc" = 0 ] || exit "$rc"; exec {self._watch_command(seconds)}'
         try:
             argv, proc = self._ssh_open(pod, remote, stdin=subprocess.PIPE)
         except ClawguardError as exc:
@@ -431,11 +430,11 @@ class Gateway:
             result = self._ssh_finish(primed.argv, primed.proc)
             if result.returncode == 255:  # ssh could not run it: started again as usual
                 return None
-            raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
+            raise _start_failed(result.returncode, result.stderr)
         status, pid = said
         if status != 0:
             result = self._ssh_finish(primed.argv, primed.proc)
-            raise GatewayError(f"starting the gateway failed ({status}): {result.stderr.strip()[-300:]}")
+            raise _start_failed(status, result.stderr)
         ends = time.monotonic() + primed.watch_seconds + self.values["ssh_timeout"]
         return Started(pid, Watch(primed.argv, primed.proc, ends, after))
 
@@ -447,7 +446,7 @@ class Gateway:
             return started
         result = self._remote(pod, f'{self._start_command()}; exit "$rc"')
         if result.returncode != 0:
-            raise GatewayError(f"starting the gateway failed ({result.returncode}): {result.stderr.strip()[-300:]}")
+            raise _start_failed(result.returncode, result.stderr)
         said = next(filter(None, map(_said_started, result.stdout.splitlines())), None)
         return Started(said[1] if said else None)
 
@@ -563,6 +562,10 @@ class Started:
 
     pid: int | None = None
     watch: Watch | None = None
+
+
+def _start_failed(status: int, stderr: str) -> GatewayError:
+    return GatewayError(f"starting the gateway failed ({status}): {stderr.strip()[-300:]}")
 
 
 def _said_started(line: str) -> tuple[int, int | None] | None:
