@@ -539,8 +539,9 @@ class Gateway:
 
 
 # Before a primed start command (Gateway.prime): the session waits for one line; "start" runs
-# the command with stdin from /dev/null, anything else (or the end of its input) runs nothing.
-_PRIMED = 'IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; exec </dev/null; '
+# the command (which takes its stdin from /dev/null), anything else (or the end of its input)
+# runs nothing.
+_PRIMED = 'IFS= read -r go || exit 0; [ "$go" = start ] || exit 0; '
 # Said once the start command ran: its exit status and the process it put in the background
 # ($!, empty when none), before a primed session goes on watching the gateway.
 _STARTED = "clawguard-gateway-started"
